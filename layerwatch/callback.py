@@ -1,0 +1,313 @@
+"""The Trainer callback: schedules snapshots and hands them down the pipeline."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Mapping
+
+import numpy as np
+from transformers import TrainerCallback
+
+from . import __version__
+from .capture import Snapshot, capture, count_hidden_states
+from .config import LayerwatchConfig, check_output_dir, check_split_name, resolve_layers
+from .data import encode_labels, get_column, num_rows, resolve_label_column, stratified_subset, column_names
+from .pipeline import Pipeline
+from .store import RUN_FILE, RunStore, SnapshotKey
+
+logger = logging.getLogger("layerwatch")
+
+# Files and folders a run directory holds; ``overwrite=True`` removes exactly these.
+_RUN_ENTRIES = ("embeddings", "layouts", "frames", "metrics.csv", RUN_FILE)
+
+
+class _Split:
+    """A monitored split: its dataset, label column and fixed subset."""
+
+    def __init__(self, name: str, dataset: Any, config: LayerwatchConfig):
+        self.name = check_split_name(name)
+        self.dataset = dataset
+        self.column = resolve_label_column(dataset, config.label_column, name)
+        if "input_ids" not in column_names(dataset):
+            raise ValueError(
+                f"split {name!r} has no column 'input_ids' (it has {column_names(dataset)}); pass a tokenized "
+                "dataset, for example ds.map(lambda b: tokenizer(b['text'], truncation=True), batched=True)"
+            )
+        if num_rows(dataset) == 0:
+            raise ValueError(f"split {name!r} has no rows; pass a dataset with rows or leave the split out")
+        labels = encode_labels(get_column(dataset, self.column), name, self.column)
+        self.kind = labels.kind
+        self.string_names = labels.names
+        self.feature_names = _class_label_names(dataset, self.column)
+        self.indices = stratified_subset(labels.values, config.max_samples, config.seed, labels.kind)
+        self.labels = labels.values[self.indices]
+
+
+def _class_label_names(dataset: Any, column: str) -> tuple[str, ...] | None:
+    feature = getattr(dataset, "features", {}).get(column) if hasattr(dataset, "features") else None
+    names = getattr(feature, "names", None)
+    return tuple(names) if names else None
+
+
+def _find_trainer() -> Any:
+    """The Trainer whose loop called us, so that metrics go through ``Trainer.log``.
+
+    Callbacks are not handed the Trainer; logging through it (rather than appending to
+    ``state.log_history``) is what lets TensorBoard, W&B or MLflow callbacks see them.
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(12):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            obj = frame.f_locals.get("self")
+            if obj is not None and hasattr(obj, "callback_handler") and callable(getattr(obj, "log", None)):
+                return obj
+    finally:
+        del frame
+    return None
+
+
+class LayerwatchCallback(TrainerCallback):
+    """Snapshot every layer of the model at the start of training and after each epoch.
+
+    For each split, a fixed stratified subset of rows is run through the model with
+    hidden states; each layer's pooled vectors are stored, laid out in 2-D, measured,
+    drawn as one frame per snapshot and stitched into ``<output_dir>/<split>.gif``.
+
+    Args:
+        splits: ``{"train": train_ds, "validation": val_ds}``: tokenized datasets with
+            ``input_ids``, ``attention_mask`` and a label column.
+        output_dir: The run directory.
+        **settings: Any field of :class:`~layerwatch.config.LayerwatchConfig`
+            (``max_samples``, ``method``, ``layers``, ``pooling``, ``every_n_steps``, ...).
+
+    Bad settings raise here, before training; the model is checked at ``on_train_begin``,
+    before the first step.
+    """
+
+    def __init__(self, splits: Mapping[str, Any], output_dir: str = "layerwatch_run", **settings: Any):
+        unknown = sorted(set(settings) - set(LayerwatchConfig.__dataclass_fields__))
+        if unknown:
+            allowed = ", ".join(sorted(LayerwatchConfig.__dataclass_fields__))
+            raise TypeError(f"LayerwatchCallback got unknown settings {unknown}; allowed: {allowed}")
+        self.config = LayerwatchConfig(output_dir=output_dir, **settings)
+        if not isinstance(splits, Mapping) or not splits:
+            raise ValueError(
+                "splits must be a non-empty dict of name -> dataset, for example "
+                "{'train': train_ds, 'validation': val_ds}"
+            )
+        self.splits = {name: _Split(name, ds, self.config) for name, ds in splits.items()}
+        kinds = {s.kind for s in self.splits.values()}
+        if len(kinds) > 1:
+            raise ValueError("some splits hold class labels and others regression targets; use one kind of label")
+        self.regression = kinds == {"regression"}
+        self._check_class_counts()
+        self._warn_small_splits()
+        check_output_dir(self.config.output_dir)
+        self.store = RunStore(self.config.output_dir)
+        self.reference_split = "train" if "train" in self.splits else next(iter(self.splits))
+        self.pipeline: Pipeline | None = None
+        self.label_names: list[str] | None = None
+        self.layers: tuple[int, ...] | None = None
+        self._last_step_captured = -1
+        self.failures: list[str] = []
+
+    # -- checks that need no model ------------------------------------------
+    def _check_class_counts(self) -> None:
+        if self.regression:
+            return
+        n_classes = max(int(s.labels.max()) + 1 for s in self.splits.values())
+        if self.config.label_names is not None and len(self.config.label_names) < n_classes:
+            raise ValueError(
+                f"label_names has {len(self.config.label_names)} names but the labels go up to {n_classes - 1}; "
+                f"pass {n_classes} names"
+            )
+        for s in self.splits.values():
+            present = len(np.unique(s.labels))
+            if len(s.labels) < present or (len(s.labels) < n_classes and len(s.labels) < 2 * present):
+                raise ValueError(
+                    f"split {s.name!r} keeps {len(s.labels)} rows for {n_classes} classes; a picture and its "
+                    "metrics need several rows per class: pass a larger split or raise max_samples"
+                )
+
+    def _warn_small_splits(self) -> None:
+        if self.config.method != "tsne":
+            return
+        for s in self.splits.values():
+            n = len(s.indices)
+            if n - 1 < 3 * self.config.perplexity:
+                logger.warning(
+                    "layerwatch: split %r keeps %d rows, too few for t-SNE perplexity %g; it will be lowered "
+                    "to %g (pass perplexity= to choose, or max_samples= larger)",
+                    s.name, n, self.config.perplexity, self.config.perplexity, max(1.0, (n - 1) / 3),
+                )
+
+    # -- checks that need the model -----------------------------------------
+    def _resolve_label_names(self, model: Any) -> list[str] | None:
+        if self.regression:
+            return None
+        n_classes = max(int(s.labels.max()) + 1 for s in self.splits.values())
+        if self.config.label_names is not None:
+            return list(self.config.label_names)
+        for s in self.splits.values():
+            if s.string_names is not None:
+                return list(s.string_names)
+            if s.feature_names is not None and len(s.feature_names) >= n_classes:
+                return list(s.feature_names)
+        id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+        names = [id2label.get(i, id2label.get(str(i))) for i in range(n_classes)]
+        if all(names):
+            return [str(n) for n in names]
+        return [str(i) for i in range(n_classes)]
+
+    def setup(self, model: Any) -> None:
+        """Check the model against the settings and prepare the run directory."""
+        n_states = count_hidden_states(model)
+        if n_states is not None:
+            self.layers = resolve_layers(self.config.layers, n_states)
+        self.label_names = self._resolve_label_names(model)
+        self.pipeline = Pipeline(
+            self.store, self.config, self.label_names, regression=self.regression,
+            reference_split=self.reference_split,
+        )
+
+    def _prepare_run_dir(self, model: Any, resuming: bool) -> None:
+        existing = os.path.exists(self.store.run_path)
+        if existing and not resuming:
+            if not self.config.overwrite:
+                raise ValueError(
+                    f"output_dir={self.config.output_dir!r} already holds a layerwatch run; pass overwrite=True "
+                    "to replace it, or another output_dir"
+                )
+            for entry in _RUN_ENTRIES:
+                path = os.path.join(self.store.root, entry)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+            for split in os.listdir(self.store.root):
+                if split.endswith(".gif") or (split.startswith("metrics_") and split.endswith(".png")):
+                    os.remove(os.path.join(self.store.root, split))
+        info = self.store.read_run() if (existing and resuming) else {"run_id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        info.update(self.run_info(model))
+        self.store.write_run(info)
+
+    def run_info(self, model: Any) -> dict:
+        import sklearn
+        import torch
+        import transformers
+
+        config = getattr(model, "config", None)
+        return {
+            "layerwatch_version": __version__,
+            "config": self.config.to_dict(),
+            "model_name": getattr(config, "_name_or_path", None) or type(model).__name__,
+            "model_class": type(model).__name__,
+            "label_names": self.label_names,
+            "label_kind": "regression" if self.regression else "class",
+            "reference_split": self.reference_split,
+            "splits": {s.name: {"rows": int(len(s.indices)), "label_column": s.column} for s in self.splits.values()},
+            "versions": {
+                "layerwatch": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "numpy": np.__version__,
+                "scikit-learn": sklearn.__version__,
+            },
+        }
+
+    # -- snapshots -----------------------------------------------------------
+    def capture_all(self, model: Any, key: SnapshotKey) -> dict[str, Snapshot]:
+        snaps = {}
+        for s in self.splits.values():
+            snap = capture(
+                model, s.dataset, layers=self.layers or self.config.layers, pooling=self.config.pooling,
+                batch_size=self.config.batch_size, label_column=s.column, indices=s.indices,
+                progress=self.config.progress, split=s.name,
+            )
+            snap.epoch, snap.step = key.epoch, key.step
+            self.layers = tuple(int(v) for v in snap.layers)
+            self.store.save_snapshot(snap, key)
+            snaps[s.name] = snap
+        return snaps
+
+    def snapshot(self, model: Any, key: SnapshotKey, trainer: Any = None, state: Any = None) -> None:
+        """Capture every split and send it down the pipeline; failures follow ``on_error``."""
+        if self.pipeline is None:
+            self.setup(model)
+        started = time.perf_counter()
+        first = self._is_first(key)
+        try:
+            snaps = self.capture_all(model, key)
+        except Exception as exc:
+            # The first capture runs before any training step: a failure there is a bad
+            # configuration (no hidden states, layers out of range) and stops the run now.
+            if first or self.config.on_error == "raise":
+                raise
+            self._report(key, "capture", exc)
+            return
+        try:
+            logs = self.pipeline.process(snaps, key)
+        except Exception as exc:
+            if self.config.on_error == "raise":
+                raise
+            self._report(key, "drawing", exc)
+            return
+        self._last_step_captured = key.step
+        logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
+        if logs:
+            if trainer is not None:
+                trainer.log(dict(logs))
+            elif state is not None:
+                state.log_history.append({**logs, "epoch": state.epoch, "step": state.global_step})
+
+    def _report(self, key: SnapshotKey, stage: str, exc: BaseException) -> None:
+        msg = (
+            f"layerwatch: {stage} of snapshot {key.title} failed ({type(exc).__name__}: {exc}); "
+            "training goes on and the next snapshot tries again (on_error='raise' makes this fatal)"
+        )
+        logger.warning(msg)
+        self.failures.append(msg)
+
+    def _is_first(self, key: SnapshotKey) -> bool:
+        return key.epoch == 0 and key.step == 0
+
+    def _key(self, state: Any, epoch: int | None = None) -> SnapshotKey:
+        if epoch is None:
+            epoch = int(np.floor((state.epoch or 0) + 1e-6))
+        return SnapshotKey(epoch=epoch, step=int(state.global_step), with_step=self.config.every_n_steps is not None)
+
+    # -- Trainer events ------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            raise ValueError("LayerwatchCallback needs the model; use it as a callback of transformers.Trainer")
+        self.setup(model)
+        if not state.is_world_process_zero:
+            return
+        resuming = state.global_step > 0
+        self._prepare_run_dir(model, resuming)
+        if resuming:
+            return
+        self.snapshot(model, self._key(state, epoch=0), _find_trainer(), state)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        n = self.config.every_n_steps
+        if n and state.is_world_process_zero and state.global_step % n == 0 and state.global_step != self._last_step_captured:
+            self.snapshot(model, self._key(state), _find_trainer(), state)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.config.every_n_steps is None and state.is_world_process_zero:
+            self.snapshot(model, self._key(state, epoch=int(round(state.epoch or 0))), _find_trainer(), state)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.config.every_n_steps and state.is_world_process_zero and state.global_step != self._last_step_captured:
+            self.snapshot(model, self._key(state), _find_trainer(), state)
+        if self.failures:
+            logger.warning("layerwatch: %d snapshot(s) failed during training; see the warnings above", len(self.failures))

@@ -1,0 +1,151 @@
+"""The ``layerwatch`` command: review stored runs and run the built-in demo.
+
+    layerwatch render RUN_DIR [--method pca|tsne|umap] [--splits ...] [--layers ...] [--no-align]
+    layerwatch info RUN_DIR
+    layerwatch demo [--output-dir DIR] [--epochs N] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from .config import METHODS, parse_layers
+
+
+def _layers(value: str) -> list[int]:
+    parsed = parse_layers(value)
+    if parsed == "all":
+        raise argparse.ArgumentTypeError("--layers takes indices, for example 0,3,6 (leave it out for all)")
+    return list(parsed)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .pipeline import rebuild
+
+    gifs = rebuild(
+        args.run_dir, method=args.method, splits=args.splits, layers=args.layers,
+        align=None if args.align is None else args.align, progress=True,
+    )
+    for split, path in gifs.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def summarize(run_dir: str) -> dict:
+    """What a run directory holds, as a dict (``layerwatch info --json`` prints it)."""
+    from .store import RunStore
+
+    store = RunStore(run_dir)
+    info = store.read_run()
+    out = {
+        "run_dir": os.path.abspath(run_dir),
+        "model": info.get("model_name"),
+        "label_names": info.get("label_names"),
+        "method": info.get("config", {}).get("method"),
+        "pooling": info.get("config", {}).get("pooling"),
+        "versions": info.get("versions"),
+        "splits": {},
+    }
+    for split in store.splits():
+        keys = store.keys(split)
+        entry = {"snapshots": [k.title for k in keys], "frames": len(store.keys(split, "frames")),
+                 "gif": os.path.exists(store.gif_path(split))}
+        if keys:
+            snap = store.load_snapshot(split, keys[-1])
+            entry.update(rows=snap.num_rows, layers=[int(l) for l in snap.layers], hidden=int(snap.pooled.shape[2]))
+        out["splits"][split] = entry
+    rows = store.read_metrics()
+    if rows:
+        best = {}
+        last = {}
+        for r in rows:
+            if r["metric"] == "knn_accuracy":
+                k = r["split"]
+                if k not in last or (r["step"], r["epoch"]) > last[k]:
+                    last[k] = (r["step"], r["epoch"])
+        for r in rows:
+            if r["metric"] == "knn_accuracy" and (r["step"], r["epoch"]) == last.get(r["split"]):
+                if r["split"] not in best or r["value"] > best[r["split"]][1]:
+                    best[r["split"]] = (r["layer"], r["value"])
+        out["best_knn_layer_at_last_snapshot"] = {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}
+    return out
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    out = summarize(args.run_dir)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"run:     {out['run_dir']}")
+    print(f"model:   {out['model']}")
+    print(f"labels:  {out['label_names']}")
+    print(f"method:  {out['method']}   pooling: {out['pooling']}")
+    for split, e in out["splits"].items():
+        print(f"split {split!r}: {len(e['snapshots'])} snapshots ({', '.join(e['snapshots'])}), "
+              f"{e.get('rows', '?')} rows, layers {e.get('layers', '?')}, hidden {e.get('hidden', '?')}, "
+              f"{e['frames']} frames, gif {'yes' if e['gif'] else 'no'}")
+    for split, b in out.get("best_knn_layer_at_last_snapshot", {}).items():
+        print(f"best kNN layer of {split!r} at the last snapshot: {b['layer']} ({b['knn_accuracy']:.3f})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(
+        output_dir=args.output_dir, epochs=args.epochs, method=args.method, rows=args.rows,
+        monitor_samples=args.monitor_samples, seed=args.seed, model=args.model, overwrite=True,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="layerwatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"layerwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="rebuild frames and GIFs of a run from its stored embeddings (no model needed)")
+    p.add_argument("run_dir", help="the output_dir of a LayerwatchCallback run")
+    p.add_argument("--method", choices=METHODS, help="2-D reducer (default: the run's own)")
+    p.add_argument("--splits", nargs="+", help="splits to render (default: all stored)")
+    p.add_argument("--layers", type=_layers, help="hidden-state indices to draw, e.g. 0,3,6 (default: all stored)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--align", dest="align", action="store_true", default=None, help="tie each frame to the previous one")
+    g.add_argument("--no-align", dest="align", action="store_false", help="fit every frame independently")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("info", help="summarise what a run directory holds")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="fine-tune a small packaged model on a generated corpus, offline, and film it")
+    p.add_argument("--output-dir", default="layerwatch_demo", help="where the run goes (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (default: %(default)s)")
+    p.add_argument("--rows", type=int, default=600, help="generated training sentences (default: %(default)s)")
+    p.add_argument("--monitor-samples", type=int, default=300, help="rows drawn per split (default: %(default)s)")
+    p.add_argument("--method", choices=METHODS, default="tsne", help="2-D reducer (default: %(default)s)")
+    p.add_argument("--model", default=None, help="model folder or hub name (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"layerwatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Settings of a layerwatch run, checked once when they are built.
+
+Every check of a bad value lives here so that a mistake fails when the callback is
+constructed, long before the first training step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+METHODS = ("tsne", "pca", "umap")
+POOLINGS = ("mean", "cls")
+ON_ERROR = ("warn", "raise")
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    """Raise a ValueError naming the parameter, the value and what is allowed."""
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name}={value!r} is not one of {options}")
+
+
+def check_split_name(name: Any) -> str:
+    """Return ``name`` if it is safe as a file and folder name inside a run directory.
+
+    Split names become folder names (``embeddings/<split>/``), so anything that could
+    steer a path elsewhere (``..``, slashes, leading dots) is refused.
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"split name {name!r} cannot be used as a folder name; use letters, digits, "
+            "'_', '-' and '.', starting with a letter or digit (for example 'train', 'validation')"
+        )
+    return name
+
+
+def parse_layers(value: Any) -> str | tuple[int, ...]:
+    """Normalise ``layers=``: ``"all"`` or a tuple of hidden-state indices.
+
+    Strings such as ``"0,3,6"`` are accepted so that the command line can pass them through.
+    """
+    if isinstance(value, str):
+        if value == "all":
+            return "all"
+        try:
+            value = [int(v) for v in value.replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise ValueError(
+                f"layers={value!r} is neither 'all' nor a comma-separated list of integers"
+            ) from None
+    if isinstance(value, int):
+        value = [value]
+    try:
+        layers = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"layers={value!r} must be 'all' or a list of hidden-state indices") from None
+    if not layers:
+        raise ValueError("layers=[] selects no layer; pass 'all' or at least one hidden-state index")
+    if any(isinstance(v, bool) for v in value):
+        raise ValueError(f"layers={value!r} must hold integers, not booleans")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers={list(layers)} names a layer twice")
+    if any(v < 0 for v in layers):
+        raise ValueError(
+            f"layers={list(layers)} holds a negative index; use 0 for the embedding output "
+            "and 1..L for the transformer layers"
+        )
+    return layers
+
+
+def resolve_layers(layers: str | Sequence[int], num_hidden_states: int) -> tuple[int, ...]:
+    """Turn ``layers`` into concrete indices for a model with ``num_hidden_states`` outputs."""
+    layers = parse_layers(layers)
+    if layers == "all":
+        return tuple(range(num_hidden_states))
+    bad = [v for v in layers if v >= num_hidden_states]
+    if bad:
+        raise ValueError(
+            f"layers={list(layers)}: index {bad[0]} is out of range; this model has "
+            f"{num_hidden_states} hidden states, so valid indices are 0..{num_hidden_states - 1} "
+            "(0 is the embedding output)"
+        )
+    return tuple(sorted(layers))
+
+
+@dataclass(frozen=True)
+class LayerwatchConfig:
+    """Everything that decides what a run captures, stores and draws.
+
+    Attributes:
+        output_dir: Run directory; created if needed and checked for writability.
+        max_samples: Rows kept per split (stratified by label, drawn with ``seed``).
+        seed: Seed of the subset choice and of every reducer.
+        layers: ``"all"`` or hidden-state indices (0 = embeddings, 1..L = layers).
+        pooling: ``"mean"`` over unmasked tokens, or ``"cls"`` (first token).
+        method: 2-D reducer, ``"tsne"``, ``"pca"`` or ``"umap"`` (needs ``umap-learn``).
+        batch_size: Rows per forward pass of the capture.
+        label_column: Column holding labels; ``None`` looks for ``labels`` then ``label``.
+        label_names: Names of the classes; ``None`` takes the model's ``id2label``.
+        every_n_steps: Snapshot every N optimizer steps instead of every epoch.
+        align: Tie each frame's layout to the previous one so that the film holds still.
+        metrics: Compute per-layer kNN, probe, silhouette and model accuracy.
+        highlight_errors: Mark misclassified rows; ``None`` does it when the model has a
+            classification head whose outputs match the labels.
+        perplexity: t-SNE perplexity (lowered for small splits, with a warning).
+        frame_duration: Seconds each GIF frame is shown.
+        on_error: ``"warn"`` logs a failed snapshot and training goes on; ``"raise"`` stops.
+        overwrite: Replace a run directory that holds another run.
+        dpi: Resolution of the frames.
+        progress: Show progress bars during capture and reduction.
+    """
+
+    output_dir: str = "layerwatch_run"
+    max_samples: int = 1000
+    seed: int = 0
+    layers: Any = "all"
+    pooling: str = "mean"
+    method: str = "tsne"
+    batch_size: int = 32
+    label_column: str | None = None
+    label_names: tuple[str, ...] | None = None
+    every_n_steps: int | None = None
+    align: bool = True
+    metrics: bool = True
+    highlight_errors: bool | None = None
+    perplexity: float = 30.0
+    frame_duration: float = 1.0
+    on_error: str = "warn"
+    overwrite: bool = False
+    dpi: int = 80
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
+        object.__setattr__(self, "layers", parse_layers(self.layers))
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(str(n) for n in self.label_names))
+        _check_positive_int("max_samples", self.max_samples)
+        _check_positive_int("batch_size", self.batch_size)
+        _check_positive_int("dpi", self.dpi)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed={self.seed!r} must be an integer")
+        if self.every_n_steps is not None:
+            _check_positive_int("every_n_steps", self.every_n_steps, hint="or None for one snapshot per epoch")
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("method", self.method, METHODS)
+        check_choice("on_error", self.on_error, ON_ERROR)
+        if not (isinstance(self.perplexity, (int, float)) and self.perplexity > 0):
+            raise ValueError(f"perplexity={self.perplexity!r} must be a positive number (30 is usual)")
+        if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
+            raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")
+        if self.label_column is not None and not isinstance(self.label_column, str):
+            raise ValueError(f"label_column={self.label_column!r} must be a column name or None")
+        if self.method == "umap":
+            from .reduce import require_umap
+
+            require_umap()
+
+    def to_dict(self) -> dict:
+        """A JSON-ready view of the settings."""
+        out = dataclasses.asdict(self)
+        out["layers"] = self.layers if self.layers == "all" else list(self.layers)
+        out["label_names"] = list(self.label_names) if self.label_names is not None else None
+        return out
+
+    def replace(self, **changes: Any) -> "LayerwatchConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_positive_int(name: str, value: Any, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        extra = f" {hint}" if hint else ""
+        raise ValueError(f"{name}={value!r} must be a positive integer{extra}")
+
+
+def check_output_dir(path: str) -> None:
+    """Create ``path`` and prove that files can be written there, or say why not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"output_dir={path!r} cannot be created ({exc.strerror}); pass a folder you can write to"
+        ) from None
+    probe = os.path.join(path, f".layerwatch-write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(
+            f"output_dir={path!r} is not writable ({exc.strerror}); pass a folder you can write to"
+        ) from None

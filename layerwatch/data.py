@@ -1,0 +1,194 @@
+"""Reading rows and labels from the user's datasets, and choosing the fixed subset.
+
+A "dataset" is a Hugging Face ``datasets.Dataset`` (or anything with ``column_names`` and
+``__getitem__`` by column name, or a plain ``dict`` of equal-length columns) that is already
+tokenized: it has ``input_ids``, usually ``attention_mask``, and a label column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+LABEL_CANDIDATES = ("labels", "label")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def column_names(dataset: Any) -> list[str]:
+    if isinstance(dataset, dict):
+        return list(dataset.keys())
+    names = getattr(dataset, "column_names", None)
+    if names is None:
+        raise TypeError(
+            f"cannot read columns from a {type(dataset).__name__}; pass a datasets.Dataset "
+            "or a dict of equal-length columns (input_ids, attention_mask, labels)"
+        )
+    if isinstance(names, dict):  # a DatasetDict
+        raise TypeError(
+            "got a DatasetDict; pass one split per entry, for example "
+            "splits={'train': ds['train'], 'validation': ds['validation']}"
+        )
+    return list(names)
+
+
+def num_rows(dataset: Any) -> int:
+    if isinstance(dataset, dict):
+        lengths = {len(v) for v in dataset.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"the columns of the dict have different lengths {sorted(lengths)}")
+        return lengths.pop() if lengths else 0
+    return len(dataset)
+
+
+def get_column(dataset: Any, name: str, indices: Sequence[int] | None = None) -> list:
+    """One column as a list, optionally restricted to ``indices`` (in that order)."""
+    if isinstance(dataset, dict):
+        col = dataset[name]
+        return [col[i] for i in indices] if indices is not None else list(col)
+    if indices is not None:
+        if hasattr(dataset, "select"):
+            return list(dataset.select(list(map(int, indices)))[name])
+        col = dataset[name]
+        return [col[i] for i in indices]
+    return list(dataset[name])
+
+
+def resolve_label_column(dataset: Any, label_column: str | None, split: str = "") -> str:
+    """Find the label column, or raise naming the columns that exist."""
+    names = column_names(dataset)
+    where = f"split {split!r}" if split else "the dataset"
+    if label_column is not None:
+        if label_column not in names:
+            raise ValueError(
+                f"{where} has no column {label_column!r}; pass label_column= one of {names}"
+            )
+        return label_column
+    for cand in LABEL_CANDIDATES:
+        if cand in names:
+            return cand
+    raise ValueError(
+        f"{where} has no label column ('labels' or 'label'); pass label_column= one of {names}"
+    )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Labels turned into numbers, with what is needed to draw them.
+
+    ``kind`` is ``"class"`` (integers 0..K-1 with ``names``) or ``"regression"`` (floats,
+    coloured by a colormap).
+    """
+
+    values: np.ndarray
+    kind: str
+    names: tuple[str, ...] | None = None
+
+
+def encode_labels(raw: Sequence[Any], split: str = "", label_column: str = "labels") -> Labels:
+    """Turn a column of labels into numbers.
+
+    Integers stay as they are; strings are mapped to integers in sorted order; floats that
+    are not whole numbers are a regression target; lists (multi-label rows) are refused.
+    """
+    where = f"split {split!r}" if split else "the dataset"
+    if len(raw) == 0:
+        return Labels(np.zeros(0, dtype=np.int64), "class", None)
+    first = raw[0]
+    if isinstance(first, (list, tuple, np.ndarray)) or hasattr(first, "shape") and getattr(first, "ndim", 0) > 0:
+        raise ValueError(
+            f"{where}: column {label_column!r} holds multi-label rows (for example {first!r}); "
+            "layerwatch colours each point by one label: add a column with one label per row "
+            "and pass label_column= its name"
+        )
+    if isinstance(first, str):
+        if not all(isinstance(v, str) for v in raw):
+            raise ValueError(f"{where}: column {label_column!r} mixes strings and other values")
+        names = tuple(sorted(set(raw)))
+        lookup = {n: i for i, n in enumerate(names)}
+        return Labels(np.array([lookup[v] for v in raw], dtype=np.int64), "class", names)
+    values = np.asarray([float(v) if v is not None else np.nan for v in raw], dtype=np.float64)
+    if np.isnan(values).any():
+        bad = int(np.flatnonzero(np.isnan(values))[0])
+        raise ValueError(f"{where}: column {label_column!r} has a missing label at row {bad}; drop such rows first")
+    if np.all(values == np.round(values)):
+        ints = values.astype(np.int64)
+        if ints.min() < 0:
+            raise ValueError(
+                f"{where}: column {label_column!r} holds negative labels ({int(ints.min())}); "
+                "drop ignored rows (label -100) or map classes to 0..K-1"
+            )
+        return Labels(ints, "class", None)
+    return Labels(values.astype(np.float32), "regression", None)
+
+
+def stratified_subset(labels: np.ndarray, max_samples: int, seed: int, kind: str = "class") -> np.ndarray:
+    """Choose at most ``max_samples`` row indices, in proportion to each label, seeded.
+
+    Every class keeps at least one row when ``max_samples`` allows it. Returns the chosen
+    indices in increasing order.
+    """
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    if n <= max_samples:
+        return np.arange(n, dtype=np.int64)
+    if kind != "class":
+        return np.sort(rng.choice(n, size=max_samples, replace=False)).astype(np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts / n * max_samples
+    take = np.floor(quota).astype(int)
+    if max_samples >= len(classes):
+        take = np.maximum(take, 1)
+    # Largest remainders fill what flooring left (or trim what the minimum of one added).
+    while take.sum() < max_samples:
+        room = np.where(take < counts, quota - take, -np.inf)
+        take[int(np.argmax(room))] += 1
+    while take.sum() > max_samples:
+        spare = np.where(take > 1, take - quota, -np.inf)
+        take[int(np.argmax(spare))] -= 1
+    chosen = []
+    for cls, k in zip(classes, take):
+        rows = np.flatnonzero(labels == cls)
+        chosen.append(rng.choice(rows, size=int(k), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def read_inputs(dataset: Any, indices: Sequence[int], pad_token_id: int | None) -> dict[str, list[np.ndarray]]:
+    """Read the model inputs of ``indices``, one unpadded int64 array per row.
+
+    Rows that were padded to a fixed length when tokenized are trimmed to their tokens (the
+    capture pads each batch only to its own longest row). Without an ``attention_mask``
+    the mask is rebuilt from ``pad_token_id``.
+    """
+    names = column_names(dataset)
+    if "input_ids" not in names:
+        raise ValueError(
+            f"the dataset has no column 'input_ids' (it has {names}); tokenize it first, "
+            "for example ds.map(lambda b: tokenizer(b['text'], truncation=True), batched=True)"
+        )
+    cols = {k: get_column(dataset, k, indices) for k in MODEL_INPUTS if k in names}
+    ids = [np.asarray(r, dtype=np.int64).reshape(-1) for r in cols["input_ids"]]
+    if "attention_mask" in cols:
+        masks = [np.asarray(r, dtype=np.int64).reshape(-1) for r in cols["attention_mask"]]
+    elif pad_token_id is not None:
+        masks = [(r != pad_token_id).astype(np.int64) for r in ids]
+    else:
+        raise ValueError(
+            "the dataset has no 'attention_mask' column and the model config has no pad_token_id, "
+            "so padding cannot be told from tokens; tokenize with return_attention_mask=True"
+        )
+    out: dict[str, list[np.ndarray]] = {"input_ids": [], "attention_mask": []}
+    if "token_type_ids" in cols:
+        out["token_type_ids"] = []
+        types = [np.asarray(r, dtype=np.int64).reshape(-1) for r in cols["token_type_ids"]]
+    for i, (r, m) in enumerate(zip(ids, masks)):
+        n = int(m.sum())
+        # Right-padded rows (the usual case) are cut to their real tokens; anything else
+        # (left padding, holes) is kept whole and its mask does the work.
+        end = n if m[:n].all() else len(r)
+        out["input_ids"].append(r[:end])
+        out["attention_mask"].append(m[:end])
+        if "token_type_ids" in out:
+            out["token_type_ids"].append(types[i][:end])
+    return out

@@ -1,0 +1,36 @@
+"""Pure tensor functions that turn token states into one vector per row.
+
+Each takes ``hidden`` of shape (batch, tokens, dim) and returns (batch, dim) in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens whose mask is 1; padding never enters the sum.
+
+    A row with no unmasked token gives a vector of zeros rather than NaN.
+    """
+    mask = attention_mask.to(dtype=torch.float32).unsqueeze(-1)
+    summed = (hidden.to(torch.float32) * mask).sum(dim=1)
+    count = mask.sum(dim=1).clamp_min(1.0)
+    return summed / count
+
+
+def cls_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The first token's state (``[CLS]`` for BERT-style models)."""
+    return hidden[:, 0].to(torch.float32)
+
+
+POOLERS = {"mean": mean_pool, "cls": cls_pool}
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str = "mean") -> torch.Tensor:
+    """Pool ``hidden`` with the named method (``"mean"`` or ``"cls"``)."""
+    try:
+        fn = POOLERS[method]
+    except KeyError:
+        raise ValueError(f"pooling={method!r} is not one of {', '.join(map(repr, POOLERS))}") from None
+    return fn(hidden, attention_mask)

@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny random-weight models and tokenized toy datasets built in code."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+
+VOCAB = 100
+PAD = 0
+
+
+def tiny_bert(num_labels: int | None = 2, layers: int = 2, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64, pad_token_id=PAD,
+    )
+    if num_labels is None:
+        return BertModel(cfg).eval()
+    cfg.num_labels = num_labels
+    return BertForSequenceClassification(cfg)
+
+
+def tiny_distilbert(num_labels: int = 2, seed: int = 0):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = DistilBertConfig(
+        vocab_size=VOCAB, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=64,
+        pad_token_id=PAD, num_labels=num_labels,
+    )
+    return DistilBertForSequenceClassification(cfg)
+
+
+def toy_rows(n: int = 40, seed: int = 0, num_labels: int = 2, pad_to: int | None = None) -> dict:
+    """Token rows whose label is written into their tokens, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    ids, masks, labels = [], [], []
+    for i in range(n):
+        label = i % num_labels
+        length = int(rng.integers(4, 14))
+        body = rng.integers(10, VOCAB, size=length - 2)
+        body[: length // 2] = 3 + label  # class marker tokens
+        row = [1, *body.tolist(), 2]
+        mask = [1] * len(row)
+        if pad_to:
+            row = row + [PAD] * (pad_to - len(row))
+            mask = mask + [0] * (pad_to - len(mask))
+        ids.append(row)
+        masks.append(mask)
+        labels.append(label)
+    return {"input_ids": ids, "attention_mask": masks, "labels": labels}
+
+
+def toy_dataset(n: int = 40, seed: int = 0, num_labels: int = 2, pad_to: int | None = None):
+    from datasets import Dataset
+
+    return Dataset.from_dict(toy_rows(n, seed, num_labels, pad_to))
+
+
+@pytest.fixture
+def bert():
+    return tiny_bert()
+
+
+@pytest.fixture
+def train_ds():
+    return toy_dataset(48, seed=0)
+
+
+@pytest.fixture
+def val_ds():
+    return toy_dataset(24, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
+    from transformers import Trainer, TrainingArguments, DataCollatorWithPadding
+
+    class _Collator:
+        def __call__(self, feats):
+            width = max(len(f["input_ids"]) for f in feats)
+            ids = torch.full((len(feats), width), PAD, dtype=torch.long)
+            mask = torch.zeros((len(feats), width), dtype=torch.long)
+            for i, f in enumerate(feats):
+                ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+                mask[i, : len(f["input_ids"])] = 1
+            return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["labels"] for f in feats])}
+
+    args = TrainingArguments(
+        output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=5e-3,
+        use_cpu=True, report_to=[], save_strategy="no", logging_strategy="epoch", disable_tqdm=True, seed=0, **kw,
+    )
+    return Trainer(model=model, args=args, train_dataset=train, data_collator=_Collator(), callbacks=callbacks)
