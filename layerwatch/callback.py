@@ -130,8 +130,7 @@ class LayerwatchCallback(TrainerCallback):
                 f"pass {n_classes} names"
             )
         for s in self.splits.values():
-            present = len(np.unique(s.labels))
-            if len(s.labels) < present or (len(s.labels) < n_classes and len(s.labels) < 2 * present):
+            if len(s.labels) < n_classes:
                 raise ValueError(
                     f"split {s.name!r} keeps {len(s.labels)} rows for {n_classes} classes; a picture and its "
                     "metrics need several rows per class: pass a larger split or raise max_samples"
@@ -146,7 +145,7 @@ class LayerwatchCallback(TrainerCallback):
                 logger.warning(
                     "layerwatch: split %r keeps %d rows, too few for t-SNE perplexity %g; it will be lowered "
                     "to %g (pass perplexity= to choose, or max_samples= larger)",
-                    s.name, n, self.config.perplexity, self.config.perplexity, max(1.0, (n - 1) / 3),
+                    s.name, n, self.config.perplexity, max(1.0, (n - 1) / 3),
                 )
 
     # -- checks that need the model -----------------------------------------

@@ -71,7 +71,7 @@ def toy_dataset(n: int = 40, seed: int = 0, num_labels: int = 2, pad_to: int | N
 
 @pytest.fixture
 def bert():
-    return tiny_bert()
+    return tiny_bert().eval()
 
 
 @pytest.fixture

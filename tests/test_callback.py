@@ -1,0 +1,277 @@
+"""The callback inside a real Trainer run, and every bad configuration failing before training."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from conftest import make_trainer, tiny_bert, toy_dataset, toy_rows
+
+import layerwatch
+from layerwatch import LayerwatchCallback, RunStore
+from layerwatch.store import SnapshotKey
+
+
+def gif_frames(path) -> int:
+    return iio.improps(path, index=None).shape[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny BERT trained for 2 epochs with layerwatch watching train and validation."""
+    out = tmp_path_factory.mktemp("run")
+    model = tiny_bert()
+    initial = copy.deepcopy(model)
+    train, val = toy_dataset(48, seed=0), toy_dataset(30, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", max_samples=40, progress=False)
+    trainer = make_trainer(model, train, [watch], out / "trainer", epochs=2)
+    trainer.train()
+    return {"dir": out / "lw", "initial": initial, "model": model, "train": train, "val": val, "trainer": trainer, "watch": watch}
+
+
+def test_three_frames_and_gifs_of_three_frames(finished_run):
+    root = finished_run["dir"]
+    for split in ("train", "validation"):
+        frames = sorted(os.listdir(root / "frames" / split))
+        assert frames == ["epoch_000.png", "epoch_001.png", "epoch_002.png"]
+        assert gif_frames(root / f"{split}.gif") == 3
+
+
+def test_gif_loops_and_shows_each_frame_about_a_second(finished_run):
+    meta = iio.immeta(finished_run["dir"] / "train.gif", index=0)
+    assert meta.get("loop") == 0
+    assert 500 <= meta["duration"] <= 2000
+
+
+def test_npz_shapes_and_same_indices_every_epoch(finished_run):
+    root = finished_run["dir"]
+    for split, n in (("train", 40), ("validation", 30)):
+        indices = []
+        for e in range(3):
+            with np.load(root / "embeddings" / split / f"epoch_{e:03d}.npz", allow_pickle=False) as z:
+                assert z["pooled"].shape == (3, n, 16)
+                assert z["pooled"].dtype == np.float32
+                assert z["layers"].tolist() == [0, 1, 2]
+                assert z["labels"].shape == (n,)
+                indices.append(z["indices"].tolist())
+        assert indices[0] == indices[1] == indices[2]
+        assert len(set(indices[0])) == n
+
+
+def test_epoch_zero_is_the_model_before_any_step(finished_run):
+    store = RunStore(finished_run["dir"])
+    first = store.load_snapshot("train", SnapshotKey(0))
+    assert first.step == 0
+    again = layerwatch.capture(finished_run["initial"], finished_run["train"], indices=first.indices)
+    np.testing.assert_allclose(first.pooled, again.pooled, atol=1e-5)
+    last = store.load_snapshot("train", SnapshotKey(2))
+    assert not np.allclose(first.pooled, last.pooled, atol=1e-3)  # training changed the model
+    final = layerwatch.capture(finished_run["model"], finished_run["train"], indices=last.indices)
+    np.testing.assert_allclose(last.pooled, final.pooled, atol=1e-5)
+
+
+def test_subset_is_stratified(finished_run):
+    snap = RunStore(finished_run["dir"]).load_snapshot("train", SnapshotKey(0))
+    assert np.bincount(snap.labels).tolist() == [20, 20]
+
+
+def test_run_json_describes_the_run(finished_run):
+    info = json.loads((finished_run["dir"] / "run.json").read_text())
+    assert info["config"]["method"] == "pca"
+    assert info["config"]["max_samples"] == 40
+    assert info["label_names"] == ["LABEL_0", "LABEL_1"]
+    assert info["model_class"] == "BertForSequenceClassification"
+    assert {"torch", "transformers", "layerwatch"} <= set(info["versions"])
+    assert info["splits"]["validation"]["rows"] == 30
+
+
+def test_frames_are_drawn_from_the_stored_layouts(finished_run):
+    store = RunStore(finished_run["dir"])
+    layout = store.load_layout("validation", SnapshotKey(2))
+    assert layout["layout"].shape == (3, 30, 2)
+    assert np.isfinite(layout["layout"]).all()
+    png = iio.imread(store.frame_path("validation", SnapshotKey(2)))
+    assert png.shape[0] > 200 and png.shape[1] > 200
+
+
+def test_metrics_reach_the_log_history_and_csv(finished_run):
+    history = finished_run["trainer"].state.log_history
+    logged = [h for h in history if "layerwatch/validation/knn_accuracy/layer_2" in h]
+    assert [h["step"] for h in logged] == [0, 6, 12]
+    rows = RunStore(finished_run["dir"]).read_metrics()
+    assert {r["metric"] for r in rows} == {"knn_accuracy", "probe_accuracy", "silhouette", "model_accuracy"}
+    assert {(r["epoch"]) for r in rows} == {0, 1, 2}
+    assert (finished_run["dir"] / "metrics_knn_accuracy.png").exists()
+
+
+def test_every_n_steps_names_files_with_the_step(tmp_path):
+    train = toy_dataset(32)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", every_n_steps=3, progress=False, metrics=False)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=2).train()  # 8 steps
+    names = [k.name for k in RunStore(tmp_path / "lw").keys("train")]
+    assert names == ["epoch_000_step_0000000", "epoch_000_step_0000003", "epoch_001_step_0000006", "epoch_002_step_0000008"]
+    assert gif_frames(tmp_path / "lw" / "train.gif") == 4
+
+
+def test_only_the_main_process_writes(tmp_path):
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False)
+    trainer = make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1)
+    trainer.state.is_world_process_zero = False
+    args, state, control = trainer.args, trainer.state, trainer.control
+    watch.on_train_begin(args, state, control, model=trainer.model)
+    state.epoch = 1.0
+    watch.on_epoch_end(args, state, control, model=trainer.model)
+    assert sorted(os.listdir(tmp_path / "lw")) == []
+
+
+# -- failures while drawing never stop training ---------------------------------
+
+def test_a_failed_drawing_is_logged_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, metrics=False)
+    calls = {"n": 0}
+    original = layerwatch.pipeline.Pipeline.process
+
+    def flaky(self, snaps, key, render=True):
+        calls["n"] += 1
+        if key.epoch == 1:
+            raise OSError(28, "No space left on device")
+        return original(self, snaps, key, render)
+
+    monkeypatch.setattr(layerwatch.pipeline.Pipeline, "process", flaky)
+    with caplog.at_level("WARNING", logger="layerwatch"):
+        trainer = make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=2)
+        trainer.train()
+    assert trainer.state.global_step == 4
+    assert any("epoch 1" in r.message and "No space left" in r.message for r in caplog.records)
+    assert sorted(os.listdir(tmp_path / "lw" / "frames" / "train")) == ["epoch_000.png", "epoch_002.png"]
+    # The embeddings of the failed epoch were stored before drawing failed.
+    assert (tmp_path / "lw" / "embeddings" / "train" / "epoch_001.npz").exists()
+    assert gif_frames(tmp_path / "lw" / "train.gif") == 2
+
+
+def test_on_error_raise_makes_it_fatal(tmp_path, monkeypatch):
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, on_error="raise")
+    original = layerwatch.pipeline.Pipeline.process
+
+    def failing(self, snaps, key, render=True):
+        if key.epoch == 1:
+            raise OSError(28, "No space left on device")
+        return original(self, snaps, key, render)
+
+    monkeypatch.setattr(layerwatch.pipeline.Pipeline, "process", failing)
+    with pytest.raises(OSError, match="No space left"):
+        make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=2).train()
+
+
+# -- bad configurations fail when built or at on_train_begin, before any step ---
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "tnse"}, r"method='tnse' is not one of 'tsne', 'pca', 'umap'"),
+        ({"pooling": "max"}, r"pooling='max' is not one of 'mean', 'cls'"),
+        ({"max_samples": 0}, r"max_samples=0 must be a positive integer"),
+        ({"max_samples": -5}, r"max_samples=-5 must be a positive integer"),
+        ({"layers": [-1]}, r"negative index"),
+        ({"layers": "a,b"}, r"neither 'all' nor a comma-separated list"),
+        ({"every_n_steps": 0}, r"every_n_steps=0 must be a positive integer"),
+        ({"on_error": "ignore"}, r"on_error='ignore' is not one of"),
+        ({"label_column": "target"}, r"has no column 'target'; pass label_column= one of \['input_ids', 'attention_mask', 'labels'\]"),
+        ({"batch_size": 0}, r"batch_size=0"),
+        ({"perplexity": 0}, r"perplexity=0"),
+        ({"label_names": ["only-one"]}, r"label_names has 1 names but the labels go up to 1"),
+    ],
+)
+def test_bad_settings_raise_when_built(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LayerwatchCallback({"train": toy_dataset(16)}, tmp_path / "lw", **kwargs)
+
+
+def test_unknown_setting_is_named(tmp_path):
+    with pytest.raises(TypeError, match=r"unknown settings \['max_sample'\]"):
+        LayerwatchCallback({"train": toy_dataset(16)}, tmp_path / "lw", max_sample=10)
+
+
+@pytest.mark.parametrize(
+    "splits, message",
+    [
+        ({}, r"splits must be a non-empty dict"),
+        ({"../../etc": None}, r"split name '\.\./\.\./etc' cannot be used as a folder name"),
+        ({"train": toy_dataset(0)}, r"split 'train' has no rows"),
+        ({"train": toy_rows(10) | {"labels": [[0, 1]] * 10}}, r"multi-label rows"),
+        ({"train": {"text": ["a"] * 4, "labels": [0, 1, 0, 1]}}, r"has no column 'input_ids'"),
+        ({"train": {"input_ids": [[1, 5, 2]] * 2, "labels": [0, 2]}}, r"keeps 2 rows for 3 classes"),
+    ],
+)
+def test_bad_splits_raise_when_built(tmp_path, splits, message):
+    with pytest.raises(ValueError, match=message):
+        LayerwatchCallback(splits, tmp_path / "lw")
+
+
+def test_unwritable_output_dir_raises_when_built(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"output_dir=.* cannot be created"):
+        LayerwatchCallback({"train": toy_dataset(16)}, blocker / "lw")
+
+
+def test_layers_out_of_range_fail_before_the_first_step(tmp_path):
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", layers=[0, 5], method="pca", progress=False)
+    trainer = make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1)
+    with pytest.raises(ValueError, match=r"index 5 is out of range.*valid indices are 0\.\.2"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_model_without_hidden_states_fails_before_the_first_step(tmp_path):
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(100, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, input_ids, attention_mask=None, labels=None, **kw):
+            logits = self.head(self.emb(input_ids).mean(1))
+            loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            return {"loss": loss, "logits": logits}
+
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, on_error="warn")
+    trainer = make_trainer(Plain(), train, [watch], tmp_path / "t", epochs=1)
+    with pytest.raises(ValueError, match="returned no hidden_states"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_existing_run_is_not_mixed_without_overwrite(tmp_path, finished_run):
+    import shutil
+
+    target = tmp_path / "lw"
+    shutil.copytree(finished_run["dir"], target)
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, target, method="pca", progress=False)
+    with pytest.raises(ValueError, match="already holds a layerwatch run; pass overwrite=True"):
+        make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    watch = LayerwatchCallback({"train": train}, target, method="pca", progress=False, overwrite=True)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t2", epochs=1).train()
+    assert sorted(os.listdir(target / "frames")) == ["train"]
+    assert not (target / "validation.gif").exists()
+
+
+def test_string_labels_are_mapped_in_sorted_order(tmp_path):
+    rows = toy_rows(16)
+    rows["labels"] = ["spam" if l else "ham" for l in rows["labels"]]
+    from datasets import Dataset
+
+    watch = LayerwatchCallback({"train": Dataset.from_dict(rows)}, tmp_path / "lw", method="pca", progress=False)
+    assert watch.splits["train"].string_names == ("ham", "spam")
+    assert watch._resolve_label_names(tiny_bert()) == ["ham", "spam"]
