@@ -1,0 +1,98 @@
+"""`layerwatch render` and `layerwatch info` on a stored run, without the model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import make_trainer, tiny_bert, toy_dataset
+
+from layerwatch import LayerwatchCallback, RunStore
+from layerwatch.cli import main, summarize
+from layerwatch.store import SnapshotKey
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    train, val = toy_dataset(40), toy_dataset(24, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch], out / "t", epochs=2).train()
+    return out / "lw"
+
+
+@pytest.fixture
+def run_copy(stored_run, tmp_path):
+    target = tmp_path / "lw"
+    shutil.copytree(stored_run, target)
+    return target
+
+
+def test_render_rebuilds_gifs_from_embeddings_alone(run_copy):
+    for split in ("train", "validation"):
+        os.remove(run_copy / f"{split}.gif")
+        shutil.rmtree(run_copy / "frames" / split)
+    shutil.rmtree(run_copy / "layouts")
+    assert main(["render", str(run_copy), "--method", "pca"]) == 0
+    for split in ("train", "validation"):
+        assert iio.improps(run_copy / f"{split}.gif", index=None).shape[0] == 3
+        assert sorted(os.listdir(run_copy / "frames" / split)) == ["epoch_000.png", "epoch_001.png", "epoch_002.png"]
+
+
+def test_render_layouts_match_a_direct_reduction(run_copy):
+    from layerwatch.reduce import Reducer
+
+    main(["render", str(run_copy), "--method", "pca", "--no-align"])
+    store = RunStore(run_copy)
+    snap = store.load_snapshot("validation", SnapshotKey(1))
+    layout = store.load_layout("validation", SnapshotKey(1))
+    expected = Reducer("pca", seed=0, align=False)(snap.pooled[2])
+    np.testing.assert_allclose(layout["layout"][2], expected, atol=1e-4)
+    assert bool(layout["aligned"]) is False
+
+
+def test_render_selected_splits_and_layers(run_copy):
+    assert main(["render", str(run_copy), "--method", "pca", "--splits", "validation", "--layers", "0,2"]) == 0
+    layout = RunStore(run_copy).load_layout("validation", SnapshotKey(2))
+    assert layout["layers"].tolist() == [0, 2]
+    assert layout["layout"].shape == (2, 24, 2)
+
+
+def test_render_unknown_split_or_layer_is_a_clear_error(run_copy, capsys):
+    assert main(["render", str(run_copy), "--splits", "test"]) == 2
+    assert "no stored split 'test'; it has ['train', 'validation']" in capsys.readouterr().err
+    assert main(["render", str(run_copy), "--layers", "7"]) == 2
+    assert "layer 7 was not stored" in capsys.readouterr().err
+
+
+def test_render_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert main(["render", str(tmp_path)]) == 2
+    assert "not a layerwatch run directory" in capsys.readouterr().err
+
+
+def test_render_ignores_half_written_files(run_copy):
+    (run_copy / "embeddings" / "train" / ".tmp-abc.npz").write_bytes(b"partial")
+    (run_copy / "embeddings" / "train" / "epoch_003.npz.part").write_bytes(b"partial")
+    assert [k.name for k in RunStore(run_copy).keys("train")] == ["epoch_000", "epoch_001", "epoch_002"]
+    assert main(["render", str(run_copy), "--method", "pca"]) == 0
+
+
+def test_info_summarises_the_run(stored_run, capsys):
+    assert main(["info", str(stored_run)]) == 0
+    text = capsys.readouterr().out
+    assert "split 'train': 3 snapshots (epoch 0, epoch 1, epoch 2), 40 rows, layers [0, 1, 2], hidden 16" in text
+    summary = summarize(str(stored_run))
+    assert summary["splits"]["validation"]["rows"] == 24
+    assert summary["splits"]["validation"]["frames"] == 3
+    assert set(summary["best_knn_layer_at_last_snapshot"]) == {"train", "validation"}
+
+
+def test_console_script_is_installed(stored_run):
+    out = subprocess.run([sys.executable, "-m", "layerwatch.cli", "info", str(stored_run), "--json"],
+                         capture_output=True, text=True, check=True)
+    assert '"rows": 40' in out.stdout
