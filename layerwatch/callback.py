@@ -8,10 +8,12 @@ import os
 import shutil
 import time
 import uuid
+import weakref
 from typing import Any, Mapping
 
 import numpy as np
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from . import __version__
 from .capture import Snapshot, capture, count_hidden_states
@@ -74,7 +76,10 @@ def _find_trainer() -> Any:
     return None
 
 
-class LayerwatchCallback(TrainerCallback):
+_LIVE: "weakref.WeakValueDictionary[str, LayerwatchCallback]" = weakref.WeakValueDictionary()
+
+
+class LayerwatchCallback(TrainerCallback, ExportableState):
     """Snapshot every layer of the model at the start of training and after each epoch.
 
     For each split, a fixed stratified subset of rows is run through the model with
@@ -92,7 +97,14 @@ class LayerwatchCallback(TrainerCallback):
     before the first step.
     """
 
-    def __init__(self, splits: Mapping[str, Any], output_dir: str = "layerwatch_run", **settings: Any):
+    def __init__(self, splits: Mapping[str, Any] | None, output_dir: str = "layerwatch_run", **settings: Any):
+        if splits is None:
+            live = _LIVE.get(os.path.abspath(os.fspath(output_dir)))
+            if live is None:
+                raise ValueError("splits=None: pass the datasets to monitor, e.g. splits={'train': train_ds}")
+            # Rebuilt by the Trainer from a checkpoint: take over the live callback's data.
+            self.__dict__.update({k: v for k, v in live.__dict__.items() if k != "resume_state"})
+            return
         unknown = sorted(set(settings) - set(LayerwatchConfig.__dataclass_fields__))
         if unknown:
             allowed = ", ".join(sorted(LayerwatchConfig.__dataclass_fields__))
@@ -117,7 +129,9 @@ class LayerwatchCallback(TrainerCallback):
         self.label_names: list[str] | None = None
         self.layers: tuple[int, ...] | None = None
         self._last_step_captured = -1
+        self._run_id = uuid.uuid4().hex
         self.failures: list[str] = []
+        _LIVE[os.path.abspath(self.config.output_dir)] = self
 
     # -- checks that need no model ------------------------------------------
     def _check_class_counts(self) -> None:
@@ -194,7 +208,11 @@ class LayerwatchCallback(TrainerCallback):
             for split in os.listdir(self.store.root):
                 if split.endswith(".gif") or (split.startswith("metrics_") and split.endswith(".png")):
                     os.remove(os.path.join(self.store.root, split))
-        info = self.store.read_run() if (existing and resuming) else {"run_id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if existing and resuming:
+            info = self.store.read_run()
+            self._run_id = info.get("run_id", self._run_id)
+        else:
+            info = {"run_id": self._run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         info.update(self.run_info(model))
         self.store.write_run(info)
 
@@ -223,19 +241,30 @@ class LayerwatchCallback(TrainerCallback):
         }
 
     # -- snapshots -----------------------------------------------------------
-    def capture_all(self, model: Any, key: SnapshotKey) -> dict[str, Snapshot]:
+    def capture_all(self, model: Any, key: SnapshotKey) -> dict[str, Snapshot] | None:
+        """Capture every split; under DDP each rank takes its share and rank 0 gets them all.
+
+        Returns the snapshots on the main process (after storing them), None elsewhere.
+        """
+        rank, world = _dist_rank_world()
         snaps = {}
         for s in self.splits.values():
-            snap = capture(
-                model, s.dataset, layers=self.layers or self.config.layers, pooling=self.config.pooling,
-                batch_size=self.config.batch_size, label_column=s.column, indices=s.indices,
-                progress=self.config.progress, split=s.name,
-            )
-            snap.epoch, snap.step = key.epoch, key.step
+            share = s.indices[rank::world] if world > 1 else s.indices
+            part = None
+            if len(share):
+                part = capture(
+                    model, s.dataset, layers=self.layers or self.config.layers, pooling=self.config.pooling,
+                    batch_size=self.config.batch_size, label_column=s.column, indices=share,
+                    progress=self.config.progress and rank == 0, split=s.name,
+                )
+            snap = _gather(part, s.indices, world, rank) if world > 1 else part
+            if snap is None:
+                continue
+            snap.epoch, snap.step, snap.split = key.epoch, key.step, s.name
             self.layers = tuple(int(v) for v in snap.layers)
             self.store.save_snapshot(snap, key)
             snaps[s.name] = snap
-        return snaps
+        return snaps if rank == 0 else None
 
     def snapshot(self, model: Any, key: SnapshotKey, trainer: Any = None, state: Any = None) -> None:
         """Capture every split and send it down the pipeline; failures follow ``on_error``."""
@@ -244,26 +273,37 @@ class LayerwatchCallback(TrainerCallback):
         started = time.perf_counter()
         first = self._is_first(key)
         try:
-            snaps = self.capture_all(model, key)
-        except Exception as exc:
-            # The first capture runs before any training step: a failure there is a bad
-            # configuration (no hidden states, layers out of range) and stops the run now.
-            if first or self.config.on_error == "raise":
-                raise
-            self._report(key, "capture", exc)
-            return
-        try:
-            logs = self.pipeline.process(snaps, key)
-        except Exception as exc:
-            if self.config.on_error == "raise":
-                raise
-            self._report(key, "drawing", exc)
-            return
+            try:
+                snaps = self.capture_all(model, key)
+            except Exception as exc:
+                # The first capture runs before any training step: a failure there is a bad
+                # configuration (no hidden states, layers out of range) and stops the run now.
+                if first or self.config.on_error == "raise":
+                    raise
+                self._report(key, "capture", exc)
+                return
+            if snaps is None:  # another rank: rank 0 draws
+                return
+            try:
+                logs = self.pipeline.process(snaps, key)
+            except Exception as exc:
+                if self.config.on_error == "raise":
+                    raise
+                self._report(key, "drawing", exc)
+                return
+        finally:
+            _barrier()
         self._last_step_captured = key.step
         logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
         if logs:
             if trainer is not None:
+                # Trainer.log clears control.should_log; keep the Trainer's own pending log
+                # (and, under DDP, the collective that comes with it on every rank).
+                control = getattr(trainer, "control", None)
+                pending = getattr(control, "should_log", None)
                 trainer.log(dict(logs))
+                if control is not None and pending is not None:
+                    control.should_log = pending
             elif state is not None:
                 state.log_history.append({**logs, "epoch": state.epoch, "step": state.global_step})
 
@@ -283,30 +323,140 @@ class LayerwatchCallback(TrainerCallback):
             epoch = int(np.floor((state.epoch or 0) + 1e-6))
         return SnapshotKey(epoch=epoch, step=int(state.global_step), with_step=self.config.every_n_steps is not None)
 
+    def _takes_part(self, state: Any) -> bool:
+        # Under DDP every rank captures its share; without it only the main process works.
+        return state.is_world_process_zero or _dist_rank_world()[1] > 1
+
+    # -- resuming --------------------------------------------------------------
+    def state(self) -> dict:
+        """What a checkpoint keeps of this callback (the Trainer's stateful-callback mechanism).
+
+        Datasets cannot travel in a checkpoint, so the callback rebuilt from this state takes
+        its splits and settings from the live callback of the same ``output_dir``.
+        """
+        return {
+            "args": {"splits": None, "output_dir": self.config.output_dir},
+            "attributes": {
+                "resume_state": {
+                    "run_id": self._run_id,
+                    "last_step": int(self._last_step_captured),
+                    "subset": {s.name: _digest(s.indices) for s in self.splits.values()},
+                }
+            },
+        }
+
+    def _check_resume(self) -> None:
+        saved = getattr(self, "resume_state", None)
+        if not saved:
+            return
+        if saved.get("run_id") and os.path.exists(self.store.run_path):
+            stored = self.store.read_run().get("run_id")
+            if stored and stored != saved["run_id"]:
+                raise ValueError(
+                    f"the checkpoint belongs to layerwatch run {saved['run_id']} but output_dir="
+                    f"{self.config.output_dir!r} holds run {stored}; point output_dir at the run being resumed"
+                )
+        for name, digest in saved.get("subset", {}).items():
+            if name in self.splits and _digest(self.splits[name].indices) != digest:
+                raise ValueError(
+                    f"split {name!r} now yields other rows than the run being resumed; pass the same dataset, "
+                    "max_samples and seed as before"
+                )
+
     # -- Trainer events ------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("LayerwatchCallback needs the model; use it as a callback of transformers.Trainer")
+        _check_not_sharded(args)
         self.setup(model)
-        if not state.is_world_process_zero:
+        if not self._takes_part(state):
             return
         resuming = state.global_step > 0
-        self._prepare_run_dir(model, resuming)
+        if state.is_world_process_zero:
+            self._check_resume()
+            self._prepare_run_dir(model, resuming)
+            if resuming:
+                self.pipeline.restore(up_to_step=state.global_step)
         if resuming:
+            self._last_step_captured = int(state.global_step)
             return
         self.snapshot(model, self._key(state, epoch=0), _find_trainer(), state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         n = self.config.every_n_steps
-        if n and state.is_world_process_zero and state.global_step % n == 0 and state.global_step != self._last_step_captured:
+        if n and self._takes_part(state) and state.global_step % n == 0 and state.global_step != self._last_step_captured:
             self.snapshot(model, self._key(state), _find_trainer(), state)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if self.config.every_n_steps is None and state.is_world_process_zero:
+        if self.config.every_n_steps is None and self._takes_part(state):
             self.snapshot(model, self._key(state, epoch=int(round(state.epoch or 0))), _find_trainer(), state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if self.config.every_n_steps and state.is_world_process_zero and state.global_step != self._last_step_captured:
+        if self.config.every_n_steps and self._takes_part(state) and state.global_step != self._last_step_captured:
             self.snapshot(model, self._key(state), _find_trainer(), state)
         if self.failures:
             logger.warning("layerwatch: %d snapshot(s) failed during training; see the warnings above", len(self.failures))
+
+
+# -- several processes ------------------------------------------------------------
+
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if _dist_rank_world()[1] > 1:
+        dist.barrier()
+
+
+def _gather(part: Snapshot | None, indices: np.ndarray, world: int, rank: int) -> Snapshot | None:
+    """Gather each rank's share (rows ``rank::world`` of the subset) on rank 0, in subset order."""
+    import torch.distributed as dist
+
+    payload = None if part is None else (part.pooled, part.predictions, part.labels, part.layers)
+    parts: list | None = [None] * world if rank == 0 else None
+    dist.gather_object(payload, parts, dst=0)
+    if rank != 0:
+        return None
+    first = next(p for p in parts if p is not None)
+    n_layers, _, dim = first[0].shape
+    pooled = np.empty((n_layers, len(indices), dim), dtype=np.float32)
+    labels = np.empty(len(indices), dtype=first[2].dtype)
+    predictions = None if first[1] is None else np.empty(len(indices), dtype=np.int64)
+    for r, p in enumerate(parts):
+        if p is None:
+            continue
+        pooled[:, r::world] = p[0]
+        labels[r::world] = p[2]
+        if predictions is not None:
+            predictions[r::world] = p[1]
+    return Snapshot(pooled=pooled, labels=labels, layers=first[3], indices=np.asarray(indices), predictions=predictions)
+
+
+def _check_not_sharded(args: Any) -> None:
+    """Sharded parameters (FSDP, DeepSpeed ZeRO-3) would need a gathered forward pass."""
+    sharded = bool(getattr(args, "fsdp", None))
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        sharded = sharded or is_deepspeed_zero3_enabled()
+    except ImportError:
+        pass
+    if sharded:
+        raise NotImplementedError(
+            "layerwatch supports DDP (torchrun / accelerate launch with data parallelism) but not yet sharded "
+            "models (FSDP, DeepSpeed ZeRO-3); train with DDP, or remove LayerwatchCallback and run "
+            "layerwatch.capture on the saved model after training"
+        )
+
+
+def _digest(indices: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]

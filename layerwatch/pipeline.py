@@ -265,7 +265,7 @@ class Pipeline:
                 try:
                     snap = self.store.load_snapshot(split, key)
                     stored = self.store.load_layout(split, key)
-                except (OSError, ValueError, KeyError):
+                except Exception:  # a damaged file is skipped, never taken for a whole one
                     continue
                 if up_to_step is not None and snap.step > up_to_step:
                     continue

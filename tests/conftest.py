@@ -93,7 +93,7 @@ def _close_figures():
 
 
 def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
-    from transformers import Trainer, TrainingArguments, DataCollatorWithPadding
+    from transformers import Trainer, TrainingArguments
 
     class _Collator:
         def __call__(self, feats):
@@ -105,8 +105,10 @@ def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
                 mask[i, : len(f["input_ids"])] = 1
             return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["labels"] for f in feats])}
 
-    args = TrainingArguments(
+    settings = dict(
         output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=5e-3,
-        use_cpu=True, report_to=[], save_strategy="no", logging_strategy="epoch", disable_tqdm=True, seed=0, **kw,
+        use_cpu=True, report_to=[], save_strategy="no", logging_strategy="epoch", disable_tqdm=True, seed=0,
     )
+    settings.update(kw)
+    args = TrainingArguments(**settings)
     return Trainer(model=model, args=args, train_dataset=train, data_collator=_Collator(), callbacks=callbacks)

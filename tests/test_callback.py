@@ -103,6 +103,8 @@ def test_metrics_reach_the_log_history_and_csv(finished_run):
     history = finished_run["trainer"].state.log_history
     logged = [h for h in history if "layerwatch/validation/knn_accuracy/layer_2" in h]
     assert [h["step"] for h in logged] == [0, 6, 12]
+    # The Trainer's own per-epoch loss log is not swallowed by layerwatch's.
+    assert [h["step"] for h in history if "loss" in h] == [6, 12]
     rows = RunStore(finished_run["dir"]).read_metrics()
     assert {r["metric"] for r in rows} == {"knn_accuracy", "probe_accuracy", "silhouette", "model_accuracy"}
     assert {(r["epoch"]) for r in rows} == {0, 1, 2}

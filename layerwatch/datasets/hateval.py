@@ -407,17 +407,28 @@ def detect_format(folder: str | os.PathLike) -> str:
 
 
 def _proxied() -> bool:
+    # Behind a proxy a direct connection may fail although the Hub can be reached.
     return any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the Hub's endpoint opens within ``timeout`` seconds.
 
     Without this check an offline machine spends half a minute in the Hub client's
-    retries before ``load_dataset`` gives up.
+    retries before ``load_dataset`` or ``from_pretrained`` gives up. Behind a proxy
+    (``HTTPS_PROXY`` or ``ALL_PROXY`` set) a direct connection may fail although the Hub
+    can be reached, so the Hub is then assumed reachable.
+
+    Args:
+        timeout: Seconds to wait for the connection.
+
+    Returns:
+        True when the connection opened.
     """
     from huggingface_hub import constants
 
+    if _proxied():
+        return True
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -453,7 +464,7 @@ def load_hub(report: Report | None = None) -> Any:
     import datasets
 
     offline = bool(getattr(datasets.config, "HF_HUB_OFFLINE", False))
-    if not offline and not _proxied() and not _hub_reachable():
+    if not offline and not hub_reachable():
         raise _hub_error("the Hub cannot be reached (no network?)") from None
     try:
         loaded = datasets.load_dataset(HUB_DATASET, HUB_CONFIG)

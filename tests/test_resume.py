@@ -1,0 +1,84 @@
+"""Resumed and interrupted runs: numbering continues, nothing is lost, duplicated or mixed."""
+
+from __future__ import annotations
+
+import os
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import make_trainer, tiny_bert, toy_dataset
+from transformers import TrainerCallback
+
+from layerwatch import LayerwatchCallback, RunStore
+from layerwatch.cli import main
+from layerwatch.store import SnapshotKey
+
+
+class StopAfter(TrainerCallback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if round(state.epoch) >= self.epoch:
+            control.should_training_stop = True
+
+
+def _train(tmp_path, restore_states: bool):
+    train, val = toy_dataset(32), toy_dataset(16, seed=1)
+    splits = {"train": train, "validation": val}
+    lw = tmp_path / "lw"
+    kw = dict(save_strategy="epoch", restore_callback_states_from_checkpoint=restore_states)
+    watch = LayerwatchCallback(splits, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch, StopAfter(2)], tmp_path / "t", epochs=3, **kw).train()
+    first_epoch0 = os.path.getmtime(lw / "embeddings" / "train" / "epoch_000.npz")
+    assert sorted(os.listdir(lw / "frames" / "train")) == ["epoch_000.png", "epoch_001.png", "epoch_002.png"]
+
+    watch2 = LayerwatchCallback(splits, lw, method="pca", progress=False)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=3, **kw)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-8"))
+    return lw, first_epoch0, trainer
+
+
+@pytest.mark.parametrize("restore_states", [True, False], ids=["stateful-callback", "run-dir-only"])
+def test_resume_continues_numbering_without_duplicates(tmp_path, restore_states):
+    lw, first_epoch0, trainer = _train(tmp_path, restore_states)
+    for split in ("train", "validation"):
+        assert sorted(os.listdir(lw / "frames" / split)) == [f"epoch_{e:03d}.png" for e in range(4)]
+        assert iio.improps(lw / f"{split}.gif", index=None).shape[0] == 4
+    assert os.path.getmtime(lw / "embeddings" / "train" / "epoch_000.npz") == first_epoch0
+    store = RunStore(lw)
+    steps = [store.load_snapshot("train", k).step for k in store.keys("train")]
+    assert steps == [0, 4, 8, 12]
+    idx = [store.load_snapshot("validation", k).indices.tolist() for k in store.keys("validation")]
+    assert all(i == idx[0] for i in idx)
+    epochs = sorted({r["epoch"] for r in store.read_metrics()})
+    assert epochs == [0, 1, 2, 3]
+
+
+def test_resume_with_other_rows_is_refused(tmp_path):
+    train = toy_dataset(32)
+    lw = tmp_path / "lw"
+    kw = dict(save_strategy="epoch", restore_callback_states_from_checkpoint=True)
+    watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch, StopAfter(1)], tmp_path / "t", epochs=2, **kw).train()
+    watch2 = LayerwatchCallback({"train": train}, lw, method="pca", progress=False, seed=7, max_samples=20)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=2, **kw)
+    with pytest.raises(ValueError, match="now yields other rows than the run being resumed"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-4"))
+
+
+def test_half_written_and_damaged_files_are_never_taken_for_whole_ones(tmp_path):
+    train = toy_dataset(24)
+    lw = tmp_path / "lw"
+    watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=2).train()
+    # A process killed mid-write leaves only a temporary file behind.
+    (lw / "embeddings" / "train" / ".tmp-x1.npz").write_bytes(b"PK\x03\x04partial")
+    (lw / "frames" / "train" / ".tmp-x2.png").write_bytes(b"\x89PNG partial")
+    for f in ("train.gif",):
+        os.remove(lw / f)
+    assert main(["render", str(lw), "--method", "pca"]) == 0
+    assert iio.improps(lw / "train.gif", index=None).shape[0] == 3
+    snap = RunStore(lw).load_snapshot("train", SnapshotKey(2))
+    assert np.isfinite(snap.pooled).all()
