@@ -130,6 +130,7 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
         self.layers: tuple[int, ...] | None = None
         self._last_step_captured = -1
         self._run_id = uuid.uuid4().hex
+        self._worker = None
         self.failures: list[str] = []
         _LIVE[os.path.abspath(self.config.output_dir)] = self
 
@@ -190,6 +191,13 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
             self.store, self.config, self.label_names, regression=self.regression,
             reference_split=self.reference_split,
         )
+        if self.config.background and self._worker is None and _dist_rank_world()[0] == 0:
+            from .worker import BackgroundWorker
+
+            self._worker = BackgroundWorker(
+                self.store.root, self.config, self.label_names, self.regression, self.reference_split,
+                threads=self.config.background_threads,
+            )
 
     def _prepare_run_dir(self, model: Any, resuming: bool) -> None:
         existing = os.path.exists(self.store.run_path)
@@ -284,6 +292,11 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
                 return
             if snaps is None:  # another rank: rank 0 draws
                 return
+            if self._worker is not None:
+                self._worker.submit(snaps, key)
+                self._last_step_captured = key.step
+                self._collect(trainer, state, block=False)
+                return
             try:
                 logs = self.pipeline.process(snaps, key)
             except Exception as exc:
@@ -295,17 +308,34 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
             _barrier()
         self._last_step_captured = key.step
         logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
-        if logs:
-            if trainer is not None:
-                # Trainer.log clears control.should_log; keep the Trainer's own pending log
-                # (and, under DDP, the collective that comes with it on every rank).
-                control = getattr(trainer, "control", None)
-                pending = getattr(control, "should_log", None)
-                trainer.log(dict(logs))
-                if control is not None and pending is not None:
-                    control.should_log = pending
-            elif state is not None:
-                state.log_history.append({**logs, "epoch": state.epoch, "step": state.global_step})
+        self._log(logs, trainer, state)
+
+    def _log(self, logs: dict, trainer: Any, state: Any) -> None:
+        if not logs:
+            return
+        if trainer is not None:
+            # Trainer.log clears control.should_log; keep the Trainer's own pending log
+            # (and, under DDP, the collective that comes with it on every rank).
+            control = getattr(trainer, "control", None)
+            pending = getattr(control, "should_log", None)
+            trainer.log(dict(logs))
+            if control is not None and pending is not None:
+                control.should_log = pending
+        elif state is not None:
+            state.log_history.append({**logs, "epoch": state.epoch, "step": state.global_step})
+
+    def _collect(self, trainer: Any, state: Any, block: bool) -> None:
+        """Report what the background worker finished (everything, when ``block``)."""
+        if self._worker is None:
+            return
+        for key, fut in self._worker.finished(block):
+            exc = fut.exception()
+            if exc is not None:
+                if self.config.on_error == "raise":
+                    raise exc
+                self._report(key, "drawing (background)", exc)
+            else:
+                self._log(fut.result(), trainer, state)
 
     def _report(self, key: SnapshotKey, stage: str, exc: BaseException) -> None:
         msg = (
@@ -376,7 +406,7 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
             self._check_resume()
             self._prepare_run_dir(model, resuming)
             if resuming:
-                self.pipeline.restore(up_to_step=state.global_step)
+                (self._worker or self.pipeline).restore(up_to_step=state.global_step)
         if resuming:
             self._last_step_captured = int(state.global_step)
             return
@@ -394,6 +424,13 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.config.every_n_steps and self._takes_part(state) and state.global_step != self._last_step_captured:
             self.snapshot(model, self._key(state), _find_trainer(), state)
+        if self._worker is not None:
+            # The last snapshot is finished before train() returns.
+            try:
+                self._collect(_find_trainer(), state, block=True)
+            finally:
+                self._worker.close()
+                self._worker = None
         if self.failures:
             logger.warning("layerwatch: %d snapshot(s) failed during training; see the warnings above", len(self.failures))
 
