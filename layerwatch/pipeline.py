@@ -101,7 +101,12 @@ class Pipeline:
         ref = snaps.get(self.reference_split) if self.reference_split else None
         logs: dict[str, float] = {}
         rows: dict[str, list[dict]] = {}
-        for split in order:
+        bar = None
+        if self.config.progress and render:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(order, desc=f"layerwatch {key.title}: layouts, metrics, frames", unit="split", leave=False)
+        for split in bar if bar is not None else order:
             snap = snaps[split]
             bad = [j for j in range(snap.num_layers) if not np.isfinite(snap.pooled[j]).all()]
             for j in bad:
