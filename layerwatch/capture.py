@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .config import check_choice, resolve_layers, POOLINGS
-from .data import encode_labels, get_column, num_rows, read_inputs, resolve_label_column, stratified_subset
+from .config import POOLINGS, check_choice, resolve_layers
+from .data import Labels, encode_labels, get_column, num_rows, read_inputs, resolve_label_column, stratified_subset
 from .pooling import pool
 
 
@@ -129,7 +129,7 @@ def capture(
             indices = stratified_subset(all_labels.values, max_samples, seed, all_labels.kind)
         else:
             indices = np.arange(num_rows(dataset), dtype=np.int64)
-        labels = all_labels.__class__(all_labels.values[indices], all_labels.kind, all_labels.names)
+        labels = Labels(all_labels.values[indices], all_labels.kind, all_labels.names)
     else:
         indices = np.asarray(indices, dtype=np.int64)
         labels = encode_labels(get_column(dataset, column, indices), split, column)
@@ -196,7 +196,6 @@ def capture(
         if bar is not None:
             bar.close()
 
-    assert pooled is not None  # at least one batch ran
     return Snapshot(
         pooled=pooled,
         labels=labels.values,
