@@ -1,0 +1,374 @@
+"""What one layerwatch snapshot costs, against the original notebook's pipeline.
+
+Three measurements on the real HatEval tweets (TweetEval layout) and the packaged
+all-MiniLM-L6-v2 (6 layers, hidden 384) with a fresh 2-class head:
+
+1. Capture memory, 2,000 training tweets: peak RSS growth during ``layerwatch.capture``
+   against its budget, (pooled result) + (one batch's activations), where the pooled
+   result is hidden states x rows x hidden x 4 bytes and one batch's activations
+   batch x widest batch x hidden x hidden states x 4 bytes; and against the seed's capture
+   (every token of every layer kept by ``torch.cat``, then pooled). RSS is sampled about
+   every millisecond from /proc/self/statm; each capture runs in a fresh process.
+   Targets: growth <= 1.5x the budget, and >= 20x below the seed's.
+2. Capture time, same rows: ``layerwatch.capture`` against a bare ``torch.no_grad()``
+   forward pass over the same batches (rows sorted by length, each batch padded to its
+   own longest row, as layerwatch forms them; batches built before the clock starts), and
+   against the seed's capture (fixed padding to 64, torch.cat, pooling). Medians of
+   ``--repeats`` interleaved runs. Targets: <= 1.1x bare, and >= 1.5x faster than the seed.
+3. Whole snapshot, train + validation, 1,000 rows each, t-SNE, every layer: the callback's
+   ``snapshot()`` (capture, store, layouts, metrics, frames, GIF, heatmaps) at layerwatch's
+   defaults, against the seed's pipeline on the same rows. The first snapshot (fresh
+   t-SNE) and the second (warm-started t-SNE) are timed; the seed costs the same every
+   epoch. Target: >= 5x faster than the seed.
+
+Nothing is asserted: figures, ratios, targets and PASS/FAIL are printed. The load average
+is printed too; timings taken while other work runs on the machine are inflated.
+
+Usage::
+
+    python benchmarks/snapshot_cost.py            # full (about 10 minutes on 2 idle cores)
+    python benchmarks/snapshot_cost.py --quick    # 500 / 300 rows, one repeat
+    python benchmarks/snapshot_cost.py --only memory,time
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+
+MEMORY_BUDGET_FACTOR = 1.5
+MEMORY_VS_SEED = 20.0
+TIME_VS_BARE = 1.1
+TIME_VS_SEED = 1.5
+SNAPSHOT_VS_SEED = 5.0
+SECTIONS = ("memory", "time", "snapshot")
+
+
+# -- shared pieces (run inside child processes) ---------------------------------------
+def _setup(data_dir: str, n: int):
+    path = common.model_path()
+    tok = common.load_tokenizer(path)
+    model = common.load_classifier(path)
+    texts, labels = common.read_split(data_dir, "train")
+    return tok, model, texts[:n], labels[:n]
+
+
+def _warm_up(model) -> None:
+    """One tiny forward pass, so that one-time library set-up is not counted as capture memory."""
+    import torch
+
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[101, 2023, 102]]), attention_mask=torch.ones(1, 3, dtype=torch.long), output_hidden_states=True)
+
+
+def length_sorted_batches(input_ids: list, attention_mask: list, batch_size: int) -> list[dict]:
+    """The batches layerwatch forms: rows sorted longest first, each padded to its own longest row."""
+    import torch
+
+    lengths = np.array([int(sum(m)) for m in attention_mask])
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(lengths[rows].max())
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : lengths[r]] = torch.tensor(input_ids[r][: lengths[r]])
+            mask[i, : lengths[r]] = 1
+        batches.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+    return batches
+
+
+def _capture_memory(kind: str, data_dir: str, n: int, batch_size: int) -> dict:
+    """Peak RSS growth of one capture of ``n`` rows (run in a fresh process)."""
+    from layerwatch import capture
+    from seed_pipeline import seed_capture, seed_pool, seed_tokenize
+
+    tok, model, texts, labels = _setup(data_dir, n)
+    _warm_up(model)
+    hidden = model.config.hidden_size
+    states = model.config.num_hidden_layers + 1
+    if kind == "layerwatch":
+        ds = common.tokenized_dataset(tok, texts, labels)
+        widths = [int(sum(m)) for m in ds["attention_mask"]]
+        with common.PeakRSS() as mem, common.Timer() as t:
+            snap = capture(model, ds, batch_size=batch_size, progress=False)
+        batch_bytes = min(batch_size, n) * max(widths) * hidden * states * 4
+        pooled_bytes = snap.pooled.nbytes
+    elif kind == "bare":
+        import torch
+
+        ds = common.tokenized_dataset(tok, texts, labels)
+        batches = length_sorted_batches(ds["input_ids"], ds["attention_mask"], batch_size)
+        with common.PeakRSS() as mem, common.Timer() as t:
+            with torch.no_grad():
+                for b in batches:
+                    out = model(**b)
+                del out
+        batch_bytes = min(batch_size, n) * batches[0]["input_ids"].shape[1] * hidden * states * 4
+        pooled_bytes = 0
+    else:
+        with common.PeakRSS() as mem, common.Timer() as t:
+            ids, mask = seed_tokenize(tok, texts)
+            pooled = seed_pool(seed_capture(model, ids, mask, batch_size), mask)
+        batch_bytes = min(batch_size, n) * ids.shape[1] * hidden * states * 4
+        pooled_bytes = sum(p.nbytes for p in pooled)
+    return {"growth": mem.growth, "baseline": mem.baseline, "peak": mem.peak, "seconds": t.seconds,
+            "batch_bytes": batch_bytes, "pooled_bytes": pooled_bytes}
+
+
+def _capture_times(data_dir: str, n: int, batch_size: int, repeats: int) -> dict:
+    """Medians of interleaved bare / layerwatch / seed capture times (one fresh process)."""
+    import torch
+
+    from layerwatch import capture
+    from seed_pipeline import seed_capture, seed_pool, seed_tokenize
+
+    tok, model, texts, labels = _setup(data_dir, n)
+    ds = common.tokenized_dataset(tok, texts, labels)
+    batches = length_sorted_batches(ds["input_ids"], ds["attention_mask"], batch_size)
+
+    def bare() -> None:
+        with torch.no_grad():
+            for b in batches:
+                model(**b)
+
+    def lw() -> None:
+        capture(model, ds, batch_size=batch_size, progress=False)
+
+    def seed() -> None:
+        ids, mask = seed_tokenize(tok, texts)
+        seed_pool(seed_capture(model, ids, mask, batch_size), mask)
+
+    bare()  # warm-up, not counted
+    runs: dict[str, list[float]] = {"bare": [], "layerwatch": [], "seed": []}
+    for _ in range(repeats):
+        for name, fn in (("bare", bare), ("layerwatch", lw), ("seed", seed)):
+            with common.Timer() as t:
+                fn()
+            runs[name].append(t.seconds)
+    tokens = {"sorted": int(sum(b["attention_mask"].numel() for b in batches)), "real": int(sum(sum(m) for m in ds["attention_mask"])),
+              "fixed": n * common.MAX_LENGTH}
+    return {"runs": runs, "tokens": tokens}
+
+
+class _StageClock:
+    """Adds up the wall time spent in named functions, by wrapping them in place."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner, attr: str, stage: str) -> None:
+        fn = getattr(owner, attr, None)
+        if fn is None:
+            return
+        clock = self
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                clock.seconds[stage] = clock.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+        setattr(owner, attr, timed)
+
+    def take(self) -> dict[str, float]:
+        out, self.seconds = self.seconds, {}
+        return out
+
+
+LW_STAGES = ("capture", "store", "reduce", "metrics", "frames", "gif", "heatmaps")
+
+
+def _layerwatch_snapshots(data_dir: str, rows: int, snapshots: int = 2) -> dict:
+    """The callback's ``snapshot()`` at its defaults, timed per stage (one fresh process)."""
+    import layerwatch.callback as lw_callback
+    import layerwatch.pipeline as lw_pipeline
+    import layerwatch.store as lw_store
+    from layerwatch import LayerwatchCallback
+    from layerwatch.store import SnapshotKey
+
+    clock = _StageClock()
+    clock.wrap(lw_callback, "capture", "capture")
+    for attr in ("save_snapshot", "save_layout", "replace_metrics"):
+        clock.wrap(lw_store.RunStore, attr, "store")
+    clock.wrap(lw_pipeline, "reduce_layers", "reduce")
+    clock.wrap(lw_pipeline, "layer_metrics", "metrics")
+    clock.wrap(lw_pipeline.Pipeline, "_draw", "frames")
+    clock.wrap(lw_pipeline.Pipeline, "write_gif", "gif")
+    clock.wrap(lw_pipeline.Pipeline, "write_heatmaps", "heatmaps")
+
+    path = common.model_path()
+    tok = common.load_tokenizer(path)
+    model = common.load_classifier(path)
+    splits = {}
+    for split in ("train", "validation"):
+        texts, labels = common.read_split(data_dir, split)
+        splits[split] = common.tokenized_dataset(tok, texts, labels, padding=False)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="lw-snapshot-") as run_dir:
+        cb = LayerwatchCallback(splits, output_dir=run_dir, max_samples=rows, progress=False, overwrite=True)
+        indices = {name: s.indices.tolist() for name, s in cb.splits.items()}
+        for i in range(snapshots):
+            with common.quiet_warnings(), common.PeakRSS() as mem, common.Timer() as t:
+                cb.snapshot(model, SnapshotKey(epoch=i, step=i * 100))
+            stages = clock.take()
+            out.append({"seconds": t.seconds, "stages": stages, "rss_growth": mem.growth})
+        files = sorted(os.path.relpath(os.path.join(d, f), run_dir) for d, _, fs in os.walk(run_dir) for f in fs)
+    return {"snapshots": out, "indices": indices, "files": len(files), "failures": list(cb.failures)}
+
+
+def _seed_snapshots(data_dir: str, indices: dict, epochs: int = 2) -> dict:
+    """The seed's pipeline on the same rows, timed per stage (one fresh process)."""
+    from seed_pipeline import seed_epoch
+
+    path = common.model_path()
+    tok = common.load_tokenizer(path)
+    model = common.load_classifier(path)
+    splits = {}
+    for split, idx in indices.items():
+        texts, labels = common.read_split(data_dir, split)
+        splits[split] = ([texts[i] for i in idx], labels[idx])
+    out = []
+    with tempfile.TemporaryDirectory(prefix="lw-seed-") as run_dir:
+        for epoch in range(epochs):
+            with common.quiet_warnings(), common.PeakRSS() as mem, common.Timer() as t:
+                stages = seed_epoch(model, tok, splits, run_dir, epoch)
+            out.append({"seconds": t.seconds, "stages": stages, "rss_growth": mem.growth})
+    return {"snapshots": out}
+
+
+# -- the three sections (parent process) ----------------------------------------------
+def section_memory(args) -> dict:
+    n = args.memory_rows
+    print(f"\n== 1. capture memory: {n} training tweets, batch {args.batch_size}, each capture in a fresh process")
+    runs = {kind: [] for kind in ("layerwatch", "bare", "seed")}
+    for _ in range(args.memory_repeats):
+        for kind in runs:
+            runs[kind].append(common.in_fresh_process(_capture_memory, kind, args.data, n, args.batch_size))
+    # The median run (by growth) of each kind.
+    lw, bare, seed = (sorted(r, key=lambda x: x["growth"])[len(r) // 2] for r in runs.values())
+    budget = lw["pooled_bytes"] + lw["batch_bytes"]
+    names = {"layerwatch": "layerwatch.capture", "bare": "bare no-grad forward, no hidden states (same batches)", "seed": "seed capture + pool (padded to 64)"}
+    rows = [[names[k], common.mib(m["growth"]), " ".join(f"{x['growth'] / 2**20:.0f}" for x in runs[k]), common.mib(m["pooled_bytes"]),
+             common.mib(m["batch_bytes"]), f"{m['seconds']:.1f}"] for k, m in zip(runs, (lw, bare, seed))]
+    common.print_table(rows, ["", "peak RSS growth (median)", "runs (MiB)", "pooled result", "one batch's hidden states", "seconds"])
+    r_budget = lw["growth"] / budget
+    r_seed = seed["growth"] / max(lw["growth"], 1)
+    r_bare = lw["growth"] / max(bare["growth"] + lw["pooled_bytes"], 1)
+    print(f"layerwatch budget (pooled result + one batch's hidden states) = {common.mib(budget)}; "
+          f"1.5x = {common.mib(1.5 * budget)}")
+    print(f"for reference, capture growth / (bare forward growth + pooled result) = {r_bare:.2f}x "
+          "(what layerwatch adds to what the model's own forward pass needs)")
+    results = [
+        ["capture memory / budget", f"{r_budget:.2f}x", f"<= {MEMORY_BUDGET_FACTOR}x", common.verdict(r_budget <= MEMORY_BUDGET_FACTOR)],
+        ["seed memory / layerwatch memory", f"{r_seed:.1f}x", f">= {MEMORY_VS_SEED:.0f}x", common.verdict(r_seed >= MEMORY_VS_SEED)],
+    ]
+    common.print_table(results, ["figure", "ratio", "target", "verdict"])
+    return {"results": results}
+
+
+def section_time(args) -> dict:
+    n = args.time_rows
+    print(f"\n== 2. capture time: {n} training tweets, batch {args.batch_size}, median of {args.repeats} interleaved runs")
+    out = common.in_fresh_process(_capture_times, args.data, n, args.batch_size, args.repeats)
+    med = {k: common.median(v) for k, v in out["runs"].items()}
+    tok = out["tokens"]
+    rows = [
+        ["bare no-grad forward (same batches)", f"{med['bare']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["bare"]), f"{tok['sorted']:,}"],
+        ["layerwatch.capture", f"{med['layerwatch']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch"]), f"{tok['sorted']:,}"],
+        ["seed capture + pool (padded to 64)", f"{med['seed']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["seed"]), f"{tok['fixed']:,}"],
+    ]
+    common.print_table(rows, ["", "median s", "runs", "tokens fed"])
+    print(f"real tokens: {tok['real']:,}; rows/s: layerwatch {n / med['layerwatch']:.0f}, seed {n / med['seed']:.0f}")
+    r_bare = med["layerwatch"] / med["bare"]
+    r_seed = med["seed"] / med["layerwatch"]
+    results = [
+        ["layerwatch / bare forward", f"{r_bare:.3f}x", f"<= {TIME_VS_BARE}x", common.verdict(r_bare <= TIME_VS_BARE)],
+        ["seed / layerwatch", f"{r_seed:.2f}x", f">= {TIME_VS_SEED}x", common.verdict(r_seed >= TIME_VS_SEED)],
+    ]
+    common.print_table(results, ["figure", "ratio", "target", "verdict"])
+    return {"results": results}
+
+
+def section_snapshot(args) -> dict:
+    n = args.snapshot_rows
+    print(f"\n== 3. whole snapshot: train + validation, {n} rows each, t-SNE, every layer (each side in a fresh process)")
+    lw = common.in_fresh_process(_layerwatch_snapshots, args.data, n, 2)
+    seed = common.in_fresh_process(_seed_snapshots, args.data, lw["indices"], 2)
+    if lw["failures"]:
+        print("layerwatch reported failures:", *lw["failures"], sep="\n  ")
+    rows = []
+    for i, s in enumerate(lw["snapshots"]):
+        st = s["stages"]
+        other = s["seconds"] - sum(st.values())
+        rows.append([f"layerwatch snapshot {i} ({'fresh' if i == 0 else 'warm'} t-SNE)", f"{s['seconds']:.1f}"]
+                    + [f"{st.get(k, 0.0):.1f}" for k in LW_STAGES] + [f"{other:.1f}", common.mib(s["rss_growth"])])
+    print("layerwatch (seconds; 7 hidden states incl. embeddings, metrics on; stages: " + ", ".join(LW_STAGES) + ")")
+    common.print_table(rows, ["", "total", *LW_STAGES, "other", "peak RSS growth"])
+    rows = []
+    from seed_pipeline import STAGES
+
+    for i, s in enumerate(seed["snapshots"]):
+        st = s["stages"]
+        rows.append([f"seed epoch {i}", f"{s['seconds']:.1f}"] + [f"{st[k]:.1f}" for k in STAGES] + [common.mib(s["rss_growth"])])
+    print("seed (seconds; 6 transformer layers, no metrics)")
+    common.print_table(rows, ["", "total", *STAGES, "peak RSS growth"])
+    seed_t = common.median([s["seconds"] for s in seed["snapshots"]])
+    results = []
+    for i, s in enumerate(lw["snapshots"]):
+        r = seed_t / s["seconds"]
+        results.append([f"seed / layerwatch, snapshot {i} ({'fresh' if i == 0 else 'warm'})", f"{r:.2f}x", f">= {SNAPSHOT_VS_SEED:.0f}x", common.verdict(r >= SNAPSHOT_VS_SEED)])
+    common.print_table(results, ["figure", "ratio", "target", "verdict"])
+    return {"results": results}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=common.DEFAULT_DATA, help="TweetEval 'hate' folder (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="smaller smoke version: 500 / 300 rows, one repeat")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS} (default: all)")
+    parser.add_argument("--memory-rows", type=int, default=2000)
+    parser.add_argument("--time-rows", type=int, default=2000)
+    parser.add_argument("--snapshot-rows", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3, help="capture-time runs of each kind (default: %(default)s)")
+    parser.add_argument("--memory-repeats", type=int, default=3, help="fresh-process memory runs of each kind (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=common.BATCH_SIZE)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.memory_rows, args.time_rows, args.snapshot_rows, args.repeats, args.memory_repeats = 500, 500, 300, 1, 1
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    common.require_data(args.data)
+    common.model_path()
+    import torch
+
+    print(f"layerwatch snapshot cost; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    common.print_load()
+    summary = []
+    for name in SECTIONS:
+        if name in wanted:
+            started = time.perf_counter()
+            summary += globals()[f"section_{name}"](args)["results"]
+            print(f"({time.perf_counter() - started:.0f} s)")
+    common.print_load(" at the end")
+    print("\n== summary")
+    common.print_table(summary, ["figure", "ratio", "target", "verdict"])
+
+
+if __name__ == "__main__":
+    main()

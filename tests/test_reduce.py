@@ -1,0 +1,226 @@
+"""Reducers: layouts that are tied to the previous frame, deterministic and checked.
+
+Small synthetic data only (a t-SNE of 120 points); the benchmark in
+``benchmarks/alignment.py`` measures the same properties on real runs.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from layerwatch.reduce import Reducer, normalize, procrustes, reduce_layers
+
+FAST_TSNE = dict(n_iter=300, warm_iter=250)
+
+
+def blobs(n: int = 120, dim: int = 20, classes: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 4.0
+    return (centres[np.arange(n) % classes] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def rotation(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def mean_move(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(normalize(a) - normalize(b), axis=1).mean())
+
+
+# -- building blocks -----------------------------------------------------------------
+def test_normalize_centres_and_gives_unit_rms_radius():
+    rng = np.random.default_rng(0)
+    layout = rng.normal(size=(50, 2)) * [7.0, 0.3] + [100.0, -4.0]
+    out = normalize(layout)
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-6)
+    assert np.sqrt((out.astype(np.float64) ** 2).sum(axis=1).mean()) == pytest.approx(1.0, abs=1e-6)
+    # Only a shift and one common scale: the shape is unchanged.
+    np.testing.assert_allclose(out / out[:, :1].std(), (layout - layout.mean(0)) / layout[:, :1].std(), atol=1e-4)
+
+
+def test_normalize_leaves_a_single_point_cloud_at_zero():
+    out = normalize(np.full((5, 2), 3.0))
+    np.testing.assert_array_equal(out, 0.0)
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_procrustes_recovers_a_known_rotation_or_reflection(reflect):
+    target = normalize(np.random.default_rng(1).normal(size=(40, 2)) * [3.0, 1.0])
+    turn = rotation(1.1) @ (np.diag([1.0, -1.0]) if reflect else np.eye(2))
+    moved = target @ turn
+    assert np.abs(moved - target).max() > 0.5
+    np.testing.assert_allclose(procrustes(moved, target), target, atol=1e-5)
+
+
+def test_procrustes_only_rotates():
+    rng = np.random.default_rng(2)
+    a, b = normalize(rng.normal(size=(30, 2))), normalize(rng.normal(size=(30, 2)))
+    out = procrustes(a, b)
+    # Distances between points are kept: an orthogonal map, no stretching toward the target.
+    d = lambda p: np.linalg.norm(p[:, None] - p[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(out), d(a), atol=1e-5)
+
+
+# -- aligned layouts ------------------------------------------------------------------
+def test_aligned_pca_of_a_rotated_sign_flipped_copy_coincides_with_the_previous_frame():
+    x = blobs(dim=12)
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(12, 12)))
+    copy = -(x @ q) + 5.0  # same cloud, rotated, mirrored and shifted in high-D
+    first = Reducer("pca", seed=0)(x)
+    tied = Reducer("pca", seed=0, align=True)(copy, first)
+    free = Reducer("pca", seed=0, align=False)(copy, first)
+    np.testing.assert_allclose(tied, first, atol=1e-4)
+    assert mean_move(free, first) > 0.5  # PCA alone does flip or turn: the tie is doing work
+
+
+def test_aligned_tsne_on_nearly_identical_input_moves_far_less_than_independent_fits():
+    x = blobs()
+    rng = np.random.default_rng(4)
+    # Nearly the same vectors, mirrored in high-D: a fresh t-SNE is free to come back mirrored.
+    nudged = -(x + 0.05 * rng.normal(size=x.shape).astype(np.float32))
+    first = Reducer("tsne", seed=0, **FAST_TSNE)(x)
+    tied = Reducer("tsne", seed=0, align=True, **FAST_TSNE)(nudged, first)
+    free = Reducer("tsne", seed=0, align=False, **FAST_TSNE)(nudged, first)
+    assert mean_move(free, first) > 5 * mean_move(tied, first)
+    assert mean_move(tied, first) < 0.2
+
+
+def test_aligned_tsne_still_shows_a_change_in_the_data():
+    # Stability must not hide change: when two of three classes merge in the vectors, the
+    # aligned layout shows them merged, as a fresh fit does, and does not keep them apart.
+    from sklearn.metrics import silhouette_score
+
+    x = blobs(classes=3)
+    labels = np.arange(len(x)) % 3
+    merged = x.copy()
+    merged[labels == 1] = merged[labels == 1] - x[labels == 1].mean(0) + x[labels == 0].mean(0)
+    first = Reducer("tsne", seed=0, **FAST_TSNE)(x)
+    tied = Reducer("tsne", seed=0, align=True, **FAST_TSNE)(merged, first)
+    free = Reducer("tsne", seed=0, align=False, **FAST_TSNE)(merged)
+    pair = np.isin(labels, [0, 1])
+    sil = lambda lay: silhouette_score(lay[pair], labels[pair])  # noqa: E731
+    assert sil(first) > 0.5  # apart before
+    assert sil(free) < 0.15  # together in a fresh fit
+    assert abs(sil(tied) - sil(free)) < 0.1
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_align_false_ignores_previous(method):
+    x = blobs()
+    prev = normalize(np.random.default_rng(5).normal(size=(len(x), 2)))
+    kw = FAST_TSNE if method == "tsne" else {}
+    free = Reducer(method, seed=0, align=False, **kw)
+    np.testing.assert_array_equal(free(x, prev), free(x))
+    # ...whereas the aligned reducer does use it, so the check above could fail.
+    tied = Reducer(method, seed=0, align=True, **kw)
+    assert not np.allclose(tied(x, prev), free(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_seeded_layouts_are_deterministic(method):
+    x = blobs()
+    kw = FAST_TSNE if method == "tsne" else {}
+    a = Reducer(method, seed=7, **kw)(x)
+    b = Reducer(method, seed=7, **kw)(x)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(Reducer(method, seed=7, **kw)(x * 1.01, a), Reducer(method, seed=7, **kw)(x * 1.01, a))
+    assert a.shape == (len(x), 2) and a.dtype == np.float32
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_layouts_come_back_normalised(method):
+    x = blobs()
+    kw = FAST_TSNE if method == "tsne" else {}
+    for out in (Reducer(method, **kw)(x), Reducer(method, **kw)(x, Reducer(method, **kw)(x[::-1].copy()))):
+        np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-5)
+        assert np.sqrt((out.astype(np.float64) ** 2).sum(axis=1).mean()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_previous_of_another_length_is_not_used():
+    x = blobs(n=60)
+    r = Reducer("pca", align=True)
+    np.testing.assert_array_equal(r(x, np.ones((59, 2), np.float32)), r(x))
+
+
+# -- bad input ----------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_input_raises_a_clear_error(bad):
+    x = blobs(n=30)
+    x[4, 2] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Reducer("pca")(x)
+
+
+def test_wrong_shape_and_unknown_method_raise():
+    with pytest.raises(ValueError, match=r"expected \(rows, dim\)"):
+        Reducer("pca")(np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="method='tnse' is not one of 'tsne', 'pca', 'umap'"):
+        Reducer("tnse")
+
+
+def test_perplexity_is_lowered_with_a_warning_for_tiny_inputs():
+    x = blobs(n=12)
+    r = Reducer("tsne", perplexity=30.0, **FAST_TSNE)
+    assert r.perplexity_for(12) == pytest.approx(11 / 3)
+    assert r.perplexity_for(1000) == 30.0
+    with pytest.warns(UserWarning, match=r"perplexity lowered from 30 to 3\.66667 for 12 rows"):
+        out = r(x)
+    assert out.shape == (12, 2) and np.isfinite(out).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per size, not on every frame
+        r(x, out)
+
+
+def test_one_or_two_rows_still_get_a_layout():
+    for n in (1, 2):
+        out = Reducer("tsne")(blobs(n=n))
+        assert out.shape == (n, 2) and np.isfinite(out).all()
+
+
+def test_reduce_layers_skips_a_non_finite_layer_and_lays_out_the_rest():
+    pooled = np.stack([blobs(n=40, seed=s) for s in range(3)])
+    pooled[1, 0, 0] = np.nan
+    out, problems = reduce_layers(pooled, Reducer("pca"))
+    assert list(problems) == [1] and "NaN" in problems[1]
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    # A previous frame whose layer is NaN is no tie for that layer: it is laid out afresh.
+    pooled[1, 0, 0] = 0.0
+    again, problems = reduce_layers(pooled, Reducer("pca", align=True), out)
+    assert problems == {} and np.isfinite(again).all()
+    np.testing.assert_array_equal(again[1], Reducer("pca")(pooled[1]))
+
+
+# -- optional backend -------------------------------------------------------------------
+def test_umap_layout_is_normalised_seeded_and_tied():
+    pytest.importorskip("umap")
+    x = blobs(n=100)
+    first = Reducer("umap", seed=0)(x)
+    assert first.shape == (100, 2) and np.isfinite(first).all()
+    assert np.sqrt((first.astype(np.float64) ** 2).sum(axis=1).mean()) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_array_equal(Reducer("umap", seed=0)(x), first)
+    # The previous frame, turned: a tied layout follows it, an independent one cannot know.
+    prev = first @ rotation(2.0).astype(np.float32)
+    tied = Reducer("umap", seed=0, align=True)(x, prev)
+    free = Reducer("umap", seed=0, align=False)(x, prev)
+    np.testing.assert_array_equal(free, first)
+    assert mean_move(tied, prev) < 0.35
+    assert mean_move(free, prev) > 1.0
+
+
+def test_umap_missing_gives_an_install_hint(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_umap(name, *args, **kw):
+        if name == "umap" or name.startswith("umap."):
+            raise ImportError("No module named 'umap'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_umap)
+    with pytest.raises(ImportError, match=r"pip install 'layerwatch\[umap\]'"):
+        Reducer("umap")
