@@ -32,7 +32,7 @@ def grid_shape(n_panels: int) -> tuple[int, int]:
 def new_frame_figure(n_panels: int, dpi: int = 80) -> Figure:
     """A figure sized for ``n_panels`` panels; same size for every frame of a film."""
     rows, cols = grid_shape(n_panels)
-    return Figure(figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES + 0.9), dpi=dpi)
+    return Figure(figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES + 1.1), dpi=dpi)
 
 
 def point_style(n_points: int) -> tuple[float, float]:
@@ -136,7 +136,7 @@ def draw_frame(
         if err is not None:
             handles.append(Line2D([], [], linestyle="", marker=ERROR_MARKER, color="grey", markeredgecolor="black", label="misclassified"))
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
-    fig.subplots_adjust(left=0.03, right=0.97, top=1 - 0.55 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.3, wspace=0.08)
+    fig.subplots_adjust(left=0.03, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.3, wspace=0.08)
     return fig
 
 
