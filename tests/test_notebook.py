@@ -77,6 +77,10 @@ def test_tour_notebook_runs_and_shows_its_films(source, model, tmp_path, monkeyp
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # One thread per pool in the kernel: on a busy CI runner, OpenMP and BLAS thread pools
+    # that spin while waiting for CPU time make the run several times slower.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
     if model == "tiny":
         # Hide the packaged model from the kernel: the notebook builds its tiny random BERT.
         shadow = tmp_path / "shadow"
