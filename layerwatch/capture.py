@@ -180,15 +180,18 @@ def capture(
                     dim = hidden[chosen[0]].shape[-1]
                     pooled = np.empty((len(chosen), len(indices), dim), dtype=np.float32)
                 mask = feed["attention_mask"]
-                for j, layer in enumerate(chosen):
-                    # .cpu().numpy() copies into our own buffer; nothing keeps a view of
-                    # a tensor the model may reuse.
-                    pooled[j, batch_rows] = pool(hidden[layer], mask, pooling).cpu().numpy()
+                # One stacked copy to the host per batch (one device sync, not one per
+                # layer); .numpy() of that copy goes into our own buffer, so nothing keeps a
+                # view of a tensor the model may reuse.
+                pooled[:, batch_rows] = torch.stack([pool(hidden[layer], mask, pooling) for layer in chosen]).float().cpu().numpy()
                 logits = getattr(out, "logits", None)
                 if logits is not None and logits.ndim == 2 and logits.shape[-1] > 1:
                     if predictions is None:
                         predictions = np.full(len(indices), -1, dtype=np.int64)
                     predictions[batch_rows] = logits.argmax(-1).cpu().numpy()
+                # Let this batch's hidden states go before the next forward pass, or two
+                # batches' worth would be alive at its peak.
+                del out, hidden, logits, feed, mask
                 if bar is not None:
                     bar.update(len(batch_rows))
     finally:

@@ -7,6 +7,7 @@ re-rendered run looks exactly like one drawn live.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -22,6 +23,19 @@ from .render import draw_frame, draw_heatmap, figure_png, limits_of, new_frame_f
 from .store import RunStore, SnapshotKey, atomic_write
 
 logger = logging.getLogger("layerwatch")
+
+def thread_limit(threads: int):
+    """Limit BLAS/OpenMP threads to ``threads`` inside the block (0: no limit).
+
+    On a few cores the t-SNE's OpenMP loop and the BLAS pools left spinning by the PCA
+    and the metrics slow each other down several times; one thread is the fastest there.
+    """
+    if not threads:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
 
 # Axis limits grow by this much more than needed, so that a film rarely has to redraw
 # its earlier frames with wider limits.
@@ -106,42 +120,49 @@ class Pipeline:
             from tqdm.auto import tqdm
 
             bar = tqdm(order, desc=f"layerwatch {key.title}: layouts, metrics, frames", unit="split", leave=False)
-        for split in bar if bar is not None else order:
-            snap = snaps[split]
-            bad = [j for j in range(snap.num_layers) if not np.isfinite(snap.pooled[j]).all()]
-            for j in bad:
-                logger.warning(
-                    "layerwatch: %s, %s: layer %d holds NaN or infinite values (fp16 overflow?); "
-                    "its panel is left empty, the other layers are drawn",
-                    split, key.title, int(snap.layers[j]),
-                )
-            values = self._metrics(snap, ref if split != self.reference_split else None)
-            rows[split] = []
-            for metric, per_layer in values.items():
-                for layer, v in zip(snap.layers, per_layer):
-                    if np.isfinite(v):
-                        logs[f"layerwatch/{split}/{metric}/layer_{int(layer)}"] = float(v)
-                        rows[split].append(
-                            {"split": split, "epoch": key.epoch, "step": key.step, "layer": int(layer), "metric": metric, "value": float(v)}
-                        )
-            film = self.films.get(split)
-            if film is None or len(film.labels) != snap.num_rows or not np.array_equal(film.layers, snap.layers):
-                film = self.films[split] = _Film(layers=snap.layers, labels=snap.labels)
-            layout, problems = reduce_layers(snap.pooled, self.reducer, film.previous, skip=set(bad))
-            for j, msg in problems.items():
-                logger.warning("layerwatch: %s, %s, %s: %s", split, key.title, int(snap.layers[j]), msg)
-            self.store.save_layout(split, key, layout, snap.layers, self.config.method, self.config.align)
-            knn = values.get("knn_accuracy")
-            notes = [f"kNN acc {v:.2f}" if knn is not None and np.isfinite(v) else "" for v in (knn if knn is not None else [np.nan] * snap.num_layers)]
-            film.frames.append(_Frame(key, layout, self._errors(snap), notes))
-            if render:
-                self._render_latest(split)
+        with thread_limit(self.config.threads):
+            for split in bar if bar is not None else order:
+                self._process_split(snaps[split], split, key, ref, render, logs, rows)
         if self.config.metrics and rows:
             for split, r in rows.items():
                 self.store.replace_metrics(split, key, r)
             if render:
-                self.write_heatmaps()
+                with thread_limit(self.config.threads):
+                    self.write_heatmaps()
         return logs
+
+    def _process_split(
+        self, snap: Snapshot, split: str, key: SnapshotKey, ref: Snapshot | None, render: bool,
+        logs: dict[str, float], rows: dict[str, list[dict]],
+    ) -> None:
+        bad = [j for j in range(snap.num_layers) if not np.isfinite(snap.pooled[j]).all()]
+        for j in bad:
+            logger.warning(
+                "layerwatch: %s, %s: layer %d holds NaN or infinite values (fp16 overflow?); "
+                "its panel is left empty, the other layers are drawn",
+                split, key.title, int(snap.layers[j]),
+            )
+        values = self._metrics(snap, ref if split != self.reference_split else None)
+        rows[split] = []
+        for metric, per_layer in values.items():
+            for layer, v in zip(snap.layers, per_layer):
+                if np.isfinite(v):
+                    logs[f"layerwatch/{split}/{metric}/layer_{int(layer)}"] = float(v)
+                    rows[split].append(
+                        {"split": split, "epoch": key.epoch, "step": key.step, "layer": int(layer), "metric": metric, "value": float(v)}
+                    )
+        film = self.films.get(split)
+        if film is None or len(film.labels) != snap.num_rows or not np.array_equal(film.layers, snap.layers):
+            film = self.films[split] = _Film(layers=snap.layers, labels=snap.labels)
+        layout, problems = reduce_layers(snap.pooled, self.reducer, film.previous, skip=set(bad))
+        for j, msg in problems.items():
+            logger.warning("layerwatch: %s, %s, %s: %s", split, key.title, int(snap.layers[j]), msg)
+        self.store.save_layout(split, key, layout, snap.layers, self.config.method, self.config.align)
+        knn = values.get("knn_accuracy")
+        notes = [f"kNN acc {v:.2f}" if knn is not None and np.isfinite(v) else "" for v in (knn if knn is not None else [np.nan] * snap.num_layers)]
+        film.frames.append(_Frame(key, layout, self._errors(snap), notes))
+        if render:
+            self._render_latest(split)
 
     def _metrics(self, snap: Snapshot, ref: Snapshot | None) -> dict[str, np.ndarray]:
         if not self.config.metrics or self.regression:
@@ -212,15 +233,16 @@ class Pipeline:
 
     def render_all(self) -> None:
         """Draw every remembered frame with limits that hold the whole film, then the GIFs."""
-        for split, film in self.films.items():
-            film.limits = None
-            for frame in film.frames:
-                self._update_limits(film, frame.layout)
-            for frame in film.frames:
-                self._draw(split, film, frame)
-            self.write_gif(split)
-        if self.config.metrics:
-            self.write_heatmaps()
+        with thread_limit(self.config.threads):
+            for split, film in self.films.items():
+                film.limits = None
+                for frame in film.frames:
+                    self._update_limits(film, frame.layout)
+                for frame in film.frames:
+                    self._draw(split, film, frame)
+                self.write_gif(split)
+            if self.config.metrics:
+                self.write_heatmaps()
 
     def write_gif(self, split: str) -> None:
         keys = [f.key for f in self.films[split].frames]

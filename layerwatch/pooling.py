@@ -13,9 +13,11 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
     A row with no unmasked token gives a vector of zeros rather than NaN.
     """
-    mask = attention_mask.to(dtype=torch.float32).unsqueeze(-1)
-    summed = (hidden.to(torch.float32) * mask).sum(dim=1)
-    count = mask.sum(dim=1).clamp_min(1.0)
+    mask = attention_mask.to(dtype=torch.float32)
+    # (batch, 1, tokens) @ (batch, tokens, dim): the masked sum without a masked copy of
+    # ``hidden`` (no temporary as large as the hidden states themselves).
+    summed = torch.bmm(mask.unsqueeze(1), hidden.to(torch.float32)).squeeze(1)
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1.0)
     return summed / count
 
 

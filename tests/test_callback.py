@@ -189,6 +189,7 @@ def test_on_error_raise_makes_it_fatal(tmp_path, monkeypatch):
         ({"label_column": "target"}, r"has no column 'target'; pass label_column= one of \['input_ids', 'attention_mask', 'labels'\]"),
         ({"batch_size": 0}, r"batch_size=0"),
         ({"perplexity": 0}, r"perplexity=0"),
+        ({"threads": -1}, r"threads=-1 must be 0 \(the libraries' defaults\) or a positive integer"),
         ({"label_names": ["only-one"]}, r"label_names has 1 names but the labels go up to 1"),
     ],
 )
