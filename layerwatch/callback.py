@@ -56,6 +56,16 @@ def _class_label_names(dataset: Any, column: str) -> tuple[str, ...] | None:
     return tuple(names) if names else None
 
 
+def _reports(trainer_log: str, args: Any) -> bool:
+    """Whether layerwatch's metrics go through ``Trainer.log`` (see ``trainer_log``)."""
+    if trainer_log != "auto":
+        return trainer_log == "report"
+    targets = getattr(args, "report_to", None)
+    if isinstance(targets, str):
+        targets = [targets]
+    return any(t not in (None, "none") for t in (targets or []))
+
+
 def _find_trainer() -> Any:
     """The Trainer whose loop called us, so that metrics go through ``Trainer.log``.
 
@@ -313,7 +323,7 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
     def _log(self, logs: dict, trainer: Any, state: Any) -> None:
         if not logs:
             return
-        if trainer is not None:
+        if trainer is not None and _reports(self.config.trainer_log, getattr(trainer, "args", None)):
             # Trainer.log clears control.should_log; keep the Trainer's own pending log
             # (and, under DDP, the collective that comes with it on every rank).
             control = getattr(trainer, "control", None)
@@ -321,8 +331,10 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
             trainer.log(dict(logs))
             if control is not None and pending is not None:
                 control.should_log = pending
-        elif state is not None:
-            state.log_history.append({**logs, "epoch": state.epoch, "step": state.global_step})
+        else:
+            state = state if state is not None else getattr(trainer, "state", None)
+            if state is not None:
+                state.log_history.append({**logs, "epoch": state.epoch, "step": state.global_step})
 
     def _collect(self, trainer: Any, state: Any, block: bool) -> None:
         """Report what the background worker finished (everything, when ``block``)."""

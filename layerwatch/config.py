@@ -15,6 +15,7 @@ from typing import Any, Sequence
 METHODS = ("tsne", "pca", "umap")
 POOLINGS = ("mean", "cls")
 ON_ERROR = ("warn", "raise")
+TRAINER_LOG = ("auto", "report", "history")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -121,6 +122,11 @@ class LayerwatchConfig:
             few cores more threads spin against each other and against training; on the
             2-core test machine, beside a busy process, a t-SNE of 1,000 points took three
             to five times longer on two threads than on one.
+        trainer_log: How the per-layer metrics reach the Trainer. ``"report"``: through
+            ``Trainer.log``, so TensorBoard, W&B or MLflow get them (and the console
+            prints them all); ``"history"``: into ``trainer.state.log_history`` only, with
+            no console line; ``"auto"``: ``"report"`` when the Trainer reports to an
+            integration (``report_to``), else ``"history"``.
     """
 
     output_dir: str = "layerwatch_run"
@@ -144,6 +150,7 @@ class LayerwatchConfig:
     progress: bool = True
     background: bool = False
     threads: int = 1
+    trainer_log: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -162,6 +169,7 @@ class LayerwatchConfig:
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("method", self.method, METHODS)
         check_choice("on_error", self.on_error, ON_ERROR)
+        check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
         if not (isinstance(self.perplexity, (int, float)) and self.perplexity > 0):
             raise ValueError(f"perplexity={self.perplexity!r} must be a positive number (30 is usual)")
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):

@@ -391,6 +391,7 @@ def run_demo(
         splits={"train": encoded["train"], "validation": encoded["validation"]},
         output_dir=output_dir, max_samples=monitor_samples, method=method, seed=seed,
         overwrite=overwrite, progress=progress, batch_size=64,
+        trainer_log="report",  # through Trainer.log: _DemoProgress turns them into one line
     )
     # The Trainer wants a folder of its own even when it saves nothing; keep it out of
     # the run directory.

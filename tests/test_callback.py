@@ -189,6 +189,7 @@ def test_on_error_raise_makes_it_fatal(tmp_path, monkeypatch):
         ({"label_column": "target"}, r"has no column 'target'; pass label_column= one of \['input_ids', 'attention_mask', 'labels'\]"),
         ({"batch_size": 0}, r"batch_size=0"),
         ({"perplexity": 0}, r"perplexity=0"),
+        ({"trainer_log": "console"}, r"trainer_log='console' is not one of 'auto', 'report', 'history'"),
         ({"threads": -1}, r"threads=-1 must be 0 \(the libraries' defaults\) or a positive integer"),
         ({"label_names": ["only-one"]}, r"label_names has 1 names but the labels go up to 1"),
     ],
@@ -278,3 +279,46 @@ def test_string_labels_are_mapped_in_sorted_order(tmp_path):
     watch = LayerwatchCallback({"train": Dataset.from_dict(rows)}, tmp_path / "lw", method="pca", progress=False)
     assert watch.splits["train"].string_names == ("ham", "spam")
     assert watch._resolve_label_names(tiny_bert()) == ["ham", "spam"]
+
+
+# -- how the metrics reach the Trainer ---------------------------------------------
+
+def _on_log_recorder():
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.keys: list[str] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.keys += list(logs or {})
+
+    return Recorder()
+
+
+@pytest.mark.parametrize("trainer_log, through_log", [("auto", False), ("history", False), ("report", True)])
+def test_trainer_log_decides_whether_metrics_go_through_trainer_log(tmp_path, trainer_log, through_log):
+    # Without report_to, "auto" keeps the console free of ~50 numbers per snapshot; the
+    # log history holds them whatever the choice.
+    train = toy_dataset(16)
+    recorder = _on_log_recorder()
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, trainer_log=trainer_log)
+    trainer = make_trainer(tiny_bert(), train, [watch, recorder], tmp_path / "t", epochs=1)
+    trainer.train()
+    assert any(k.startswith("layerwatch/train/knn_accuracy/") for k in recorder.keys) is through_log
+    assert "loss" in recorder.keys  # the Trainer's own log still goes through
+    logged = [h for h in trainer.state.log_history if "layerwatch/train/knn_accuracy/layer_0" in h]
+    assert [h["step"] for h in logged] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "report_to, expected", [([], False), ("none", False), (["none"], False), (["tensorboard"], True), ("all", True), (None, False)]
+)
+def test_auto_reports_through_trainer_log_only_to_integrations(report_to, expected):
+    from types import SimpleNamespace
+
+    from layerwatch.callback import _reports
+
+    assert _reports("auto", SimpleNamespace(report_to=report_to)) is expected
+    assert _reports("report", SimpleNamespace(report_to=[])) is True
+    assert _reports("history", SimpleNamespace(report_to=["wandb"])) is False
