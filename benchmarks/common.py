@@ -136,6 +136,25 @@ def tokenized_dataset(tokenizer, texts: Sequence[str], labels: np.ndarray, paddi
     return Dataset.from_dict(cols)
 
 
+def length_sorted_batches(input_ids: list, attention_mask: list, batch_size: int) -> list[dict]:
+    """The batches layerwatch forms: rows sorted longest first, each padded to its own longest row."""
+    import torch
+
+    lengths = np.array([int(sum(m)) for m in attention_mask])
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(lengths[rows].max())
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : lengths[r]] = torch.tensor(input_ids[r][: lengths[r]])
+            mask[i, : lengths[r]] = 1
+        batches.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+    return batches
+
+
 # -- timing ---------------------------------------------------------------------------------
 class Timer:
     """``with Timer() as t: ...``; then ``t.seconds``."""

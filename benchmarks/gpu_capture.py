@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402  (it also sets the offline defaults)
 
 SHAPES = {
     "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -72,22 +71,6 @@ def _tokenizer(path: str | None):
     return AutoTokenizer.from_pretrained(path)
 
 
-def _batches(columns: dict, batch_size: int, device) -> list[dict]:
-    import numpy as np
-    import torch
-
-    lengths = np.array([sum(m) for m in columns["attention_mask"]])
-    order = np.argsort(-lengths, kind="stable")
-    out = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = int(lengths[rows].max())
-        ids = torch.tensor([columns["input_ids"][r][:width] + [0] * (width - len(columns["input_ids"][r][:width])) for r in rows])
-        mask = (torch.arange(width)[None, :] < torch.tensor(lengths[rows])[:, None]).long()
-        out.append({"input_ids": ids.to(device), "attention_mask": mask.to(device)})
-    return out
-
-
 def _timed(fn, repeats: int) -> float:
     import torch
 
@@ -99,7 +82,7 @@ def _timed(fn, repeats: int) -> float:
         fn()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return common.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             texts = _texts(args.data, n)
             enc = tok(texts, truncation=True, max_length=MAX_LENGTH)
             columns = {"input_ids": list(enc["input_ids"]), "attention_mask": list(enc["attention_mask"]), "label": [i % 2 for i in range(n)]}
-            batches = _batches(columns, args.batch_size, device)
+            batches = [
+                {k: v.to(device) for k, v in b.items()}
+                for b in common.length_sorted_batches(columns["input_ids"], columns["attention_mask"], args.batch_size)
+            ]
 
             def bare():
                 with torch.inference_mode():

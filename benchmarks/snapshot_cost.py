@@ -45,7 +45,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-import numpy as np  # noqa: E402
 
 MEMORY_BUDGET_FACTOR = 1.5
 MEMORY_VS_SEED = 20.0
@@ -72,25 +71,6 @@ def _warm_up(model) -> None:
         model(input_ids=torch.tensor([[101, 2023, 102]]), attention_mask=torch.ones(1, 3, dtype=torch.long), output_hidden_states=True)
 
 
-def length_sorted_batches(input_ids: list, attention_mask: list, batch_size: int) -> list[dict]:
-    """The batches layerwatch forms: rows sorted longest first, each padded to its own longest row."""
-    import torch
-
-    lengths = np.array([int(sum(m)) for m in attention_mask])
-    order = np.argsort(-lengths, kind="stable")
-    batches = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = int(lengths[rows].max())
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : lengths[r]] = torch.tensor(input_ids[r][: lengths[r]])
-            mask[i, : lengths[r]] = 1
-        batches.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
-    return batches
-
-
 def _capture_memory(kind: str, data_dir: str, n: int, batch_size: int) -> dict:
     """Peak RSS growth of one capture of ``n`` rows (run in a fresh process)."""
     from layerwatch import capture
@@ -111,7 +91,7 @@ def _capture_memory(kind: str, data_dir: str, n: int, batch_size: int) -> dict:
         import torch
 
         ds = common.tokenized_dataset(tok, texts, labels)
-        batches = length_sorted_batches(ds["input_ids"], ds["attention_mask"], batch_size)
+        batches = common.length_sorted_batches(ds["input_ids"], ds["attention_mask"], batch_size)
         with common.PeakRSS() as mem, common.Timer() as t:
             with torch.no_grad():
                 for b in batches:
@@ -138,7 +118,7 @@ def _capture_times(data_dir: str, n: int, batch_size: int, repeats: int) -> dict
 
     tok, model, texts, labels = _setup(data_dir, n)
     ds = common.tokenized_dataset(tok, texts, labels)
-    batches = length_sorted_batches(ds["input_ids"], ds["attention_mask"], batch_size)
+    batches = common.length_sorted_batches(ds["input_ids"], ds["attention_mask"], batch_size)
 
     def bare() -> None:
         with torch.no_grad():

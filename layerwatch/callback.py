@@ -206,7 +206,6 @@ class LayerwatchCallback(TrainerCallback, ExportableState):
 
             self._worker = BackgroundWorker(
                 self.store.root, self.config, self.label_names, self.regression, self.reference_split,
-                threads=self.config.threads,
             )
 
     def _prepare_run_dir(self, model: Any, resuming: bool) -> None:

@@ -183,7 +183,7 @@ def capture(
                 # One stacked copy to the host per batch (one device sync, not one per
                 # layer); .numpy() of that copy goes into our own buffer, so nothing keeps a
                 # view of a tensor the model may reuse.
-                pooled[:, batch_rows] = torch.stack([pool(hidden[layer], mask, pooling) for layer in chosen]).float().cpu().numpy()
+                pooled[:, batch_rows] = torch.stack([pool(hidden[layer], mask, pooling) for layer in chosen]).cpu().numpy()
                 logits = getattr(out, "logits", None)
                 if logits is not None and logits.ndim == 2 and logits.shape[-1] > 1:
                     if predictions is None:

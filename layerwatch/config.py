@@ -170,8 +170,7 @@ class LayerwatchConfig:
         check_choice("method", self.method, METHODS)
         check_choice("on_error", self.on_error, ON_ERROR)
         check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
-        if not (isinstance(self.perplexity, (int, float)) and self.perplexity > 0):
-            raise ValueError(f"perplexity={self.perplexity!r} must be a positive number (30 is usual)")
+        check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")
         if self.label_column is not None and not isinstance(self.label_column, str):
@@ -190,6 +189,12 @@ class LayerwatchConfig:
 
     def replace(self, **changes: Any) -> "LayerwatchConfig":
         return dataclasses.replace(self, **changes)
+
+
+def check_perplexity(value: Any) -> None:
+    """Raise a ValueError unless ``value`` is a usable t-SNE perplexity."""
+    if not (isinstance(value, (int, float)) and value > 0):
+        raise ValueError(f"perplexity={value!r} must be a positive number (30 is usual)")
 
 
 def _check_positive_int(name: str, value: Any, hint: str = "") -> None:

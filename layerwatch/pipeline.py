@@ -24,6 +24,7 @@ from .store import RunStore, SnapshotKey, atomic_write
 
 logger = logging.getLogger("layerwatch")
 
+
 def thread_limit(threads: int):
     """Limit BLAS/OpenMP threads to ``threads`` inside the block (0: no limit).
 
@@ -123,11 +124,10 @@ class Pipeline:
         with thread_limit(self.config.threads):
             for split in bar if bar is not None else order:
                 self._process_split(snaps[split], split, key, ref, render, logs, rows)
-        if self.config.metrics and rows:
-            for split, r in rows.items():
-                self.store.replace_metrics(split, key, r)
-            if render:
-                with thread_limit(self.config.threads):
+            if self.config.metrics and rows:
+                for split, r in rows.items():
+                    self.store.replace_metrics(split, key, r)
+                if render:
                     self.write_heatmaps()
         return logs
 

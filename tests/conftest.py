@@ -92,6 +92,24 @@ def _close_figures():
     plt.close("all")
 
 
+def save_tiny_bert(folder, words, hidden_size: int, intermediate_size: int):
+    """Save a 2-layer random BERT classifier and a word-level tokenizer for ``words`` to ``folder``."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=intermediate_size, max_position_embeddings=64, pad_token_id=0,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
     from transformers import Trainer, TrainingArguments
 

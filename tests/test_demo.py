@@ -11,6 +11,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import save_tiny_bert
 
 from layerwatch.demo import TOPICS, make_corpus, packaged_model_path, run_demo
 
@@ -113,24 +114,10 @@ def test_missing_demo_model_says_how_to_install(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A 2-layer random BERT whose vocabulary holds the corpus's words, saved to disk."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
     words = set()
     for text in make_corpus(2000, seed=0, validation_rows=8)["train"]["text"]:
         words.update(re.findall(r"[a-z0-9]+|[^a-z0-9\s]", text.lower()))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), sorted(words), hidden_size=32, intermediate_size=64))
 
 
 def _gif_frames(path: str) -> int:

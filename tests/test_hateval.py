@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import save_tiny_bert
 
 from layerwatch.datasets import hateval
 from layerwatch.datasets import (
@@ -337,22 +338,8 @@ def script():
 
 def _tiny_model(folder: Path) -> Path:
     """A 2-layer random BERT and a word-level tokenizer for the words of the toy tweets."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
     words = ["@user", "awful", "lovely", "the", "day", "people", "today", "again", "so", "this", "is", "user", "@"]
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64, pad_token_id=0,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(folder, words, hidden_size=16, intermediate_size=32)
 
 
 def test_script_end_to_end_on_a_tiny_model(tmp_path, script, capsys):
