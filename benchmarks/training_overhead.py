@@ -14,7 +14,10 @@ Figures: wall time of ``trainer.train()`` per mode, the overhead against ``none`
 the time the training loop waits in layerwatch's hooks (``on_train_begin``,
 ``on_epoch_end``, ``on_train_end``), measured by stopwatch callbacks placed just before
 and just after layerwatch in the callback list. Targets: overhead <= 10% (foreground,
-defaults); the background wait per snapshot is reported next to the foreground one.
+defaults); the background wait per snapshot is reported next to the foreground one. The
+foreground overhead is taken twice, against the ``none`` run and as the waits over the
+same run's own training time (two separate trainings differ by tens of seconds on a busy
+2-core machine), and the verdict uses the larger.
 
 With ``--train-rows N`` (fewer than the 9,000 training tweets) the measured figures are
 for that subset, and the overhead of a full 9,000-tweet epoch is also given as an
@@ -192,8 +195,18 @@ def main(argv=None) -> None:
         if mode not in runs:
             continue
         over = runs[mode]["seconds"] / base - 1
+        # The same run's own training time (its wall time less its waits in layerwatch)
+        # is a second baseline, free of the run-to-run noise of two separate trainings
+        # (tens of seconds per epoch on a shared 2-core machine). The verdict takes the
+        # larger of the two overheads, so that a slow 'none' run cannot pass a target.
+        waits = sum(w for _, w in runs[mode]["waits"])
+        own = waits / max(runs[mode]["seconds"] - waits, 1e-9)
         label = f"overhead, {mode}, measured on {rows} rows x {args.epochs} epoch(s)"
-        summary.append([label, f"{over:+.1%}", f"<= {OVERHEAD_TARGET:.0%}", common.verdict(over <= OVERHEAD_TARGET)])
+        worst = max(over, own) if mode == "foreground" else over
+        summary.append([label + ": against the 'none' run", f"{over:+.1%}", f"<= {OVERHEAD_TARGET:.0%}", ""])
+        if mode == "foreground":
+            summary.append([label + ": waits / own training time", f"{own:+.1%}", f"<= {OVERHEAD_TARGET:.0%}", ""])
+        summary.append([label + ": the larger", f"{worst:+.1%}", f"<= {OVERHEAD_TARGET:.0%}", common.verdict(worst <= OVERHEAD_TARGET)])
         if rows < FULL_TRAIN_ROWS:
             extra = runs[mode]["seconds"] - base
             full = extra / (base * scale)

@@ -16,9 +16,9 @@ import numpy as np
 
 from .animate import write_gif
 from .capture import Snapshot
-from .config import LayerwatchConfig
+from .config import LayerwatchConfig, resolve_jobs
 from .metrics import layer_metrics, model_accuracy
-from .reduce import Reducer, reduce_layers
+from .reduce import Reducer, start_layouts
 from .render import draw_frame, draw_heatmap, figure_png, limits_of, new_frame_figure
 from .store import RunStore, SnapshotKey, atomic_write
 
@@ -33,6 +33,10 @@ def thread_limit(threads: int):
     """
     if not threads:
         return contextlib.nullcontext()
+    # A limit reaches only the thread pools already loaded: load scikit-learn's OpenMP
+    # runtime and SciPy's BLAS first, or the first snapshot's t-SNE would run unlimited.
+    import scipy.linalg  # noqa: F401
+    import sklearn.utils._openmp_helpers  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads)
@@ -121,9 +125,13 @@ class Pipeline:
             from tqdm.auto import tqdm
 
             bar = tqdm(order, desc=f"layerwatch {key.title}: layouts, metrics, frames", unit="split", leave=False)
-        with thread_limit(self.config.threads):
+        with thread_limit(self.config.threads), self._layout_pool() as pool:
+            # Every split's layouts start at once (in the pool, when there is one); the
+            # metrics are computed meanwhile, then each split's layouts are collected,
+            # stored and drawn in order.
+            started = {split: self._start_split(snaps[split], split, key, pool) for split in order}
             for split in bar if bar is not None else order:
-                self._process_split(snaps[split], split, key, ref, render, logs, rows)
+                self._finish_split(snaps[split], split, key, ref, render, logs, rows, started[split])
             if self.config.metrics and rows:
                 for split, r in rows.items():
                     self.store.replace_metrics(split, key, r)
@@ -131,10 +139,18 @@ class Pipeline:
                     self.write_heatmaps()
         return logs
 
-    def _process_split(
-        self, snap: Snapshot, split: str, key: SnapshotKey, ref: Snapshot | None, render: bool,
-        logs: dict[str, float], rows: dict[str, list[dict]],
-    ) -> None:
+    def _layout_pool(self):
+        """A thread pool for the t-SNE layouts when more than one job is wanted, else None."""
+        jobs = resolve_jobs(self.config)
+        if jobs <= 1 or self.config.method != "tsne":
+            # PCA takes well under a second; UMAP's numba kernels are not safe to run
+            # from several threads at once.
+            return contextlib.nullcontext()
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="layerwatch-layout")
+
+    def _start_split(self, snap: Snapshot, split: str, key: SnapshotKey, pool) -> tuple:
         bad = [j for j in range(snap.num_layers) if not np.isfinite(snap.pooled[j]).all()]
         for j in bad:
             logger.warning(
@@ -142,6 +158,17 @@ class Pipeline:
                 "its panel is left empty, the other layers are drawn",
                 split, key.title, int(snap.layers[j]),
             )
+        film = self.films.get(split)
+        if film is None or len(film.labels) != snap.num_rows or not np.array_equal(film.layers, snap.layers):
+            film = self.films[split] = _Film(layers=snap.layers, labels=snap.labels)
+        collect = start_layouts(snap.pooled, self.reducer, film.previous, skip=set(bad), pool=pool, threads=self.config.threads)
+        return film, collect
+
+    def _finish_split(
+        self, snap: Snapshot, split: str, key: SnapshotKey, ref: Snapshot | None, render: bool,
+        logs: dict[str, float], rows: dict[str, list[dict]], started: tuple,
+    ) -> None:
+        film, collect = started
         values = self._metrics(snap, ref if split != self.reference_split else None)
         rows[split] = []
         for metric, per_layer in values.items():
@@ -151,10 +178,7 @@ class Pipeline:
                     rows[split].append(
                         {"split": split, "epoch": key.epoch, "step": key.step, "layer": int(layer), "metric": metric, "value": float(v)}
                     )
-        film = self.films.get(split)
-        if film is None or len(film.labels) != snap.num_rows or not np.array_equal(film.layers, snap.layers):
-            film = self.films[split] = _Film(layers=snap.layers, labels=snap.labels)
-        layout, problems = reduce_layers(snap.pooled, self.reducer, film.previous, skip=set(bad))
+        layout, problems = collect()
         for j, msg in problems.items():
             logger.warning("layerwatch: %s, %s, %s: %s", split, key.title, int(snap.layers[j]), msg)
         self.store.save_layout(split, key, layout, snap.layers, self.config.method, self.config.align)
@@ -330,7 +354,7 @@ def rebuild(
     stored = dict(info.get("config", {}))
     changes = {k: v for k, v in {"method": method, "align": align}.items() if v is not None}
     fields = set(LayerwatchConfig.__dataclass_fields__)
-    config = LayerwatchConfig(**{k: v for k, v in stored.items() if k in fields}).replace(output_dir=run_dir, **changes)
+    config = LayerwatchConfig(**{k: v for k, v in stored.items() if k in fields}).replace(output_dir=run_dir, background=False, **changes)
     available = store.splits()
     chosen = list(splits) if splits else available
     missing = [s for s in chosen if s not in available]

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, Callable
 
 import numpy as np
 
@@ -249,6 +250,53 @@ class Reducer:
             return umap.UMAP(**kwargs).fit_transform(x)
 
 
+def _job(threads: int, fn: Callable, *args: Any) -> Any:
+    """Run ``fn`` in a pool thread under its own OpenMP limit (a per-thread setting)."""
+    if not threads:
+        return fn(*args)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return fn(*args)
+
+
+def start_layouts(
+    pooled: np.ndarray,
+    reducer: Reducer,
+    previous: np.ndarray | None = None,
+    skip: set[int] | None = None,
+    pool: Executor | None = None,
+    threads: int = 1,
+) -> Callable[[], tuple[np.ndarray, dict[int, str]]]:
+    """Start laying out every layer of ``pooled``; call the result to collect them.
+
+    With a thread ``pool`` the layers are laid out at once, each under an OpenMP limit of
+    ``threads`` (scikit-learn's t-SNE spends its time in compiled code that releases the
+    GIL); without one they are laid out in order when collected. Each layer's layout
+    depends only on its own vectors, previous layout and the reducer's seed, so both
+    ways give the same layouts.
+    """
+    out = np.full((pooled.shape[0], pooled.shape[1], 2), np.nan, dtype=np.float32)
+    todo = []
+    for j in range(pooled.shape[0]):
+        if skip and j in skip:
+            continue
+        prev = previous[j] if previous is not None and np.isfinite(previous[j]).all() else None
+        todo.append((j, prev))
+    futures = {j: pool.submit(_job, threads, reducer, pooled[j], prev) for j, prev in todo} if pool is not None else {}
+
+    def collect() -> tuple[np.ndarray, dict[int, str]]:
+        problems: dict[int, str] = {}
+        for j, prev in todo:
+            try:
+                out[j] = futures[j].result() if futures else reducer(pooled[j], prev)
+            except ValueError as exc:
+                problems[j] = str(exc)
+        return out, problems
+
+    return collect
+
+
 def reduce_layers(
     pooled: np.ndarray,
     reducer: Reducer,
@@ -260,14 +308,4 @@ def reduce_layers(
     Layers whose vectors are not finite get NaN layouts and an entry in the returned
     ``problems`` dict (layer position -> message) instead of stopping the others.
     """
-    out = np.full((pooled.shape[0], pooled.shape[1], 2), np.nan, dtype=np.float32)
-    problems: dict[int, str] = {}
-    for j in range(pooled.shape[0]):
-        if skip and j in skip:
-            continue
-        prev = previous[j] if previous is not None and np.isfinite(previous[j]).all() else None
-        try:
-            out[j] = reducer(pooled[j], prev)
-        except ValueError as exc:
-            problems[j] = str(exc)
-    return out, problems
+    return start_layouts(pooled, reducer, previous, skip)()

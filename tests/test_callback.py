@@ -191,6 +191,8 @@ def test_on_error_raise_makes_it_fatal(tmp_path, monkeypatch):
         ({"perplexity": 0}, r"perplexity=0"),
         ({"trainer_log": "console"}, r"trainer_log='console' is not one of 'auto', 'report', 'history'"),
         ({"threads": -1}, r"threads=-1 must be 0 \(the libraries' defaults\) or a positive integer"),
+        ({"n_jobs": 0}, r"n_jobs=0 must be a positive integer or \"auto\""),
+        ({"n_jobs": "all"}, r"n_jobs='all' must be a positive integer or \"auto\""),
         ({"label_names": ["only-one"]}, r"label_names has 1 names but the labels go up to 1"),
     ],
 )
@@ -322,3 +324,17 @@ def test_auto_reports_through_trainer_log_only_to_integrations(report_to, expect
     assert _reports("auto", SimpleNamespace(report_to=report_to)) is expected
     assert _reports("report", SimpleNamespace(report_to=[])) is True
     assert _reports("history", SimpleNamespace(report_to=["wandb"])) is False
+
+
+def test_n_jobs_auto_uses_every_cpu_in_process_and_one_in_the_background(tmp_path, monkeypatch):
+    from layerwatch import config as lw_config
+    from layerwatch.config import LayerwatchConfig, resolve_jobs
+
+    import os
+
+    assert 1 <= lw_config.usable_cpus() <= (os.cpu_count() or 1)
+    monkeypatch.setattr(lw_config, "usable_cpus", lambda: 3)
+    assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path))) == 3
+    assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path), background=True)) == 1
+    assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path), background=True, n_jobs=2)) == 2
+    assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path), n_jobs=1)) == 1

@@ -336,4 +336,78 @@ def test_pipeline_lays_out_and_measures_under_its_thread_limit(tmp_path, monkeyp
     with threadpool_limits(limits=2):
         Pipeline(RunStore(str(tmp_path)), config, reference_split="train").process({"train": snap}, SnapshotKey(0), render=False)
     assert len(seen) == 2
-    assert all(s == {expected or 2} for s in seen)
+    assert all(s == {expected or 2} for s in seen), seen
+
+
+def test_layouts_in_a_thread_pool_equal_layouts_in_order():
+    # Each layer's t-SNE depends only on its own vectors, previous layout and the seed.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from layerwatch.reduce import start_layouts
+
+    reducer = Reducer("tsne", seed=0, **FAST_TSNE)
+    pooled = np.stack([blobs(seed=s) for s in range(3)])
+    pooled[1, 5, 0] = np.nan  # a broken layer is reported, not fatal, both ways
+    previous = np.stack([reducer(p) for p in np.stack([blobs(seed=s + 10) for s in range(3)])])
+    in_order, problems = reduce_layers(pooled, reducer, previous)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pooled_out, pooled_problems = start_layouts(pooled, reducer, previous, pool=pool, threads=1)()
+    assert set(problems) == set(pooled_problems) == {1}
+    assert "NaN" in pooled_problems[1]
+    np.testing.assert_array_equal(np.isnan(in_order), np.isnan(pooled_out))
+    np.testing.assert_array_equal(in_order[[0, 2]], pooled_out[[0, 2]])
+    assert np.isnan(pooled_out[1]).all()
+
+
+def _two_split_snapshots():
+    from layerwatch.capture import Snapshot
+
+    snaps = {}
+    for i, split in enumerate(("train", "validation")):
+        x = blobs(n=100, dim=12, seed=i)
+        snaps[split] = Snapshot(
+            pooled=np.stack([x, x * 2 + 1, -x]), labels=np.arange(100) % 3, layers=np.array([0, 1, 2]),
+            indices=np.arange(100), predictions=None, split=split, label_names=None,
+        )
+    return snaps
+
+
+def test_pipeline_lays_out_layers_at_once_with_the_same_result(tmp_path, monkeypatch):
+    # n_jobs=2 runs the t-SNE layouts of both splits in two pool threads, each held to
+    # `threads` OpenMP threads; the stored layouts equal those of one job in order.
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.pipeline import Pipeline
+    from layerwatch.store import RunStore, SnapshotKey
+
+    seen: list[tuple[str, set[int]]] = []
+    real_call = Reducer.__call__
+
+    def recording(self, x, previous=None):
+        omp = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
+        seen.append((threading.current_thread().name, omp))
+        return real_call(self, x, previous)
+
+    monkeypatch.setattr(Reducer, "__call__", recording)
+    layouts = {}
+    for jobs in (1, 2):
+        root = tmp_path / f"jobs{jobs}"
+        config = LayerwatchConfig(output_dir=str(root), method="tsne", n_jobs=jobs, progress=False, metrics=False)
+        pipe = Pipeline(RunStore(str(root)), config, reference_split="train")
+        pipe.reducer.n_iter, pipe.reducer.warm_iter = FAST_TSNE["n_iter"], FAST_TSNE["warm_iter"]
+        seen.clear()
+        for epoch in range(2):  # the second snapshot is warm-started from the first
+            pipe.process(_two_split_snapshots(), SnapshotKey(epoch), render=False)
+        layouts[jobs] = {s: np.stack([f.layout for f in film.frames]) for s, film in pipe.films.items()}
+        names = {name for name, _ in seen}
+        assert len(seen) == 12  # 2 snapshots x 2 splits x 3 layers
+        if jobs > 1:
+            assert all(name.startswith("layerwatch-layout") for name in names)
+            assert all(omp <= {1} for _, omp in seen)
+        else:
+            assert names == {threading.main_thread().name}
+    for split in ("train", "validation"):
+        np.testing.assert_array_equal(layouts[1][split], layouts[2][split])
