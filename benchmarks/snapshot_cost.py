@@ -155,25 +155,14 @@ def _capture_times(data_dir: str, n: int, batch_size: int, repeats: int) -> dict
     return {"runs": runs, "tokens": tokens}
 
 
-def _timed_call(clock, stage, fn):
-    t0 = time.perf_counter()
-    try:
-        return fn()
-    finally:
-        clock.seconds[stage] = clock.seconds.get(stage, 0.0) + time.perf_counter() - t0
-
-
 class _StageClock:
     """Adds up the wall time spent in named functions, by wrapping them in place."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
-    def wrap(self, owner, attr: str, stage: str) -> None:
-        fn = getattr(owner, attr, None)
-        if fn is None:
-            return
-        clock = self
+    def timed(self, fn, stage: str):
+        """``fn``, with the time spent in it added to ``stage``."""
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
@@ -181,9 +170,14 @@ class _StageClock:
             try:
                 return fn(*args, **kwargs)
             finally:
-                clock.seconds[stage] = clock.seconds.get(stage, 0.0) + time.perf_counter() - start
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
-        setattr(owner, attr, timed)
+        return timed
+
+    def wrap(self, owner, attr: str, stage: str) -> None:
+        fn = getattr(owner, attr, None)
+        if fn is not None:
+            setattr(owner, attr, self.timed(fn, stage))
 
     def take(self) -> dict[str, float]:
         out, self.seconds = self.seconds, {}
@@ -207,16 +201,8 @@ def _layerwatch_snapshots(data_dir: str, rows: int, snapshots: int = 2, method: 
         clock.wrap(lw_store.RunStore, attr, "store")
     # The t-SNE layouts run in a thread pool while the metrics are computed: "layouts" is
     # the time spent starting them plus waiting for them once the metrics are done.
-    real_start = lw_pipeline.start_layouts
-
-    def start_layouts(*args, **kwargs):
-        t0 = time.perf_counter()
-        collect = real_start(*args, **kwargs)
-        clock.seconds["layouts"] = clock.seconds.get("layouts", 0.0) + time.perf_counter() - t0
-        timed = functools.partial(_timed_call, clock, "layouts", collect)
-        return timed
-
-    lw_pipeline.start_layouts = start_layouts
+    start_layouts = clock.timed(lw_pipeline.start_layouts, "layouts")
+    lw_pipeline.start_layouts = lambda *args, **kwargs: clock.timed(start_layouts(*args, **kwargs), "layouts")
     clock.wrap(lw_pipeline, "layer_metrics", "metrics")
     clock.wrap(lw_pipeline.Pipeline, "_draw", "frames")
     clock.wrap(lw_pipeline.Pipeline, "write_gif", "gif")

@@ -18,28 +18,11 @@ from .animate import write_gif
 from .capture import Snapshot
 from .config import LayerwatchConfig, resolve_jobs
 from .metrics import layer_metrics, model_accuracy
-from .reduce import Reducer, start_layouts
+from .reduce import Reducer, start_layouts, thread_limit
 from .render import draw_frame, draw_heatmap, figure_png, limits_of, new_frame_figure
 from .store import RunStore, SnapshotKey, atomic_write
 
 logger = logging.getLogger("layerwatch")
-
-
-def thread_limit(threads: int):
-    """Limit BLAS/OpenMP threads to ``threads`` inside the block (0: no limit).
-
-    On a few cores the t-SNE's OpenMP loop and the BLAS pools left spinning by the PCA
-    and the metrics slow each other down several times; one thread is the fastest there.
-    """
-    if not threads:
-        return contextlib.nullcontext()
-    # A limit reaches only the thread pools already loaded: load scikit-learn's OpenMP
-    # runtime and SciPy's BLAS first, or the first snapshot's t-SNE would run unlimited.
-    import scipy.linalg  # noqa: F401
-    import sklearn.utils._openmp_helpers  # noqa: F401
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads)
 
 
 # Axis limits grow by this much more than needed, so that a film rarely has to redraw

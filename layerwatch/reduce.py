@@ -27,6 +27,7 @@ fixed axis limits across frames.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from concurrent.futures import Executor
@@ -250,13 +251,28 @@ class Reducer:
             return umap.UMAP(**kwargs).fit_transform(x)
 
 
-def _job(threads: int, fn: Callable, *args: Any) -> Any:
-    """Run ``fn`` in a pool thread under its own OpenMP limit (a per-thread setting)."""
+def thread_limit(threads: int, user_api: str | None = None):
+    """Limit BLAS/OpenMP threads to ``threads`` inside the block (0: no limit).
+
+    On a few cores the t-SNE's OpenMP loop and the BLAS pools left spinning by the PCA
+    and the metrics slow each other down several times; one thread is the fastest there.
+    ``user_api="openmp"`` limits only OpenMP, whose setting belongs to the calling thread
+    (what a layout running in a pool thread needs).
+    """
     if not threads:
-        return fn(*args)
+        return contextlib.nullcontext()
+    # A limit reaches only the thread pools already loaded: load scikit-learn's OpenMP
+    # runtime and SciPy's BLAS first, or the first snapshot's t-SNE would run unlimited.
+    import scipy.linalg  # noqa: F401
+    import sklearn.utils._openmp_helpers  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads, user_api="openmp"):
+    return threadpool_limits(limits=threads, user_api=user_api)
+
+
+def _job(threads: int, fn: Callable, *args: Any) -> Any:
+    """Run ``fn`` in a pool thread under its own OpenMP limit (a per-thread setting)."""
+    with thread_limit(threads, user_api="openmp"):
         return fn(*args)
 
 
