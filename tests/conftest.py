@@ -130,3 +130,7 @@ def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
     settings.update(kw)
     args = TrainingArguments(**settings)
     return Trainer(model=model, args=args, train_dataset=train, data_collator=_Collator(), callbacks=callbacks)
+
+
+# A real headless browser for the page tests (skips locally without one; CI requires it).
+from browser import browser, open_page  # noqa: E402,F401
