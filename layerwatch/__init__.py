@@ -1,22 +1,56 @@
-"""layerwatch: watch every layer of a transformer reorganise its representations while it is fine-tuned."""
+"""layerwatch: watch every layer of a transformer reorganise its representations while it is fine-tuned.
 
-__version__ = "0.1.0"
+The public names are imported when first used, so that reading a stored run
+(``layerwatch.store``, ``layerwatch info``) never loads torch.
+"""
 
-from .capture import Snapshot, capture  # noqa: E402
-from .config import LayerwatchConfig  # noqa: E402
-from .callback import LayerwatchCallback  # noqa: E402
-from .pooling import cls_pool, mean_pool  # noqa: E402
-from .reduce import Reducer  # noqa: E402
-from .store import RunStore  # noqa: E402
+from __future__ import annotations
 
-__all__ = [
-    "LayerwatchCallback",
-    "LayerwatchConfig",
-    "Reducer",
-    "RunStore",
-    "Snapshot",
-    "capture",
-    "cls_pool",
-    "mean_pool",
-    "__version__",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "LayerwatchCallback": "callback",
+    "watch": "callback",
+    "LayerwatchConfig": "config",
+    "Measurement": "measures",
+    "register_measurement": "measures",
+    "Reducer": "reduce",
+    "RunStore": "store",
+    "Snapshot": "snapshot",
+    "SnapshotKey": "snapshot",
+    "capture": "capture",
+    "cls_pool": "pooling",
+    "last_pool": "pooling",
+    "mean_pool": "pooling",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layerwatch' has no attribute {name!r}")
+    attr = "register" if name == "register_measurement" else name
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .callback import LayerwatchCallback, watch
+    from .capture import capture
+    from .config import LayerwatchConfig
+    from .measures import Measurement
+    from .measures import register as register_measurement
+    from .pooling import cls_pool, last_pool, mean_pool
+    from .reduce import Reducer
+    from .snapshot import Snapshot, SnapshotKey
+    from .store import RunStore

@@ -9,7 +9,8 @@ import numpy as np
 from .store import atomic_write
 
 
-def _read_png(path: str) -> np.ndarray:
+def read_png(path: str) -> np.ndarray:
+    """A PNG file as an RGB array."""
     import imageio.v3 as iio
 
     img = iio.imread(path)
@@ -44,6 +45,6 @@ def write_gif(frame_paths: Sequence[str], out_path: str, duration: float = 1.0) 
     """Stitch PNG frames, in the given order, into ``out_path`` (written atomically)."""
     if not frame_paths:
         raise ValueError("no frames to animate; a run directory needs at least one frame per split")
-    data = gif_bytes([_read_png(p) for p in frame_paths], duration)
+    data = gif_bytes([read_png(p) for p in frame_paths], duration)
     atomic_write(out_path, lambda fh: fh.write(data))
     return out_path

@@ -1,55 +1,35 @@
-"""Forward passes over a fixed subset, pooled batch by batch.
+"""The one forward pass over a fixed subset, shared by every measurement.
 
-Only the pooled vectors are kept: memory grows with rows x layers x hidden, never with
-tokens. The model's train/eval mode is restored afterwards; ``torch.inference_mode``
-leaves ``requires_grad`` flags and ``.grad`` tensors untouched.
+Rows are read without the padding they were stored with, sorted by length and padded
+per batch on the right to the batch's longest row; each batch goes through the model once
+with whatever outputs the enabled measurements need, and each measurement reduces it at
+once (see :mod:`layerwatch.measures.base`). The model's train/eval mode and attention
+implementation are restored afterwards, hooks are removed, also when the forward pass
+raises; ``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .config import POOLINGS, check_choice, resolve_layers
-from .data import Labels, encode_labels, get_column, num_rows, read_inputs, resolve_label_column, stratified_subset
-from .pooling import pool
+from .config import POOLINGS, check_choice, check_positive_int
+from .data import empty_rows, get_column, num_rows, read_inputs, resolve_label_column, stratified_subset
+from .distributed import Part
+from .labels import canonical, classify, match_head, resolve
+from .measures import Measurement
+from .measures.base import Batch, SplitPlan
+from .measures.embeddings import Embeddings
+from .snapshot import Snapshot
+from .splits import empty_row_error
 
+__all__ = ["Snapshot", "capture", "capture_split", "count_hidden_states", "is_decoder_only"]
 
-@dataclass
-class Snapshot:
-    """The pooled vectors of one split at one moment of training.
-
-    Attributes:
-        pooled: float32 array (layers, rows, hidden).
-        labels: (rows,) int64 class ids, or float32 targets for a regression.
-        layers: (layers,) hidden-state indices (0 = embedding output).
-        indices: (rows,) the dataset rows, in the order of ``pooled``'s second axis.
-        predictions: (rows,) the classification head's argmax, or None without a head.
-        epoch, step: when it was taken (0, 0 = before training).
-        split: the split's name.
-    """
-
-    pooled: np.ndarray
-    labels: np.ndarray
-    layers: np.ndarray
-    indices: np.ndarray
-    predictions: np.ndarray | None = None
-    epoch: int = 0
-    step: int = 0
-    split: str = ""
-    label_names: tuple[str, ...] | None = field(default=None, repr=False)
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.pooled.shape[0])
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.pooled.shape[1])
+COMMON = "__common__"
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -58,18 +38,113 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def count_hidden_states(model: torch.nn.Module) -> int | None:
+def count_hidden_states(model: Any) -> int | None:
     """Hidden states the model returns (embeddings + layers), read from its config."""
     config = getattr(model, "config", None)
     n = getattr(config, "num_hidden_layers", None)
     return int(n) + 1 if isinstance(n, int) else None
 
 
-def _forward_kwargs(model: torch.nn.Module) -> set[str]:
+def unwrap(model: Any) -> Any:
+    """The Hugging Face model inside wrappers (PEFT, DDP, ``torch.compile``), or ``model``."""
+    seen = set()
+    current = model
+    while id(current) not in seen:
+        seen.add(id(current))
+        try:
+            from transformers import PreTrainedModel
+
+            if isinstance(current, PreTrainedModel):
+                return current
+        except ImportError:  # pragma: no cover
+            pass
+        for attr in ("_orig_mod", "module", "base_model", "model"):
+            inner = getattr(current, attr, None)
+            if isinstance(inner, torch.nn.Module) and inner is not current:
+                current = inner
+                break
+        else:
+            get = getattr(current, "get_base_model", None)
+            inner = get() if callable(get) else None
+            if isinstance(inner, torch.nn.Module) and inner is not current:
+                current = inner
+                continue
+            break
+    return model
+
+
+def accepted_inputs(model: Any) -> set[str] | None:
+    """The inputs a model's ``forward`` names; None when it takes any keyword.
+
+    A wrapper whose ``forward`` takes only ``**kwargs`` (PEFT, some compiled models) passes
+    them on to the model inside, so the inner model's named inputs decide.
+    """
+    for candidate in (model, unwrap(model)):
+        try:
+            params = inspect.signature(candidate.forward).parameters
+        except (TypeError, ValueError, AttributeError):
+            continue
+        named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if named - {"self"}:
+            return named
+    return None
+
+
+def is_decoder_only(model: Any) -> bool:
+    """Whether the model reads text left to right only (GPT-2, Llama, ...)."""
+    config = getattr(unwrap(model), "config", None)
+    if config is None:
+        return False
+    if getattr(config, "is_decoder", False) and not getattr(config, "is_encoder_decoder", False):
+        return True
+    model_type = getattr(config, "model_type", None)
     try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return {"input_ids", "attention_mask"}
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        )
+    except ImportError:  # pragma: no cover
+        return False
+    # Encoders (BERT, RoBERTa, ...) can be masked language models; decoder-only models cannot.
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def check_pooling(model: Any, pooling: str) -> None:
+    """Refuse a pooling that would silently take the wrong token of this model."""
+    check_choice("pooling", pooling, POOLINGS)
+    if pooling == "cls" and is_decoder_only(model):
+        raise ValueError(
+            f"pooling='cls' takes the first token, which in a decoder-only model ({type(model).__name__}) has seen "
+            "nothing but itself; use pooling='last' (the last real token, what its classifier reads) or 'mean'"
+        )
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any, wanted: bool) -> Iterator[None]:
+    """Switch the model to eager attention (the only one that returns weights), and back."""
+    target = unwrap(model)
+    config = getattr(target, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch = wanted and before not in (None, "eager") and hasattr(target, "set_attn_implementation")
+    if switch:
+        target.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            target.set_attn_implementation(before)
+
+
+@contextlib.contextmanager
+def forward_hooks(pairs: Sequence[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -85,6 +160,86 @@ def _pad(rows: list[np.ndarray], value: int) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return torch.from_numpy(out)
+
+
+def capture_split(
+    model: torch.nn.Module,
+    dataset: Any,
+    plan: SplitPlan,
+    measurements: Sequence[Measurement],
+    batch_size: int = 32,
+    progress: bool = False,
+    autocast: Any = None,
+) -> dict[str, Part]:
+    """Run ``model`` once over ``plan.indices`` of ``dataset`` for every measurement.
+
+    Returns:
+        ``{measurement name: Part}`` and, under ``"__common__"``, the head's predictions
+        (``head_predictions``, output indices) when the model has a classification head.
+    """
+    config = getattr(model, "config", None)
+    pad_id = getattr(config, "pad_token_id", None)
+    indices = np.asarray(plan.indices, dtype=np.int64)
+    inputs = read_inputs(dataset, indices, pad_id if isinstance(pad_id, int) else None)
+    empty = empty_rows(inputs, indices)
+    if empty:
+        raise empty_row_error(plan.split, empty)
+    lengths = np.array([len(r) for r in inputs["input_ids"]])
+    accepted = accepted_inputs(model)
+    device = model_device(model)
+    pad_value = int(pad_id) if isinstance(pad_id, int) else 0
+
+    flags: dict[str, Any] = {}
+    for m in measurements:
+        flags.update(m.output_flags)
+    eager = any(m.eager_attention for m in measurements)
+    record: dict[str, Any] = {}
+    hooks = [pair for m in measurements for pair in m.hooks(model, record)]
+    accumulators = {m.name: m.start(plan) for m in measurements}
+    accumulators = {k: v for k, v in accumulators.items() if v is not None}
+    head: np.ndarray | None = None
+    outputs: int | None = None
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(indices), desc=f"layerwatch capture {plan.split}".rstrip(), unit="row", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), eager_attention(model, eager), forward_hooks(hooks):
+            for batch_rows in _batches(lengths, batch_size):
+                feed = {"input_ids": _pad([inputs["input_ids"][i] for i in batch_rows], pad_value)}
+                feed["attention_mask"] = _pad([inputs["attention_mask"][i] for i in batch_rows], 0)
+                if "token_type_ids" in inputs and (accepted is None or "token_type_ids" in accepted):
+                    feed["token_type_ids"] = _pad([inputs["token_type_ids"][i] for i in batch_rows], 0)
+                feed = {k: v.to(device) for k, v in feed.items()}
+                record.clear()
+                with autocast if autocast is not None else contextlib.nullcontext():
+                    out = model(**feed, **flags, return_dict=True)
+                batch = Batch(rows=batch_rows, inputs=feed, mask=feed["attention_mask"], outputs=out, hooked=record)
+                for acc in accumulators.values():
+                    acc.update(batch)
+                logits = batch.output("logits")
+                if logits is not None and logits.ndim == 2 and logits.shape[-1] > 1:
+                    if head is None:
+                        head = np.full(len(indices), -1, dtype=np.int64)
+                        outputs = int(logits.shape[-1])
+                    head[batch_rows] = logits.argmax(-1).cpu().numpy()
+                # Let this batch's outputs go before the next forward pass, or two
+                # batches' worth would be alive at its peak.
+                del out, batch, logits, feed
+                record.clear()
+                if bar is not None:
+                    bar.update(len(batch_rows))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    parts = {name: acc.finish() for name, acc in accumulators.items()}
+    parts[COMMON] = Part(rows={"head_predictions": head} if head is not None else {}, meta={"outputs": outputs})
+    return parts
 
 
 def capture(
@@ -104,11 +259,12 @@ def capture(
 
     Args:
         model: A Hugging Face model that returns ``hidden_states`` (any encoder, with or
-            without a task head).
+            without a task head; decoder-only models with ``pooling="last"`` or ``"mean"``).
         dataset: A tokenized ``datasets.Dataset`` (or dict of columns) with ``input_ids``,
             ideally ``attention_mask``, and a label column.
         layers: ``"all"`` or hidden-state indices (0 = embedding output, 1..L = layers).
-        pooling: ``"mean"`` over unmasked tokens, or ``"cls"`` for the first token.
+        pooling: ``"mean"`` over unmasked tokens, ``"cls"`` for the first token, or
+            ``"last"`` for the last real token.
         batch_size: Rows per forward pass.
         label_column: Label column; ``None`` looks for ``labels``, then ``label``.
         indices: Dataset rows to capture, in this order. Default: all rows, or a stratified
@@ -117,94 +273,51 @@ def capture(
         split: Name used in messages and stored with the snapshot.
 
     Returns:
-        A :class:`Snapshot` whose ``pooled`` is float32 (layers, rows, hidden).
+        A :class:`Snapshot` whose ``pooled`` is float32 (layers, rows, hidden). Labels are
+        numbered by the whole label column (strings in sorted order, or as the model's
+        ``id2label`` names them); ``predictions`` are in the same ids, or None when the
+        head's outputs cannot be matched to the labels.
     """
-    check_choice("pooling", pooling, POOLINGS)
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    from .config import LayerwatchConfig, parse_layers
+
+    check_positive_int("batch_size", batch_size)
+    check_pooling(model, pooling)
     column = resolve_label_column(dataset, label_column, split)
+    kind, raw = classify(get_column(dataset, column), split, column)
+    cfg = getattr(model, "config", None)
+    vocab = resolve(canonical({split: (kind, raw)}), id2label=getattr(cfg, "id2label", None), num_labels=getattr(cfg, "num_labels", None))
+    all_labels = vocab.encode(raw, split, column)
     if indices is None:
-        all_labels = encode_labels(get_column(dataset, column), split, column)
         if max_samples is not None:
-            indices = stratified_subset(all_labels.values, max_samples, seed, all_labels.kind)
+            indices = stratified_subset(all_labels, max_samples, seed, vocab.kind)
         else:
             indices = np.arange(num_rows(dataset), dtype=np.int64)
-        labels = Labels(all_labels.values[indices], all_labels.kind, all_labels.names)
-    else:
-        indices = np.asarray(indices, dtype=np.int64)
-        labels = encode_labels(get_column(dataset, column, indices), split, column)
+    indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
         where = f"split {split!r}" if split else "the dataset"
         raise ValueError(f"{where} has no rows to capture; pass a dataset with at least one row")
-
-    config = getattr(model, "config", None)
-    pad_id = getattr(config, "pad_token_id", None)
-    inputs = read_inputs(dataset, indices, pad_id)
-    lengths = np.array([len(r) for r in inputs["input_ids"]])
-    accepted = _forward_kwargs(model)
-    device = model_device(model)
-    pad_value = int(pad_id) if isinstance(pad_id, int) else 0
-
-    pooled: np.ndarray | None = None
-    predictions: np.ndarray | None = None
-    chosen: tuple[int, ...] = ()
-    batches = _batches(lengths, batch_size)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(indices), desc=f"layerwatch capture {split}".rstrip(), unit="row", leave=False)
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch_rows in batches:
-                feed = {"input_ids": _pad([inputs["input_ids"][i] for i in batch_rows], pad_value)}
-                feed["attention_mask"] = _pad([inputs["attention_mask"][i] for i in batch_rows], 0)
-                if "token_type_ids" in inputs and "token_type_ids" in accepted:
-                    feed["token_type_ids"] = _pad([inputs["token_type_ids"][i] for i in batch_rows], 0)
-                feed = {k: v.to(device) for k, v in feed.items()}
-                out = model(**feed, output_hidden_states=True, return_dict=True)
-                hidden = getattr(out, "hidden_states", None)
-                if hidden is None and isinstance(out, dict):
-                    hidden = out.get("hidden_states")
-                if not hidden:
-                    raise ValueError(
-                        f"{type(model).__name__} returned no hidden_states with output_hidden_states=True; "
-                        "layerwatch needs a model that returns them (a Hugging Face encoder such as "
-                        "BertModel or AutoModelForSequenceClassification)"
-                    )
-                if pooled is None:
-                    chosen = resolve_layers(layers, len(hidden))
-                    dim = hidden[chosen[0]].shape[-1]
-                    pooled = np.empty((len(chosen), len(indices), dim), dtype=np.float32)
-                mask = feed["attention_mask"]
-                # One stacked copy to the host per batch (one device sync, not one per
-                # layer); .numpy() of that copy goes into our own buffer, so nothing keeps a
-                # view of a tensor the model may reuse.
-                pooled[:, batch_rows] = torch.stack([pool(hidden[layer], mask, pooling) for layer in chosen]).cpu().numpy()
-                logits = getattr(out, "logits", None)
-                if logits is not None and logits.ndim == 2 and logits.shape[-1] > 1:
-                    if predictions is None:
-                        predictions = np.full(len(indices), -1, dtype=np.int64)
-                    predictions[batch_rows] = logits.argmax(-1).cpu().numpy()
-                # Let this batch's hidden states go before the next forward pass, or two
-                # batches' worth would be alive at its peak.
-                del out, hidden, logits, feed, mask
-                if bar is not None:
-                    bar.update(len(batch_rows))
-    finally:
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
-
-    return Snapshot(
-        pooled=pooled,
-        labels=labels.values,
-        layers=np.asarray(chosen, dtype=np.int64),
-        indices=np.asarray(indices, dtype=np.int64),
-        predictions=predictions,
-        split=split,
-        label_names=labels.names,
+    config = LayerwatchConfig(output_dir=".", layers=parse_layers(layers), pooling=pooling, batch_size=batch_size)
+    plan = SplitPlan(
+        split=split, indices=indices, positions=np.arange(len(indices)), n_rows=len(indices),
+        labels=all_labels[indices], layers=layers, config=config, context={"model_name": type(model).__name__},
     )
+    emb = Embeddings(config)
+    parts = capture_split(model, dataset, plan, [emb], batch_size=batch_size, progress=progress)
+    snap = Snapshot(labels=all_labels[indices], indices=indices, split=split, label_names=vocab.names or None)
+    emb.assemble(parts[Embeddings.name], snap)
+    common = parts[COMMON]
+    head = common.rows.get("head_predictions")
+    if head is not None:
+        snap.predictions = match_head(vocab, getattr(cfg, "id2label", None), common.meta.get("outputs")).map(head)
+    return snap
+
+
+class _CallableModule(type(__import__("sys"))):
+    """``layerwatch.capture`` names both this module and its main function: once the module
+    is imported, the package attribute is the module, so calling it calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Snapshot:
+        return capture(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Sequence
 
 from .config import METHODS, parse_layers
+
+logger = logging.getLogger("layerwatch")
 
 
 def _layers(value: str) -> list[int]:
@@ -24,7 +27,7 @@ def _layers(value: str) -> list[int]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .pipeline import rebuild
+    from .reading import rebuild
 
     gifs = rebuild(
         args.run_dir, method=args.method, splits=args.splits, layers=args.layers,
@@ -36,42 +39,56 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def summarize(run_dir: str) -> dict:
-    """What a run directory holds, as a dict (``layerwatch info --json`` prints it)."""
-    from .store import RunStore
+    """What a run directory holds, as a dict (``layerwatch info --json`` prints it).
+
+    Damaged files are listed under ``"damaged"`` (and named in a warning), never fatal.
+    """
+    from .config import LayerwatchConfig
+    from .measures import for_config
+    from .store import DamagedFileError, RunStore
 
     store = RunStore(run_dir)
     info = store.read_run()
+    store.clean_temporary()
+    labels = info.get("labels") or {}
     out = {
         "run_dir": os.path.abspath(run_dir),
         "model": info.get("model_name"),
-        "label_names": info.get("label_names"),
+        "label_names": labels.get("names") or info.get("label_names"),
         "method": info.get("config", {}).get("method"),
         "pooling": info.get("config", {}).get("pooling"),
         "versions": info.get("versions"),
         "splits": {},
+        "damaged": [],
     }
     for split in store.splits():
         keys = store.keys(split)
-        entry = {"snapshots": [k.title for k in keys], "frames": len(store.keys(split, "frames")),
-                 "gif": os.path.exists(store.gif_path(split))}
-        if keys:
-            snap = store.load_snapshot(split, keys[-1])
+        entry = {"snapshots": [], "frames": len(store.keys(split, "frames")), "gif": os.path.exists(store.gif_path(split))}
+        last = None
+        for key in keys:
+            try:
+                true_key = store.snapshot_key(split, key)
+            except DamagedFileError as exc:
+                logger.warning("layerwatch: %s", exc)
+                out["damaged"].append(exc.path)
+                continue
+            entry["snapshots"].append(true_key.title)
+            last = key
+        if last is not None:
+            snap = store.load_snapshot(split, last)
             entry.update(rows=snap.num_rows, layers=[int(l) for l in snap.layers], hidden=int(snap.pooled.shape[2]))
         out["splits"][split] = entry
-    rows = store.read_metrics()
-    if rows:
-        best = {}
-        last = {}
-        for r in rows:
-            if r["metric"] == "knn_accuracy":
-                k = r["split"]
-                if k not in last or (r["step"], r["epoch"]) > last[k]:
-                    last[k] = (r["step"], r["epoch"])
-        for r in rows:
-            if r["metric"] == "knn_accuracy" and (r["step"], r["epoch"]) == last.get(r["split"]):
-                if r["split"] not in best or r["value"] > best[r["split"]][1]:
-                    best[r["split"]] = (r["layer"], r["value"])
-        out["best_knn_layer_at_last_snapshot"] = {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}
+    try:
+        config = LayerwatchConfig.from_dict(dict(info.get("config", {})), output_dir=run_dir, background=False)
+        measurements = for_config(config, names=info.get("measurements"))
+    except (ValueError, TypeError, ImportError):
+        measurements = []
+    for m in measurements:
+        try:
+            out.update(m.summarize(store))
+        except DamagedFileError as exc:
+            logger.warning("layerwatch: %s", exc)
+            out["damaged"].append(exc.path)
     return out
 
 
@@ -90,6 +107,8 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"{e['frames']} frames, gif {'yes' if e['gif'] else 'no'}")
     for split, b in out.get("best_knn_layer_at_last_snapshot", {}).items():
         print(f"best kNN layer of {split!r} at the last snapshot: {b['layer']} ({b['knn_accuracy']:.3f})")
+    for path in out.get("damaged", []):
+        print(f"damaged (skipped): {path}")
     return 0
 
 
@@ -137,9 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_warnings() -> None:
+    # The library logs through "layerwatch"; a command shows its warnings on stderr.
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _console_warnings()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as exc:

@@ -12,12 +12,24 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 METHODS = ("tsne", "pca", "umap")
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "last")
 ON_ERROR = ("warn", "raise")
 TRAINER_LOG = ("auto", "report", "history")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Split names become folder and file names (``<split>.gif`` and longer ones built from it);
+# file systems allow 255 bytes a name.
+MAX_SPLIT_NAME = 100
+
+# Settings that decide what a run stores: a resumed run must keep them, or its films would
+# mix row sets, layers or layouts of two kinds.
+RESUME_FIXED = (
+    "max_samples", "seed", "layers", "pooling", "method", "align", "perplexity", "label_column", "label_names",
+    "every_n_steps",
+)
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
@@ -38,7 +50,21 @@ def check_split_name(name: Any) -> str:
             f"split name {name!r} cannot be used as a folder name; use letters, digits, "
             "'_', '-' and '.', starting with a letter or digit (for example 'train', 'validation')"
         )
+    if len(name) > MAX_SPLIT_NAME:
+        raise ValueError(
+            f"split name {name[:20]!r}... has {len(name)} characters; split names become file names, so use at "
+            f"most {MAX_SPLIT_NAME} (for example 'train', 'validation')"
+        )
     return name
+
+
+def is_split_name(name: Any) -> bool:
+    """Whether ``name`` would pass :func:`check_split_name` (for listing folders)."""
+    try:
+        check_split_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_layers(value: Any) -> str | tuple[int, ...]:
@@ -99,7 +125,8 @@ class LayerwatchConfig:
         max_samples: Rows kept per split (stratified by label, drawn with ``seed``).
         seed: Seed of the subset choice and of every reducer.
         layers: ``"all"`` or hidden-state indices (0 = embeddings, 1..L = layers).
-        pooling: ``"mean"`` over unmasked tokens, or ``"cls"`` (first token).
+        pooling: ``"mean"`` over unmasked tokens, ``"cls"`` (the first token; encoders only)
+            or ``"last"`` (the last real token: what decoder-only classifiers read).
         method: 2-D reducer, ``"tsne"``, ``"pca"`` or ``"umap"`` (needs ``umap-learn``).
         batch_size: Rows per forward pass of the capture.
         label_column: Column holding labels; ``None`` looks for ``labels`` then ``label``.
@@ -107,8 +134,10 @@ class LayerwatchConfig:
         every_n_steps: Snapshot every N optimizer steps instead of every epoch.
         align: Tie each frame's layout to the previous one so that the film holds still.
         metrics: Compute per-layer kNN, probe, silhouette and model accuracy.
-        highlight_errors: Mark misclassified rows; ``None`` does it when the model has a
-            classification head whose outputs match the labels.
+        highlight_errors: Mark misclassified rows. ``None``: when the model has a
+            classification head whose outputs can be matched to the labels; ``True``:
+            always, and a model whose outputs cannot be matched is refused before training;
+            ``False``: never.
         perplexity: t-SNE perplexity (lowered for small splits, with a warning).
         frame_duration: Seconds each GIF frame is shown.
         on_error: ``"warn"`` logs a failed snapshot and training goes on; ``"raise"`` stops.
@@ -119,20 +148,22 @@ class LayerwatchConfig:
             the training loop then waits only for the capture.
         threads: BLAS/OpenMP threads for layouts, metrics and frames, in the training
             process or in the worker (0 = the libraries' own defaults). 1 by default: on a
-            few cores more threads spin against each other and against training; on the
-            2-core test machine, beside a busy process, a t-SNE of 1,000 points took three
-            to five times longer on two threads than on one.
+            few cores more threads spin against each other and against training.
         n_jobs: t-SNE layouts computed at once, each on ``threads`` threads (the layers
             and splits of a snapshot are independent, so the layouts come out the same).
             ``"auto"``: every CPU this process may use when the snapshot runs in the
-            training process (training waits for it anyway; on the 2-core test machine
-            two jobs halve the t-SNE time), and 1 in the background worker, which shares
-            the machine with training.
+            training process (training waits for it anyway), and 1 in the background
+            worker, which shares the machine with training.
         trainer_log: How the per-layer metrics reach the Trainer. ``"report"``: through
             ``Trainer.log``, so TensorBoard, W&B or MLflow get them (and the console
             prints them all); ``"history"``: into ``trainer.state.log_history`` only, with
             no console line; ``"auto"``: ``"report"`` when the Trainer reports to an
             integration (``report_to``), else ``"history"``.
+        text_column: Column holding each row's text, stored once per split for the
+            report page; ``None`` takes ``"text"`` when the split has it, else decodes
+            ``input_ids`` with the Trainer's tokenizer (``processing_class``).
+        report_text: Store the rows' texts at all; ``False`` for data that must not leave
+            the machine.
     """
 
     output_dir: str = "layerwatch_run"
@@ -158,23 +189,27 @@ class LayerwatchConfig:
     threads: int = 1
     n_jobs: Any = "auto"
     trainer_log: str = "auto"
+    text_column: str | None = None
+    report_text: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
         object.__setattr__(self, "layers", parse_layers(self.layers))
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(str(n) for n in self.label_names))
-        _check_positive_int("max_samples", self.max_samples)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_positive_int("dpi", self.dpi)
+        check_positive_int("max_samples", self.max_samples)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("dpi", self.dpi)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed={self.seed!r} must be an integer")
         if self.every_n_steps is not None:
-            _check_positive_int("every_n_steps", self.every_n_steps, hint="or None for one snapshot per epoch")
+            check_positive_int("every_n_steps", self.every_n_steps, hint="or None for one snapshot per epoch")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads={self.threads!r} must be 0 (the libraries' defaults) or a positive integer")
         if self.n_jobs != "auto":
-            _check_positive_int("n_jobs", self.n_jobs, hint='or "auto"')
+            check_positive_int("n_jobs", self.n_jobs, hint='or "auto"')
+        if self.highlight_errors not in (None, True, False):
+            raise ValueError(f"highlight_errors={self.highlight_errors!r} must be True, False or None")
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("method", self.method, METHODS)
         check_choice("on_error", self.on_error, ON_ERROR)
@@ -182,11 +217,11 @@ class LayerwatchConfig:
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")
-        if self.label_column is not None and not isinstance(self.label_column, str):
-            raise ValueError(f"label_column={self.label_column!r} must be a column name or None")
+        for name in ("label_column", "text_column"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name}={value!r} must be a column name or None")
         if self.method == "umap":
-            from .reduce import require_umap
-
             require_umap()
 
     def to_dict(self) -> dict:
@@ -198,6 +233,43 @@ class LayerwatchConfig:
 
     def replace(self, **changes: Any) -> "LayerwatchConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict, **changes: Any) -> "LayerwatchConfig":
+        """Settings read back from ``run.json`` (fields it does not know are ignored)."""
+        fields = set(cls.__dataclass_fields__)
+        known = {k: v for k, v in data.items() if k in fields}
+        if isinstance(known.get("label_names"), list):
+            known["label_names"] = tuple(known["label_names"])
+        known.update(changes)
+        return cls(**known)
+
+    def resume_differences(self, stored: dict) -> list[str]:
+        """The settings of :data:`RESUME_FIXED` that differ from a stored run's, as text."""
+        mine = self.to_dict()
+        out = []
+        for name in RESUME_FIXED:
+            if name in stored and _comparable(stored[name]) != _comparable(mine[name]):
+                out.append(f"{name}={stored[name]!r} (now {mine[name]!r})")
+        return out
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def require_umap() -> Any:
+    """The umap module, or an ImportError with the install hint."""
+    try:
+        import umap
+
+        umap.UMAP  # noqa: B018 - a leftover folder imports as an empty namespace package
+    except (ImportError, AttributeError):
+        raise ImportError(
+            "method='umap' needs the umap-learn package: pip install 'layerwatch[umap]' "
+            "(or choose method='tsne' or 'pca')"
+        ) from None
+    return umap
 
 
 def usable_cpus() -> int:
@@ -221,10 +293,12 @@ def check_perplexity(value: Any) -> None:
         raise ValueError(f"perplexity={value!r} must be a positive number (30 is usual)")
 
 
-def _check_positive_int(name: str, value: Any, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def check_positive_int(name: str, value: Any, hint: str = "") -> int:
+    """Return ``value`` if it is a positive integer, else raise a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         extra = f" {hint}" if hint else ""
         raise ValueError(f"{name}={value!r} must be a positive integer{extra}")
+    return int(value)
 
 
 def check_output_dir(path: str) -> None:

@@ -7,7 +7,6 @@ tokenized: it has ``input_ids``, usually ``attention_mask``, and a label column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,8 +26,8 @@ def column_names(dataset: Any) -> list[str]:
         )
     if isinstance(names, dict):  # a DatasetDict
         raise TypeError(
-            "got a DatasetDict; pass one split per entry, for example "
-            "splits={'train': ds['train'], 'validation': ds['validation']}"
+            f"got a DatasetDict (with splits {list(names)}) where one split belongs; pass one split per entry, "
+            "for example splits={'train': ds['train'], 'validation': ds['validation']}"
         )
     return list(names)
 
@@ -73,56 +72,6 @@ def resolve_label_column(dataset: Any, label_column: str | None, split: str = ""
     )
 
 
-@dataclass(frozen=True)
-class Labels:
-    """Labels turned into numbers, with what is needed to draw them.
-
-    ``kind`` is ``"class"`` (integers 0..K-1 with ``names``) or ``"regression"`` (floats,
-    coloured by a colormap).
-    """
-
-    values: np.ndarray
-    kind: str
-    names: tuple[str, ...] | None = None
-
-
-def encode_labels(raw: Sequence[Any], split: str = "", label_column: str = "labels") -> Labels:
-    """Turn a column of labels into numbers.
-
-    Integers stay as they are; strings are mapped to integers in sorted order; floats that
-    are not whole numbers are a regression target; lists (multi-label rows) are refused.
-    """
-    where = f"split {split!r}" if split else "the dataset"
-    if len(raw) == 0:
-        return Labels(np.zeros(0, dtype=np.int64), "class", None)
-    first = raw[0]
-    if isinstance(first, (list, tuple, np.ndarray)) or hasattr(first, "shape") and getattr(first, "ndim", 0) > 0:
-        raise ValueError(
-            f"{where}: column {label_column!r} holds multi-label rows (for example {first!r}); "
-            "layerwatch colours each point by one label: add a column with one label per row "
-            "and pass label_column= its name"
-        )
-    if isinstance(first, str):
-        if not all(isinstance(v, str) for v in raw):
-            raise ValueError(f"{where}: column {label_column!r} mixes strings and other values")
-        names = tuple(sorted(set(raw)))
-        lookup = {n: i for i, n in enumerate(names)}
-        return Labels(np.array([lookup[v] for v in raw], dtype=np.int64), "class", names)
-    values = np.asarray([float(v) if v is not None else np.nan for v in raw], dtype=np.float64)
-    if np.isnan(values).any():
-        bad = int(np.flatnonzero(np.isnan(values))[0])
-        raise ValueError(f"{where}: column {label_column!r} has a missing label at row {bad}; drop such rows first")
-    if np.all(values == np.round(values)):
-        ints = values.astype(np.int64)
-        if ints.min() < 0:
-            raise ValueError(
-                f"{where}: column {label_column!r} holds negative labels ({int(ints.min())}); "
-                "drop ignored rows (label -100) or map classes to 0..K-1"
-            )
-        return Labels(ints, "class", None)
-    return Labels(values.astype(np.float32), "regression", None)
-
-
 def stratified_subset(labels: np.ndarray, max_samples: int, seed: int, kind: str = "class") -> np.ndarray:
     """Choose at most ``max_samples`` row indices, in proportion to each label, seeded.
 
@@ -157,9 +106,10 @@ def stratified_subset(labels: np.ndarray, max_samples: int, seed: int, kind: str
 def read_inputs(dataset: Any, indices: Sequence[int], pad_token_id: int | None) -> dict[str, list[np.ndarray]]:
     """Read the model inputs of ``indices``, one unpadded int64 array per row.
 
-    Rows that were padded to a fixed length when tokenized are trimmed to their tokens (the
-    capture pads each batch only to its own longest row). Without an ``attention_mask``
-    the mask is rebuilt from ``pad_token_id``.
+    Padding stored with the rows (on either side) is trimmed by the attention mask, so a
+    row reaches the model the same way however it was stored (the capture pads each batch
+    on the right, only to its own longest row). Without an ``attention_mask`` the mask is
+    rebuilt from ``pad_token_id``.
     """
     names = column_names(dataset)
     if "input_ids" not in names:
@@ -183,12 +133,24 @@ def read_inputs(dataset: Any, indices: Sequence[int], pad_token_id: int | None) 
         out["token_type_ids"] = []
         types = [np.asarray(r, dtype=np.int64).reshape(-1) for r in cols["token_type_ids"]]
     for i, (r, m) in enumerate(zip(ids, masks)):
-        n = int(m.sum())
-        # Right-padded rows (the usual case) are cut to their real tokens; anything else
-        # (left padding, holes) is kept whole and its mask does the work.
-        end = n if m[:n].all() else len(r)
-        out["input_ids"].append(r[:end])
-        out["attention_mask"].append(m[:end])
+        if len(m) != len(r):
+            raise ValueError(
+                f"row {int(indices[i])}: input_ids has {len(r)} tokens but attention_mask has {len(m)}; "
+                "tokenize input_ids and attention_mask together"
+            )
+        real = np.flatnonzero(m)
+        # Stored padding is cut off on both sides (right padding as encoders store it, left
+        # padding as decoder-only tokenizers do); the capture pads each batch on the right
+        # again, so every row reaches the model in the same canonical form. A hole inside
+        # a row (mask 0 between real tokens) is kept, with its mask.
+        start, end = (int(real[0]), int(real[-1]) + 1) if len(real) else (0, 0)
+        out["input_ids"].append(r[start:end])
+        out["attention_mask"].append(m[start:end])
         if "token_type_ids" in out:
-            out["token_type_ids"].append(types[i][:end])
+            out["token_type_ids"].append(types[i][start:end])
     return out
+
+
+def empty_rows(inputs: dict[str, list[np.ndarray]], indices: Sequence[int]) -> list[int]:
+    """Dataset rows (of ``indices``) that hold no real token."""
+    return [int(indices[i]) for i, m in enumerate(inputs["attention_mask"]) if not np.any(m)]

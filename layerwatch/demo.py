@@ -419,6 +419,7 @@ def run_demo(
         data_collator=DataCollatorWithPadding(tokenizer),
         callbacks=[watch],
     )
+    watch.attach(trainer)
     # The callback logs every layer's metrics through the Trainer, whose console printer
     # would show them all; the demo prints one line of kNN accuracies per snapshot instead.
     if progress:

@@ -26,11 +26,21 @@ def cls_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -
     return hidden[:, 0].to(torch.float32)
 
 
-POOLERS = {"mean": mean_pool, "cls": cls_pool}
+def last_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The last real token's state (what decoder-only classifiers read), wherever the
+    padding is."""
+    mask = attention_mask.to(torch.long)
+    width = mask.shape[1]
+    # Position of the last 1 in each row: the first 1 of the row read backwards.
+    last = width - 1 - mask.flip(1).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)].to(torch.float32)
+
+
+POOLERS = {"mean": mean_pool, "cls": cls_pool, "last": last_pool}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str = "mean") -> torch.Tensor:
-    """Pool ``hidden`` with the named method (``"mean"`` or ``"cls"``)."""
+    """Pool ``hidden`` with the named method (``"mean"``, ``"cls"`` or ``"last"``)."""
     try:
         fn = POOLERS[method]
     except KeyError:

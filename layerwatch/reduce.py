@@ -13,12 +13,9 @@ to the old one, so a film of layouts moves only where the model does:
   mixed in the picture), because at full size the repulsion between points stops whole
   groups from moving through each other. From the tiny scale the layout re-forms around
   the current vectors in the previous frame's arrangement.
-  ``benchmarks/alignment.py`` measures the choice: on a synthetic run and a MiniLM
-  fine-tune the films move 4.3x and 3.2x less than independent fits, keep at least 98%
-  of their neighbour recall, and their 2-D class separation stays within 0.1 of the
-  independent fits' (worst gaps 0.024 and 0.089, the latter in MiniLM's top layer, which
-  separates the classes a little later in the film than in fresh fits); continuing at
-  full size lagged by up to 0.69 on the synthetic run.
+  ``benchmarks/alignment.py`` measures the choice against independent fits (how much
+  less the films move, neighbour recall, 2-D class separation); ``docs/costs.md`` gives
+  the figures.
 - UMAP: initialised from the previous layout, then Procrustes.
 
 Every layout comes back centred and scaled to unit RMS radius, so panels can share
@@ -35,24 +32,36 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import METHODS, check_choice, check_perplexity
+from .config import METHODS, check_choice, check_perplexity, require_umap
 
 # t-SNE input is first reduced to this many dimensions by PCA: the neighbour search then
 # costs far less and the neighbourhoods barely change.
 TSNE_PCA_DIMS = 50
 
 
-def require_umap() -> Any:
-    try:
-        import umap
+# Rows this close to each other (relative to the vectors' size) are one point: t-SNE's
+# PCA initialisation divides by their spread, which is zero, and scikit-learn's
+# Barnes-Hut code then crashes the whole process instead of raising.
+_IDENTICAL = 1e-7
+# UMAP's spectral initialisation needs a few more rows than its two output dimensions.
+_MIN_UMAP_ROWS = 5
 
-        umap.UMAP  # noqa: B018 - a leftover folder imports as an empty namespace package
-    except (ImportError, AttributeError):
-        raise ImportError(
-            "method='umap' needs the umap-learn package: pip install 'layerwatch[umap]' "
-            "(or choose method='tsne' or 'pca')"
-        ) from None
-    return umap
+
+class DegenerateInput(ValueError):
+    """Every row of a layer holds the same vector: there is no arrangement to lay out."""
+
+
+def is_degenerate(x: np.ndarray) -> bool:
+    """Whether every row of ``x`` (rows, dim) is (numerically) the same vector."""
+    x = np.asarray(x)
+    if len(x) < 2:
+        return False
+    finite = x[np.isfinite(x).all(axis=1)]
+    if len(finite) < 2:
+        return False
+    spread = float(np.ptp(finite, axis=0).max())
+    scale = max(1.0, float(np.abs(finite).max()))
+    return spread <= _IDENTICAL * scale
 
 
 def normalize(layout: np.ndarray) -> np.ndarray:
@@ -105,8 +114,10 @@ def _tsne_class(exaggeration_iter: int) -> type:
     """
     from sklearn.manifold import TSNE
 
-    if exaggeration_iter == TSNE._EXPLORATION_MAX_ITER:
+    if exaggeration_iter == 250:  # scikit-learn's own schedule
         return TSNE
+    # scikit-learn offers no parameter for the length of this phase; a subclass that sets
+    # its class attribute is the only way to change it.
     return type("LayerwatchTSNE", (TSNE,), {"_EXPLORATION_MAX_ITER": int(exaggeration_iter)})
 
 
@@ -124,14 +135,11 @@ class Reducer:
         warm_iter: t-SNE iterations of a warm start (at least 250). A warm start begins in
             the right arrangement, so it needs fewer than a fresh fit.
         exaggeration_iter: iterations of the first phase (early exaggeration, momentum
-            0.5); 250 as in sklearn. Shorter schedules (125 + 250) are about twice as fast
-            and keep the neighbourhoods, but on the MiniLM run of
-            ``benchmarks/alignment.py`` their films moved 2.8 to 2.9 times less than
-            independent fits instead of 3.4 times.
-        warm_exaggeration: early exaggeration of a warm start; 1.0 (none) measured best.
-            The shrunk start already lets groups move apart; exaggeration (2 or 4) made the
-            films move more without separating classes any better
-            (``benchmarks/alignment.py --variants``).
+            0.5); 250 as in sklearn. Shorter schedules are faster and keep the
+            neighbourhoods but hold the films less still (``benchmarks/alignment.py``).
+        warm_exaggeration: early exaggeration of a warm start; 1.0 (none) by default. The
+            shrunk start already lets groups move apart; exaggeration made the films move
+            more without separating classes any better (``benchmarks/alignment.py --variants``).
     """
 
     def __init__(
@@ -182,13 +190,19 @@ class Reducer:
         """Lay out ``x`` (rows, dim); ``previous`` is the same rows' layout of the frame before.
 
         Returns a float32 (rows, 2) layout, centred at unit RMS radius, tied to
-        ``previous`` when ``align`` is on. Raises ValueError for non-finite vectors.
+        ``previous`` when ``align`` is on.
+
+        Raises:
+            ValueError: the vectors are not finite.
+            DegenerateInput: every row holds the same vector (the layout would be one point).
         """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2:
             raise ValueError(f"expected (rows, dim) vectors, got shape {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("the vectors hold NaN or infinite values (fp16 overflow?); this layer cannot be laid out")
+        if is_degenerate(x):
+            raise DegenerateInput(f"all {len(x)} vectors are identical; there is no arrangement to lay out")
         warm = None
         if self.align and previous is not None:
             previous = np.asarray(previous, dtype=np.float32)
@@ -197,7 +211,8 @@ class Reducer:
             usable = previous.shape == (len(x), 2) and np.isfinite(previous).all()
             if usable and len(x) and float(np.ptp(previous, axis=0).max()) > 0:
                 warm = previous
-        if len(x) < 3:
+        if len(x) < 3 or (self.method == "umap" and len(x) < _MIN_UMAP_ROWS):
+            # Too few rows for a neighbour graph: the plane of the two main directions.
             layout = _pad2(_pca(x, 2, self.seed)) if len(x) > 1 else np.zeros((len(x), 2), np.float32)
         elif self.method == "pca":
             layout = _pad2(_pca(x, 2, self.seed))
@@ -262,9 +277,10 @@ def thread_limit(threads: int, user_api: str | None = None):
     if not threads:
         return contextlib.nullcontext()
     # A limit reaches only the thread pools already loaded: load scikit-learn's OpenMP
-    # runtime and SciPy's BLAS first, or the first snapshot's t-SNE would run unlimited.
+    # runtime (its t-SNE module is built with it) and SciPy's BLAS first, or the first
+    # snapshot's t-SNE would run unlimited.
     import scipy.linalg  # noqa: F401
-    import sklearn.utils._openmp_helpers  # noqa: F401
+    import sklearn.manifold  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=threads, user_api=user_api)

@@ -1,91 +1,95 @@
-"""The only module that writes or reads run files.
+"""The only module that writes or reads run files, and the run directory's lifecycle.
 
 Layout of a run directory::
 
-    run.json                                  settings, model, label names, versions
-    embeddings/<split>/epoch_<EEE>[_step_<SSSSSSS>].npz   pooled vectors of a snapshot
-    layouts/<split>/<same name>.npz           the 2-D layouts drawn from them
-    frames/<split>/<same name>.png            one figure per snapshot
+    run.json                                  settings, model, label vocabulary, versions
+    embeddings/<split>/<key>.npz              pooled vectors, labels, rows and predictions of a snapshot
+    layouts/<split>/<key>.npz                 the 2-D layouts drawn from them
+    frames/<split>/<key>.png                  one figure per snapshot
     <split>.gif                               the frames in order
-    metrics.csv                               per split, epoch, layer and metric
+    metrics.csv                               per split, snapshot, layer and metric
+    texts/<split>.json                        the monitored rows' texts (when known)
+    .layerwatch-files                         every file layerwatch wrote here (for overwrite=True)
 
-Every file is written to a temporary name in the same folder and renamed into place, so a
-crash never leaves a half-written file under a real name. Arrays are stored without
-pickles and read back with ``allow_pickle=False``.
+``<key>`` is :attr:`SnapshotKey.name` (``epoch_002``, or ``epoch_002_step_0000009`` inside an
+epoch); measurements may add folders and tables of their own through the same methods.
+
+Every file is written to a temporary name (``.tmp-<host>-<pid>-...``) in the same folder
+and renamed into place, so a crash never leaves a half-written file under a real name;
+temporary files of processes that died are removed at the next start or render. Arrays
+are stored without pickles and read back with ``allow_pickle=False``; a damaged file is
+reported by name (:class:`DamagedFileError`), never taken for a whole one. Files are only
+written inside the run directory: a symbolic link that leads out of it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
+import logging
 import os
 import re
-import tempfile
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+import secrets
+import socket
+import threading
+import time
+import zipfile
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .capture import Snapshot
-from .config import check_split_name
+from .config import check_split_name, is_split_name
+from .snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
+
+__all__ = [
+    "DamagedFileError", "RunStore", "Snapshot", "SnapshotKey", "atomic_write", "atomic_write_text",
+    "RUN_FILE", "METRICS_FILE",
+]
+
+logger = logging.getLogger("layerwatch")
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
+MANIFEST_FILE = ".layerwatch-files"
+LOCK_FILE = ".layerwatch-lock"
+SUPERSEDED = "superseded"
+RUN_FORMAT = "layerwatch-run"
 METRIC_FIELDS = ("split", "epoch", "step", "layer", "metric", "value")
-_NAME = re.compile(r"^epoch_(\d{3,})(?:_step_(\d{7,}))?$")
+
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_TMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?")
+# Temporary files whose writer cannot be told alive or dead (another machine, an older
+# layout of the name) are removed once they are this old.
+_STALE_SECONDS = 6 * 3600
 
 
-@dataclass(frozen=True)
-class SnapshotKey:
-    """When a snapshot was taken; names its files.
+class DamagedFileError(ValueError):
+    """A run file that exists but cannot be read (truncated, empty, not what it should be)."""
 
-    Per-epoch runs name files by epoch alone (``step`` is informative); runs with
-    ``every_n_steps`` carry the step in the name as well.
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path} is damaged ({reason}); it is skipped (delete it, or rerun to write it again)")
+        self.path = path
+        self.reason = reason
+
+
+def _tmp_name(ext: str) -> str:
+    return f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{ext}"
+
+
+def atomic_write(path: str, write: Callable[[Any], Any]) -> None:
+    """Write ``path`` through ``write(fh)`` on a temporary file, then rename it into place.
+
+    The temporary file is created with the mode a plain ``open()`` would give (the
+    process's umask applies), so run files are readable as usual.
     """
-
-    epoch: int
-    step: int = 0
-    with_step: bool = False
-
-    @property
-    def name(self) -> str:
-        if self.with_step:
-            return f"epoch_{self.epoch:03d}_step_{self.step:07d}"
-        return f"epoch_{self.epoch:03d}"
-
-    @property
-    def title(self) -> str:
-        return f"epoch {self.epoch}, step {self.step}" if self.with_step else f"epoch {self.epoch}"
-
-    @classmethod
-    def parse(cls, stem: str) -> "SnapshotKey | None":
-        m = _NAME.match(stem)
-        if not m:
-            return None
-        epoch = int(m.group(1))
-        if m.group(2) is None:
-            return cls(epoch=epoch)
-        return cls(epoch=epoch, step=int(m.group(2)), with_step=True)
-
-
-def _file_mode() -> int:
-    # mkstemp makes owner-only files; give run files the mode a plain open() would.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_MODE = _file_mode()
-
-
-def atomic_write(path: str, write: Callable[[io.BufferedWriter], Any]) -> None:
-    """Write ``path`` through ``write(fh)`` on a temporary file, then rename it into place."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    tmp = os.path.join(folder, _tmp_name(os.path.splitext(path)[1]))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(tmp, _MODE)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -103,27 +107,52 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
 class RunStore:
-    """Paths and file access of one run directory."""
+    """Paths, files and lifecycle of one run directory."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str | os.PathLike):
         self.root = os.fspath(root)
+        self._recorded: set[str] = set()
+        self._lock = threading.RLock()
+        self._lock_depth = 0
+        self._lock_fh = None
 
-    # paths -----------------------------------------------------------------
-    def _path(self, kind: str, split: str, key: SnapshotKey, ext: str) -> str:
+    # -- paths -------------------------------------------------------------------
+    def array_path(self, kind: str, split: str, key: SnapshotKey, ext: str = ".npz") -> str:
         return os.path.join(self.root, kind, check_split_name(split), key.name + ext)
 
     def embedding_path(self, split: str, key: SnapshotKey) -> str:
-        return self._path("embeddings", split, key, ".npz")
+        return self.array_path("embeddings", split, key)
 
     def layout_path(self, split: str, key: SnapshotKey) -> str:
-        return self._path("layouts", split, key, ".npz")
+        return self.array_path("layouts", split, key)
 
     def frame_path(self, split: str, key: SnapshotKey) -> str:
-        return self._path("frames", split, key, ".png")
+        return self.array_path("frames", split, key, ".png")
 
     def gif_path(self, split: str) -> str:
         return os.path.join(self.root, check_split_name(split) + ".gif")
+
+    def file_path(self, name: str) -> str:
+        """A file directly in the run directory (``metrics_knn_accuracy.png``, ``report.html``)."""
+        if os.path.basename(name) != name or name.startswith("."):
+            raise ValueError(f"{name!r} is not a plain file name")
+        return os.path.join(self.root, name)
 
     @property
     def run_path(self) -> str:
@@ -133,15 +162,77 @@ class RunStore:
     def metrics_path(self) -> str:
         return os.path.join(self.root, METRICS_FILE)
 
-    # listing ---------------------------------------------------------------
-    def splits(self) -> list[str]:
-        folder = os.path.join(self.root, "embeddings")
+    def _inside(self, path: str) -> str:
+        """``path`` if writing it stays inside the run directory, else a ValueError.
+
+        Folders on the way are resolved, so a symbolic link (``frames/train -> /elsewhere``)
+        cannot steer a write out of the run directory.
+        """
+        root = os.path.realpath(self.root)
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+        if folder != root and not folder.startswith(root + os.sep):
+            raise ValueError(
+                f"refusing to write {path}: it leads out of the run directory {self.root} (through a symbolic "
+                "link?); remove the link or render into a plain folder"
+            )
+        if os.path.islink(path):
+            raise ValueError(f"refusing to write {path}: it is a symbolic link; remove it first")
+        return path
+
+    # -- writing -----------------------------------------------------------------
+    def write_bytes(self, path: str, data: bytes) -> str:
+        """Write ``data`` to ``path`` (inside the run directory) atomically and record it."""
+        self._inside(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._inside(path)  # the folders now exist; check them resolved
+        self._record(path)
+        atomic_write(path, lambda fh: fh.write(data))
+        return path
+
+    def write_text(self, path: str, text: str) -> str:
+        return self.write_bytes(path, text.encode("utf-8"))
+
+    def _record(self, path: str) -> None:
+        """Note ``path`` in the manifest of files layerwatch wrote (``overwrite`` removes these)."""
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root)).replace(os.sep, "/")
+        if rel in self._recorded or rel == MANIFEST_FILE:
+            return
+        os.makedirs(self.root, exist_ok=True)
+        # One short line appended with O_APPEND: several writers (the training process, a
+        # background worker, `layerwatch render`) may record at once without losing lines.
+        with open(os.path.join(self.root, MANIFEST_FILE), "a", encoding="utf-8") as fh:
+            fh.write(rel + "\n")
+        self._recorded.add(rel)
+
+    def save_arrays(self, kind: str, split: str, key: SnapshotKey, arrays: dict[str, np.ndarray]) -> str:
+        """Store one snapshot's arrays of a measurement as ``<kind>/<split>/<key>.npz``."""
+        path = self.array_path(kind, split, key)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return self.write_bytes(path, buf.getvalue())
+
+    def load_arrays(self, kind: str, split: str, key: SnapshotKey, path: str | None = None) -> dict[str, np.ndarray]:
+        """Read ``<kind>/<split>/<key>.npz``; raises :class:`DamagedFileError` naming a bad file."""
+        path = path or self.array_path(kind, split, key)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            raise DamagedFileError(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+
+    # -- listing -----------------------------------------------------------------
+    def splits(self, kind: str = "embeddings") -> list[str]:
+        """The splits with a folder under ``kind`` (folders that are no split name, such as
+        ``.ipynb_checkpoints``, are ignored)."""
+        folder = os.path.join(self.root, kind)
         if not os.path.isdir(folder):
             return []
-        return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        return sorted(d for d in os.listdir(folder) if is_split_name(d) and os.path.isdir(os.path.join(folder, d)))
 
     def keys(self, split: str, kind: str = "embeddings") -> list[SnapshotKey]:
-        """The snapshots of ``split`` that are complete on disk, in training order."""
+        """The snapshots of ``split`` that are complete on disk under ``kind``, in training order."""
         folder = os.path.join(self.root, kind, check_split_name(split))
         if not os.path.isdir(folder):
             return []
@@ -152,88 +243,370 @@ class RunStore:
             key = SnapshotKey.parse(stem) if e == ext else None
             if key is not None:  # temporary files (".tmp-*") never parse
                 keys.append(key)
-        return sorted(keys, key=lambda k: (k.epoch, k.step) if not k.with_step else (k.step, k.epoch))
+        return sort_keys(keys)
 
-    # snapshots -------------------------------------------------------------
+    # -- snapshots ---------------------------------------------------------------
     def save_snapshot(self, snap: Snapshot, key: SnapshotKey) -> str:
-        path = self.embedding_path(snap.split, key)
+        """Store a snapshot's rows, labels, predictions and pooled vectors (``embeddings/``)."""
         arrays = {
             "pooled": np.ascontiguousarray(snap.pooled, dtype=np.float32),
             "labels": np.asarray(snap.labels),
             "layers": np.asarray(snap.layers, dtype=np.int64),
             "indices": np.asarray(snap.indices, dtype=np.int64),
-            "epoch": np.int64(key.epoch),
+            "epoch": np.float64(key.epoch),
             "step": np.int64(key.step),
         }
         if snap.predictions is not None:
             arrays["predictions"] = np.asarray(snap.predictions, dtype=np.int64)
-        atomic_write(path, lambda fh: np.savez(fh, **arrays))
-        return path
+        return self.save_arrays("embeddings", snap.split, key, arrays)
 
     def load_snapshot(self, split: str, key: SnapshotKey, label_names: Iterable[str] | None = None) -> Snapshot:
-        with np.load(self.embedding_path(split, key), allow_pickle=False) as z:
-            return Snapshot(
-                pooled=z["pooled"],
-                labels=z["labels"],
-                layers=z["layers"],
-                indices=z["indices"],
-                predictions=z["predictions"] if "predictions" in z.files else None,
-                epoch=int(z["epoch"]),
-                step=int(z["step"]),
-                split=split,
-                label_names=tuple(label_names) if label_names is not None else None,
-            )
+        z = self.load_arrays("embeddings", split, key)
+        missing = [k for k in ("pooled", "labels", "layers", "indices") if k not in z]
+        if missing:
+            raise DamagedFileError(self.embedding_path(split, key), f"it lacks {missing}")
+        return Snapshot(
+            pooled=z["pooled"], labels=z["labels"], layers=z["layers"], indices=z["indices"],
+            predictions=z.get("predictions"), epoch=float(z.get("epoch", key.epoch)), step=int(z.get("step", key.step)),
+            split=split, label_names=tuple(label_names) if label_names is not None else None,
+        )
 
-    # layouts ---------------------------------------------------------------
-    def save_layout(self, split: str, key: SnapshotKey, layout: np.ndarray, layers: np.ndarray, method: str, aligned: bool) -> None:
+    def snapshot_key(self, split: str, key: SnapshotKey) -> SnapshotKey:
+        """``key`` with the epoch and step stored in its embeddings file (names may lack the step)."""
+        z = self.load_arrays("embeddings", split, key)
+        return key.named_like(float(z.get("epoch", key.epoch)), int(z.get("step", key.step)))
+
+    def save_layout(
+        self, split: str, key: SnapshotKey, layout: np.ndarray, layers: np.ndarray, method: str, aligned: bool,
+    ) -> None:
         arrays = {
             "layout": np.asarray(layout, dtype=np.float32),
             "layers": np.asarray(layers, dtype=np.int64),
             "method": np.array(method),
             "aligned": np.array(bool(aligned)),
         }
-        atomic_write(self.layout_path(split, key), lambda fh: np.savez(fh, **arrays))
+        self.save_arrays("layouts", split, key, arrays)
 
     def load_layout(self, split: str, key: SnapshotKey) -> dict:
-        with np.load(self.layout_path(split, key), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        z = self.load_arrays("layouts", split, key)
+        if "layout" not in z or "layers" not in z:
+            raise DamagedFileError(self.layout_path(split, key), "it lacks the layout or its layers")
+        return z
 
-    # run.json --------------------------------------------------------------
+    # -- texts -------------------------------------------------------------------
+    def save_texts(self, split: str, indices: Sequence[int], texts: Sequence[str]) -> None:
+        """The monitored rows' texts, once per split (``texts/<split>.json``)."""
+        data = {"indices": [int(i) for i in indices], "texts": [str(t) for t in texts]}
+        path = os.path.join(self.root, "texts", check_split_name(split) + ".json")
+        self.write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
+
+    def load_texts(self, split: str) -> dict[int, str]:
+        """``{dataset row: text}`` of ``split`` (empty when no texts were stored)."""
+        path = os.path.join(self.root, "texts", check_split_name(split) + ".json")
+        if not os.path.exists(path):
+            return {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            return {int(i): str(t) for i, t in zip(data["indices"], data["texts"])}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DamagedFileError(path, f"{type(exc).__name__}: {exc}") from None
+
+    # -- tables ------------------------------------------------------------------
+    def table_path(self, name: str) -> str:
+        return self.file_path(name)
+
+    def read_table(self, name: str) -> list[dict]:
+        """Rows of a CSV table written by :meth:`replace_rows`; ``epoch``, ``step``, ``layer``,
+        ``head`` and ``value`` come back as numbers."""
+        path = self.table_path(name)
+        if not os.path.exists(path):
+            return []
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            for r in rows:
+                for col in ("epoch", "step", "layer", "head", "value"):
+                    if col in r:
+                        r[col] = float(r[col]) if col == "value" else _number(r[col])
+        except (ValueError, TypeError, csv.Error) as exc:
+            raise DamagedFileError(path, f"{type(exc).__name__}: {exc}") from None
+        return rows
+
+    def write_table(self, name: str, fields: Sequence[str], rows: list[dict]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+        writer.writeheader()
+        order = [f for f in ("split", "step", "epoch", "layer", "head", "metric", "stat") if f in fields]
+        for r in sorted(rows, key=lambda r: tuple(str(r[f]) if f in ("split", "metric", "stat") else float(r[f]) for f in order)):
+            writer.writerow({k: (epoch_value(r[k]) if k == "epoch" else r[k]) for k in fields})
+        self.write_text(self.table_path(name), buf.getvalue())
+
+    def replace_rows(
+        self, name: str, fields: Sequence[str], split: str, key: SnapshotKey, rows: list[dict],
+        layers: Iterable[int] | None = None,
+    ) -> None:
+        """Store ``rows`` of one split and snapshot, replacing its older rows (of ``layers`` only, when given).
+
+        Rows of other splits, snapshots or layers are left as they are.
+        """
+        keep_layers = None if layers is None else {int(l) for l in layers}
+
+        def replaced(r: dict) -> bool:
+            # A snapshot is known by its step and epoch in every table (file names may lack the step).
+            if r["split"] != split or int(r["step"]) != key.step or epoch_value(r["epoch"]) != key.epoch:
+                return False
+            return keep_layers is None or int(r["layer"]) in keep_layers
+
+        with self.lock():
+            old = []
+            try:
+                old = self.read_table(name)
+            except DamagedFileError as exc:
+                logger.warning("layerwatch: %s; writing it anew", exc)
+            self.write_table(name, fields, [r for r in old if not replaced(r)] + list(rows))
+
+    def read_metrics(self) -> list[dict]:
+        return self.read_table(METRICS_FILE)
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        self.write_table(METRICS_FILE, METRIC_FIELDS, rows)
+
+    def replace_metrics(self, split: str, key: SnapshotKey, new_rows: list[dict], layers: Iterable[int] | None = None) -> None:
+        """Store ``new_rows`` for one snapshot, replacing its older rows (of ``layers`` only, when given)."""
+        self.replace_rows(METRICS_FILE, METRIC_FIELDS, split, key, new_rows, layers)
+
+    # -- run.json ----------------------------------------------------------------
     def write_run(self, info: dict) -> None:
-        atomic_write_text(self.run_path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        info = {**info, "format": RUN_FORMAT}
+        self.write_text(self.run_path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
 
     def read_run(self) -> dict:
+        """The run's ``run.json``.
+
+        Raises:
+            FileNotFoundError: the folder holds no run (no ``run.json``).
+            ValueError: ``run.json`` was not written by layerwatch, or is damaged.
+        """
         if not os.path.exists(self.run_path):
             raise FileNotFoundError(
                 f"{self.root!r} is not a layerwatch run directory (no {RUN_FILE}); "
                 "pass the output_dir that LayerwatchCallback wrote"
             )
-        with open(self.run_path, encoding="utf-8") as fh:
-            return json.load(fh)
+        try:
+            with open(self.run_path, encoding="utf-8") as fh:
+                info = json.load(fh)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DamagedFileError(self.run_path, f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+            raise ValueError(
+                f"{self.run_path} was not written by layerwatch; {self.root!r} is not a layerwatch run directory"
+            )
+        return info
 
-    # metrics ---------------------------------------------------------------
-    def read_metrics(self) -> list[dict]:
-        if not os.path.exists(self.metrics_path):
-            return []
-        with open(self.metrics_path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        for r in rows:
-            r["epoch"], r["step"], r["layer"] = int(r["epoch"]), int(r["step"]), int(r["layer"])
-            r["value"] = float(r["value"])
-        return rows
+    # -- lifecycle ---------------------------------------------------------------
+    def foreign_run_file(self) -> bool:
+        """Whether a ``run.json`` that layerwatch did not write is in the way."""
+        if not os.path.exists(self.run_path):
+            return False
+        try:
+            self.read_run()
+        except DamagedFileError:
+            return False
+        except ValueError:
+            return True
+        return False
 
-    def write_metrics(self, rows: list[dict]) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for r in sorted(rows, key=lambda r: (r["split"], r["step"], r["epoch"], r["layer"], r["metric"])):
-            writer.writerow({k: r[k] for k in METRIC_FIELDS})
-        atomic_write_text(self.metrics_path, buf.getvalue())
+    def holds_run(self) -> bool:
+        """Whether the folder holds a layerwatch run, or files of one (even without run.json)."""
+        if os.path.exists(self.run_path) and not self.foreign_run_file():
+            return True
+        if os.path.exists(os.path.join(self.root, MANIFEST_FILE)):
+            return True
+        return any(self.keys(split) for split in self.splits())
 
-    def replace_metrics(self, split: str, key: SnapshotKey, new_rows: list[dict]) -> None:
-        """Store ``new_rows`` for one snapshot, replacing any older rows of it."""
-        def same(r: dict) -> bool:
-            return r["split"] == split and SnapshotKey(r["epoch"], r["step"], key.with_step).name == key.name
+    def owned_files(self) -> list[str]:
+        """Every file layerwatch wrote here, as absolute paths (from the manifest, or, for a
+        folder without one, the files of its own naming)."""
+        root = os.path.abspath(self.root)
+        manifest = os.path.join(root, MANIFEST_FILE)
+        paths: set[str] = set()
+        if os.path.exists(manifest):
+            with open(manifest, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    rel = line.strip()
+                    if not rel or rel.startswith("/") or ".." in rel.split("/"):
+                        continue
+                    paths.add(os.path.join(root, *rel.split("/")))
+        else:
+            for split in self.splits():
+                for kind, ext in (("embeddings", ".npz"), ("layouts", ".npz"), ("frames", ".png")):
+                    for key in self.keys(split, kind):
+                        paths.add(self.array_path(kind, split, key, ext))
+                paths.add(self.gif_path(split))
+            if os.path.exists(self.run_path) and not self.foreign_run_file():
+                paths.add(self.run_path)
+        paths.add(manifest)
+        paths.add(os.path.join(root, LOCK_FILE))
+        return sorted(p for p in paths if os.path.lexists(p))
 
-        rows = [r for r in self.read_metrics() if not same(r)]
-        self.write_metrics(rows + new_rows)
+    def remove_run(self) -> int:
+        """Remove every file layerwatch wrote here, and the folders it leaves empty.
+
+        Files the user put in the folder (their own GIFs, notes, another tool's files) stay.
+        Returns the number of files removed.
+        """
+        root = os.path.realpath(self.root)
+        removed = 0
+        folders: set[str] = set()
+        for path in self.owned_files():
+            real = os.path.realpath(os.path.dirname(path))
+            if real != root and not real.startswith(root + os.sep):
+                continue  # never follow a link out of the run directory
+            if os.path.isfile(path) or os.path.islink(path):
+                os.remove(path)
+                removed += 1
+                folders.add(os.path.dirname(path))
+        for folder in sorted(folders, key=len, reverse=True):
+            while os.path.realpath(folder).startswith(root + os.sep):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
+                folder = os.path.dirname(folder)
+        self._recorded.clear()
+        return removed
+
+    def clean_temporary(self) -> int:
+        """Remove temporary files left by writers that died (a kill mid-write); returns how many."""
+        removed = 0
+        if not os.path.isdir(self.root):
+            return 0
+        now = time.time()
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+            for f in files:
+                m = _TMP.match(f)
+                if not m:
+                    continue
+                path = os.path.join(folder, f)
+                try:
+                    age = now - os.path.getmtime(path)
+                except OSError:
+                    continue
+                if m.group("host") == _HOST and m.group("pid"):
+                    dead = not _pid_alive(int(m.group("pid")))
+                else:
+                    dead = age > _STALE_SECONDS
+                if dead:
+                    try:
+                        os.remove(path)
+                        removed += 1
+                    except OSError:
+                        pass
+        if removed:
+            logger.info("layerwatch: removed %d temporary file(s) left by a run that was killed", removed)
+        return removed
+
+    def snapshot_files(self) -> Iterator[tuple[str, str, SnapshotKey, str]]:
+        """``(kind, split, key, path)`` of every per-snapshot file, whatever measurement wrote it."""
+        if not os.path.isdir(self.root):
+            return
+        for kind in sorted(os.listdir(self.root)):
+            base = os.path.join(self.root, kind)
+            if kind == SUPERSEDED or kind.startswith(".") or not os.path.isdir(base) or os.path.islink(base):
+                continue
+            for split in sorted(os.listdir(base)):
+                folder = os.path.join(base, split)
+                if not is_split_name(split) or not os.path.isdir(folder):
+                    continue
+                for f in sorted(os.listdir(folder)):
+                    stem, _ = os.path.splitext(f)
+                    key = SnapshotKey.parse(stem)
+                    if key is not None:
+                        yield kind, split, key, os.path.join(folder, f)
+
+    def supersede(self, after_step: int) -> list[str]:
+        """Move every snapshot taken after ``after_step`` to ``superseded/<time>/``.
+
+        A run resumed from a checkpoint goes on from that checkpoint's step; snapshots
+        that a killed run took after it belong to a course of training that no longer
+        exists. They are moved aside (never deleted) so that the films hold one course of
+        training. Returns the names of the snapshots moved.
+        """
+        steps: dict[tuple[str, str], int] = {}
+        for split in self.splits():
+            for key in self.keys(split):
+                try:
+                    steps[(split, key.name)] = self.snapshot_key(split, key).step
+                except (DamagedFileError, FileNotFoundError):
+                    steps[(split, key.name)] = key.step
+        later = set()
+        for kind, split, key, path in list(self.snapshot_files()):
+            step = steps.get((split, key.name), key.step if key.with_step else None)
+            if step is not None and step > after_step:
+                later.add((kind, split, key, path))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = os.path.join(self.root, SUPERSEDED, stamp)
+        moved = set()
+        with self.lock():
+            for kind, split, key, path in sorted(later, key=lambda t: t[3]):
+                dest = os.path.join(target, kind, split, os.path.basename(path))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.replace(path, dest)
+                moved.add(key.name)
+            for table in self._tables():
+                rows = self.read_table(table)
+                late = [r for r in rows if "step" in r and int(r["step"]) > after_step]
+                if late:
+                    fields = list(rows[0].keys())
+                    self.write_table(table, fields, [r for r in rows if r not in late])
+                    buf = io.StringIO()
+                    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+                    w.writeheader()
+                    w.writerows(late)
+                    os.makedirs(target, exist_ok=True)
+                    atomic_write_text(os.path.join(target, table), buf.getvalue())
+        return sorted(moved)
+
+    def _tables(self) -> list[str]:
+        return sorted(
+            f for f in os.listdir(self.root)
+            if f.endswith(".csv") and os.path.isfile(os.path.join(self.root, f))
+            and self._owned(os.path.join(self.root, f))
+        ) if os.path.isdir(self.root) else []
+
+    def _owned(self, path: str) -> bool:
+        return os.path.abspath(path) in set(self.owned_files())
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory's lock (between processes and threads; reentrant).
+
+        Writers of files that several processes rewrite (GIFs, tables, the report) hold
+        it, so that the last writer always works from everything written before it.
+        """
+        with self._lock:
+            if self._lock_depth == 0:
+                self._lock_fh = self._open_lock()
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0 and self._lock_fh is not None:
+                    self._lock_fh.close()
+                    self._lock_fh = None
+
+    def _open_lock(self):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: threads are still serialised
+            return None
+        os.makedirs(self.root, exist_ok=True)
+        path = os.path.join(self.root, LOCK_FILE)
+        self._record(path)
+        fh = open(path, "a+")
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        return fh
+

@@ -24,7 +24,7 @@ def _run(tmp_path, name, **kw):
 def test_background_run_equals_the_in_process_run(tmp_path):
     fg, _, _ = _run(tmp_path, "fg")
     bg, trainer, watch = _run(tmp_path, "bg", background=True)
-    assert watch._worker is None  # closed by on_train_end, after the last snapshot was drawn
+    assert watch.monitor.worker is None  # closed by on_train_end, after the last snapshot was drawn
     for split in ("train", "validation"):
         assert sorted(os.listdir(bg / "frames" / split)) == ["epoch_000.png", "epoch_001.png", "epoch_002.png"]
         assert iio.improps(bg / f"{split}.gif", index=None).shape[0] == 3

@@ -280,7 +280,7 @@ def test_string_labels_are_mapped_in_sorted_order(tmp_path):
 
     watch = LayerwatchCallback({"train": Dataset.from_dict(rows)}, tmp_path / "lw", method="pca", progress=False)
     assert watch.splits["train"].string_names == ("ham", "spam")
-    assert watch._resolve_label_names(tiny_bert()) == ["ham", "spam"]
+    assert watch.check_model(tiny_bert()).label_names == ["ham", "spam"]
 
 
 # -- how the metrics reach the Trainer ---------------------------------------------
@@ -306,6 +306,7 @@ def test_trainer_log_decides_whether_metrics_go_through_trainer_log(tmp_path, tr
     recorder = _on_log_recorder()
     watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, trainer_log=trainer_log)
     trainer = make_trainer(tiny_bert(), train, [watch, recorder], tmp_path / "t", epochs=1)
+    watch.attach(trainer)  # Trainer.log needs the Trainer, which callbacks are not handed
     trainer.train()
     assert any(k.startswith("layerwatch/train/knn_accuracy/") for k in recorder.keys) is through_log
     assert "loss" in recorder.keys  # the Trainer's own log still goes through
@@ -319,7 +320,7 @@ def test_trainer_log_decides_whether_metrics_go_through_trainer_log(tmp_path, tr
 def test_auto_reports_through_trainer_log_only_to_integrations(report_to, expected):
     from types import SimpleNamespace
 
-    from layerwatch.callback import _reports
+    from layerwatch.trainer_log import reports as _reports
 
     assert _reports("auto", SimpleNamespace(report_to=report_to)) is expected
     assert _reports("report", SimpleNamespace(report_to=[])) is True

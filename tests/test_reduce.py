@@ -401,7 +401,7 @@ def test_pipeline_lays_out_layers_at_once_with_the_same_result(tmp_path, monkeyp
         seen.clear()
         for epoch in range(2):  # the second snapshot is warm-started from the first
             pipe.process(_two_split_snapshots(), SnapshotKey(epoch), render=False)
-        layouts[jobs] = {s: np.stack([f.layout for f in film.frames]) for s, film in pipe.films.items()}
+        layouts[jobs] = {s: np.stack([f.data.layout for f in film.frames]) for s, film in pipe.films.items()}
         names = {name for name, _ in seen}
         assert len(seen) == 12  # 2 snapshots x 2 splits x 3 layers
         if jobs > 1:

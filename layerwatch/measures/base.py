@@ -1,0 +1,226 @@
+"""The measurement seam: one forward pass over the fixed subset, handed to every measurement.
+
+A snapshot runs the model once over each split's fixed rows. Each enabled
+:class:`Measurement` says what that pass must return (``output_hidden_states``,
+``output_attentions``), may hook modules during it, and reduces each batch as it comes
+(:meth:`Measurement.start` gives an :class:`Accumulator`), so nothing larger than one
+batch's outputs is ever held. What it keeps comes back as a
+:class:`~layerwatch.distributed.Part` (rows, sums, picked rows), which the distributed
+layer gathers across ranks generically; :meth:`Measurement.assemble` puts it into the
+snapshot, :meth:`Measurement.save` stores it, and the back half
+(:meth:`Measurement.process`, run by :class:`~layerwatch.pipeline.Pipeline`, in the
+training process, a background worker or ``layerwatch render``) turns stored arrays into
+numbers and pictures.
+
+This module imports numpy only: front-half methods receive torch tensors and import torch
+themselves, so that reading a run never loads torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+
+from ..distributed import Part
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import LayerwatchConfig
+    from ..snapshot import Snapshot, SnapshotKey
+    from ..store import RunStore
+
+logger = logging.getLogger("layerwatch")
+
+
+@dataclass
+class SplitPlan:
+    """What a measurement is told about the split it is about to measure.
+
+    Attributes:
+        split: The split's name.
+        indices: This rank's dataset rows, in the order they are captured.
+        positions: Their positions in the whole subset (``rank::world`` under DDP).
+        n_rows: Rows of the whole subset.
+        labels: This rank's rows' label ids.
+        layers: Hidden-state indices to keep (0 = embedding output).
+        config: The run's settings.
+        context: What the monitor knows of the model (special and punctuation token
+            ids, the tokenizer, ...); measurements read what they need.
+    """
+
+    split: str
+    indices: np.ndarray
+    positions: np.ndarray
+    n_rows: int
+    labels: np.ndarray
+    layers: tuple[int, ...]
+    config: "LayerwatchConfig"
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """One batch of the capture pass, as every measurement sees it.
+
+    Attributes:
+        rows: Positions of the batch's rows in this rank's share (``plan.indices``).
+        inputs: What the model was fed (``input_ids``, ``attention_mask``, ...), on its device.
+        mask: The attention mask (batch, tokens), 1 for real tokens; rows are right-padded.
+        outputs: The model's output (``hidden_states``, ``attentions``, ``logits`` as asked).
+        hooked: What the measurements' hooks recorded during this forward pass.
+    """
+
+    rows: np.ndarray
+    inputs: dict[str, Any]
+    mask: Any
+    outputs: Any
+    hooked: dict[str, Any] = field(default_factory=dict)
+
+    def output(self, name: str) -> Any:
+        value = getattr(self.outputs, name, None)
+        if value is None and isinstance(self.outputs, dict):
+            value = self.outputs.get(name)
+        return value
+
+
+class Accumulator:
+    """Reduces one split's batches as they come; :meth:`finish` returns what is kept."""
+
+    def update(self, batch: Batch) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def finish(self) -> Part:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Context:
+    """What the back half of every measurement shares: the run directory, the settings,
+    the labels, and the rule that a failed step costs only itself.
+
+    Attributes:
+        store, config: The run directory and its settings.
+        label_names: Legend text per class id (None for a regression).
+        regression: Labels are float targets.
+        reference_split: The split other splits are measured against (train).
+        failures: Messages of the steps that failed in the current snapshot.
+    """
+
+    def __init__(
+        self,
+        store: "RunStore",
+        config: "LayerwatchConfig",
+        label_names: list[str] | None = None,
+        regression: bool = False,
+        reference_split: str | None = None,
+    ):
+        self.store = store
+        self.config = config
+        self.label_names = list(label_names) if label_names is not None else None
+        self.regression = regression
+        self.reference_split = reference_split
+        self.failures: list[str] = []
+        self.render = True
+        # Splits to measure and draw in the current snapshot (None: all of them); the
+        # others are read only as references (``layerwatch render --splits``).
+        self.draw_splits: set[str] | None = None
+        # A background worker leaves it to the training process to report failed steps.
+        self.log_failures = True
+
+    def drawn(self, splits) -> list[str]:
+        """The splits of ``splits`` to measure and draw now, the reference split first."""
+        order = sorted(splits, key=lambda s: s != self.reference_split)
+        return [s for s in order if self.draw_splits is None or s in self.draw_splits]
+
+    def guard(self, stage: str, key: "SnapshotKey | None", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one step; a failure is recorded (or raised, with ``on_error="raise"``) and
+        the snapshot's other steps go on. Returns the step's result, or None if it failed."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if self.config.on_error == "raise":
+                raise
+            when = f" of snapshot {key.title}" if key is not None else ""
+            msg = f"layerwatch: {stage}{when} failed ({type(exc).__name__}: {exc})"
+            if self.log_failures:
+                logger.warning("%s; the other steps go on", msg)
+            self.failures.append(msg)
+            return None
+
+
+class Measurement:
+    """One kind of measurement of a snapshot. Subclass it and register it in
+    :mod:`layerwatch.measures`.
+
+    Class attributes:
+        name: Its name: the key of ``Snapshot.results`` and its folder in the run directory.
+        output_flags: Keyword arguments the capture's forward pass needs
+            (``{"output_hidden_states": True}``).
+        eager_attention: The pass needs attention weights, which only the eager
+            implementation returns.
+    """
+
+    name: ClassVar[str] = ""
+    output_flags: ClassVar[dict[str, Any]] = {}
+    eager_attention: ClassVar[bool] = False
+
+    @classmethod
+    def enabled(cls, config: "LayerwatchConfig") -> bool:
+        """Whether the settings turn this measurement on."""
+        return True
+
+    def __init__(self, config: "LayerwatchConfig"):
+        self.config = config
+
+    # -- front half: the capture pass (training process; torch) ---------------------
+    def prepare(self, model: Any, context: dict[str, Any]) -> None:
+        """Check the model before training (raise a ValueError that says what to do) and
+        note in ``context`` what the capture needs (token ids, ...)."""
+
+    def hooks(self, model: Any, record: dict[str, Any]) -> list:
+        """``(module, forward_hook)`` pairs installed for the capture pass only; a hook
+        writes what it needs into ``record`` (handed to batches as ``Batch.hooked``)."""
+        return []
+
+    def start(self, plan: SplitPlan) -> Accumulator | None:
+        """An accumulator for one split's capture, or None when this split is not measured."""
+        return None
+
+    def assemble(self, part: Part, snap: "Snapshot") -> None:
+        """Put the gathered ``part`` into ``snap.results[self.name]`` as arrays."""
+        snap.results[self.name] = {**part.rows, **part.sums, **{f"meta_{k}": np.asarray(v) for k, v in part.meta.items()}}
+
+    def after_capture(self, model: Any, snaps: dict[str, "Snapshot"], key: "SnapshotKey", context: dict[str, Any]) -> None:
+        """Work of its own on the main process after the capture pass (attributions of a
+        few examples, say), adding to ``snaps``; other ranks wait."""
+
+    # -- storage --------------------------------------------------------------------
+    def save(self, store: "RunStore", snap: "Snapshot", key: "SnapshotKey") -> None:
+        """Store this measurement's arrays of one split's snapshot."""
+        arrays = snap.results.get(self.name)
+        if arrays:
+            store.save_arrays(self.name, snap.split, key, arrays)
+
+    def load(self, store: "RunStore", snap: "Snapshot", key: "SnapshotKey") -> None:
+        """Read this measurement's arrays of ``snap`` back (``layerwatch render``, resume)."""
+        try:
+            snap.results[self.name] = store.load_arrays(self.name, snap.split, key)
+        except FileNotFoundError:
+            pass
+
+    # -- back half: numbers and pictures -------------------------------------------
+    def process(self, ctx: Context, key: "SnapshotKey", snaps: dict[str, "Snapshot"]) -> dict[str, float]:
+        """Turn one snapshot of every split into numbers (returned for the Trainer's log)
+        and pictures (when ``ctx.render``)."""
+        return {}
+
+    def render_all(self, ctx: Context) -> None:
+        """Redraw every picture from what :meth:`process` remembered (``layerwatch render``)."""
+
+    def restore(self, ctx: Context, snaps: list[tuple["SnapshotKey", dict[str, "Snapshot"]]]) -> None:
+        """Take up a stored run (a resume): remember its snapshots without redrawing them."""
+
+    def summarize(self, store: "RunStore") -> dict[str, Any]:
+        """What ``layerwatch info`` says of this measurement in a stored run."""
+        return {}

@@ -1,0 +1,362 @@
+"""Pooled hidden states: every layer's vector per row, laid out in 2-D, measured and filmed.
+
+Front half: each batch's hidden states are pooled over the real tokens (``pooling``) as
+they come, so memory grows with rows x layers x hidden, never with tokens.
+
+Back half, per snapshot and split: a 2-D layout of every layer (tied to the previous
+frame), the per-layer metrics (see :mod:`layerwatch.metrics`) written to ``metrics.csv``
+as soon as they are computed, one frame (a panel per layer, fixed axis limits through
+the film), the GIF, and the metric heatmaps. Each of these is a step of its own: one that
+fails costs only itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import resolve_jobs, resolve_layers
+from ..distributed import Part
+from ..film import Film, Frame
+from ..metrics import layer_metrics, model_accuracy
+from ..reduce import Reducer, is_degenerate, start_layouts, thread_limit
+from ..snapshot import SnapshotKey, epoch_value
+from .base import Accumulator, Batch, Context, Measurement, SplitPlan
+
+logger = logging.getLogger("layerwatch")
+
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def no_hidden_states_error(model: Any) -> ValueError:
+    return ValueError(
+        f"{type(model).__name__} returned no hidden_states with output_hidden_states=True; "
+        "layerwatch needs a model that returns them (a Hugging Face encoder such as "
+        "BertModel or AutoModelForSequenceClassification)"
+    )
+
+
+class _Pool(Accumulator):
+    def __init__(self, plan: SplitPlan, pooling: str, layers: Any, model_name: str):
+        self.n = len(plan.indices)
+        self.pooling = pooling
+        self.layers = layers
+        self.model_name = model_name
+        self.pooled: np.ndarray | None = None
+
+    def update(self, batch: Batch) -> None:
+        import torch
+
+        from ..pooling import pool
+
+        hidden = batch.output("hidden_states")
+        if not hidden:
+            raise ValueError(
+                f"{self.model_name} returned no hidden_states with output_hidden_states=True; "
+                "layerwatch needs a model that returns them (a Hugging Face encoder such as "
+                "BertModel or AutoModelForSequenceClassification)"
+            )
+        if self.pooled is None:
+            self.layers = resolve_layers(self.layers, len(hidden))
+            dim = hidden[self.layers[0]].shape[-1]
+            self.pooled = np.empty((self.n, len(self.layers), dim), dtype=np.float32)
+        # One stacked copy to the host per batch (one device sync, not one per layer);
+        # .numpy() of that copy goes into our own buffer, so nothing keeps a view of a
+        # tensor the model may reuse.
+        stacked = torch.stack([pool(hidden[layer], batch.mask, self.pooling) for layer in self.layers], dim=1)
+        self.pooled[batch.rows] = stacked.float().cpu().numpy()
+
+    def finish(self) -> Part:
+        pooled = self.pooled if self.pooled is not None else np.zeros((self.n, 0, 0), dtype=np.float32)
+        return Part(rows={"pooled": pooled}, meta={"layers": [int(l) for l in (self.layers or ())]})
+
+
+@dataclass
+class _FrameData:
+    layout: np.ndarray
+    labels: np.ndarray
+    layers: np.ndarray
+    errors: np.ndarray | None
+    notes: list[str]
+
+
+def panel_notes(knn: np.ndarray | None, n_layers: int, degenerate: set[int] = frozenset()) -> list[str]:
+    """The text under each panel's title: its kNN accuracy, or why it shows one point."""
+    notes = []
+    for j in range(n_layers):
+        if j in degenerate:
+            notes.append("all vectors identical")
+        elif knn is not None and np.isfinite(knn[j]):
+            notes.append(f"kNN acc {knn[j]:.2f}")
+        else:
+            notes.append("")
+    return notes
+
+
+class Embeddings(Measurement):
+    """Pooled hidden states of every monitored layer (always on)."""
+
+    name = "embeddings"
+    output_flags = {"output_hidden_states": True}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.reducer = Reducer(config.method, seed=config.seed, align=config.align, perplexity=config.perplexity)
+        self.films: dict[str, Film] = {}
+        self._figures: dict[int, Any] = {}
+
+    # -- front half ---------------------------------------------------------------------
+    def start(self, plan: SplitPlan) -> Accumulator:
+        return _Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.context.get("model_name", "the model"))
+
+    def assemble(self, part: Part, snap) -> None:
+        snap.results[self.name] = {
+            "pooled": np.ascontiguousarray(part.rows["pooled"].transpose(1, 0, 2)),
+            "layers": np.asarray(part.meta["layers"], dtype=np.int64),
+        }
+
+    def save(self, store, snap, key) -> None:
+        store.save_snapshot(snap, key)
+
+    def load(self, store, snap, key) -> None:
+        pass  # store.load_snapshot reads these arrays with the snapshot itself
+
+    # -- back half -----------------------------------------------------------------------
+    def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
+        order = ctx.drawn(snaps)
+        ref = snaps.get(ctx.reference_split) if ctx.reference_split else None
+        logs: dict[str, float] = {}
+        with self._layout_pool() as pool:
+            # Every split's layouts start at once (in the pool, when there is one); the
+            # metrics are computed meanwhile, then each split's layouts are collected,
+            # stored and drawn in order.
+            started = {s: ctx.guard(f"laying out {s}", key, self._start, snaps[s], key, pool) for s in order}
+            for split in order:
+                self._finish(ctx, key, snaps[split], ref if split != ctx.reference_split else None, started[split], logs)
+        if ctx.render and self.config.metrics:
+            ctx.guard("drawing the metric heatmaps", key, self.write_heatmaps, ctx)
+        return logs
+
+    def _layout_pool(self):
+        """A thread pool for the t-SNE layouts when more than one job is wanted, else None."""
+        jobs = resolve_jobs(self.config)
+        if jobs <= 1 or self.config.method != "tsne":
+            # PCA takes well under a second; UMAP's numba kernels are not safe to run
+            # from several threads at once.
+            return contextlib.nullcontext()
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="layerwatch-layout")
+
+    def _film(self, ctx: Context, snap) -> Film:
+        film = self.films.get(snap.split)
+        previous = film.previous if film is not None else None
+        if previous is None or len(previous.data.labels) != snap.num_rows or not np.array_equal(previous.data.layers, snap.layers):
+            split = snap.split
+            film = self.films[split] = Film(
+                ctx.store,
+                frame_path=lambda k, s=split: ctx.store.frame_path(s, k),
+                gif_path=ctx.store.gif_path(split),
+                draw=lambda f, scale, s=split, c=ctx: self._draw(c, s, f, scale),
+                extent=_panel_limits,
+                duration=self.config.frame_duration,
+                frames_on_disk=lambda s=split: ctx.store.keys(s, "frames"),
+            )
+        return film
+
+    def _start(self, snap, key: SnapshotKey, pool) -> tuple:
+        bad = {j for j in range(snap.num_layers) if not np.isfinite(snap.pooled[j]).all()}
+        for j in sorted(bad):
+            logger.warning(
+                "layerwatch: %s, %s: layer %d holds NaN or infinite values (fp16 overflow?); "
+                "its panel is left empty, the other layers are drawn",
+                snap.split, key.title, int(snap.layers[j]),
+            )
+        degenerate = {j for j in range(snap.num_layers) if j not in bad and is_degenerate(snap.pooled[j])}
+        for j in sorted(degenerate):
+            logger.warning(
+                "layerwatch: %s, %s: every row of layer %d holds the same vector; its panel shows them at one point",
+                snap.split, key.title, int(snap.layers[j]),
+            )
+        film = self.films.get(snap.split)
+        prev = film.previous if film is not None else None
+        previous = None
+        if prev is not None and prev.data.layout.shape[:2] == (snap.num_layers, snap.num_rows) and np.array_equal(prev.data.layers, snap.layers):
+            previous = prev.data.layout
+        collect = start_layouts(snap.pooled, self.reducer, previous, skip=bad | degenerate, pool=pool, threads=self.config.threads)
+        return collect, degenerate
+
+    def _finish(self, ctx: Context, key: SnapshotKey, snap, ref, started, logs: dict) -> None:
+        split = snap.split
+        values = ctx.guard(f"computing the metrics of {split}", key, self._metrics, ctx, snap, ref) or {}
+        rows = []
+        for metric, per_layer in values.items():
+            for layer, v in zip(snap.layers, per_layer):
+                if np.isfinite(v):
+                    logs[f"layerwatch/{split}/{metric}/layer_{int(layer)}"] = float(v)
+                    rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": int(layer), "metric": metric, "value": float(v)})
+        if self.config.metrics and not ctx.regression:
+            # Written now, before anything is drawn: numbers once computed are kept.
+            ctx.guard(f"writing the metrics of {split}", key, ctx.store.replace_metrics, split, key, rows, [int(l) for l in snap.layers])
+        if started is None:
+            return
+        collect, degenerate = started
+        result = ctx.guard(f"laying out {split}", key, collect)
+        if result is None:
+            return
+        layout, problems = result
+        for j, msg in problems.items():
+            logger.warning("layerwatch: %s, %s, layer %d: %s", split, key.title, int(snap.layers[j]), msg)
+        for j in degenerate:
+            layout[j] = 0.0  # one point: what the vectors are
+        ctx.guard(
+            f"saving the layout of {split}", key, ctx.store.save_layout,
+            split, key, layout, snap.layers, self.config.method, self.config.align,
+        )
+        frame = Frame(key, _FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
+        film = self._film(ctx, snap)
+        if ctx.render:
+            film.show(ctx, frame)
+        else:
+            film.add(frame)
+
+    def _metrics(self, ctx: Context, snap, ref) -> dict[str, np.ndarray]:
+        if not self.config.metrics or ctx.regression:
+            return {}
+        if ref is not None and not np.array_equal(ref.layers, snap.layers):
+            ref = None
+        if ref is None and snap.split != ctx.reference_split:
+            values = {}
+        else:
+            values = layer_metrics(
+                snap.pooled, snap.labels,
+                None if ref is None else ref.pooled, None if ref is None else ref.labels,
+                seed=self.config.seed,
+            )
+        acc = model_accuracy(snap.predictions, snap.labels)
+        if np.isfinite(acc):
+            values["model_accuracy"] = np.full(snap.num_layers, np.nan)
+            values["model_accuracy"][-1] = acc  # one number per snapshot, filed under the top layer
+        return values
+
+    def _errors(self, ctx: Context, snap) -> np.ndarray | None:
+        if self.config.highlight_errors is False or snap.predictions is None or ctx.regression:
+            return None
+        return np.asarray(snap.predictions) != np.asarray(snap.labels)
+
+    # -- drawing -------------------------------------------------------------------------
+    def _figure(self, n_panels: int):
+        from ..render import new_frame_figure
+
+        fig = self._figures.get(n_panels)
+        if fig is None:
+            fig = self._figures[n_panels] = new_frame_figure(n_panels, self.config.dpi)
+        return fig
+
+    def _draw(self, ctx: Context, split: str, frame: Frame, limits) -> bytes:
+        from ..render import draw_frame, figure_png
+
+        d = frame.data
+        fig = self._figure(len(d.layers))
+        draw_frame(
+            fig, d.layout, d.labels, d.layers, ctx.label_names,
+            title=f"{split} - {frame.key.title}", limits=limits, errors=d.errors,
+            notes=d.notes, regression=ctx.regression,
+        )
+        return figure_png(fig)
+
+    def render_all(self, ctx: Context) -> None:
+        with thread_limit(self.config.threads):
+            for film in self.films.values():
+                film.redraw(ctx)
+            if self.config.metrics:
+                ctx.guard("drawing the metric heatmaps", None, self.write_heatmaps, ctx)
+
+    def write_heatmaps(self, ctx: Context) -> None:
+        """``metrics_<metric>.png``: layers x snapshots, one panel per split."""
+        from matplotlib.figure import Figure
+
+        from ..render import draw_heatmap, figure_png
+
+        rows = ctx.store.read_metrics()
+        if not rows:
+            return
+        with_step = self.config.every_n_steps is not None
+        for metric in sorted({r["metric"] for r in rows}):
+            if not _METRIC_NAME.match(str(metric)):
+                continue
+            sel = [r for r in rows if r["metric"] == metric]
+            splits = sorted({r["split"] for r in sel}, key=lambda s: (s != ctx.reference_split, s))
+            # A snapshot is known by its step in every table (names may lack it).
+            keys = sorted({_when(r): SnapshotKey(r["epoch"], r["step"], with_step) for r in sel}.values(), key=lambda k: (k.step, k.epoch))
+            col = {(k.step, k.epoch): i for i, k in enumerate(keys)}
+            layers = sorted({int(r["layer"]) for r in sel})
+            tables = {}
+            for split in splits:
+                t = np.full((len(layers), len(keys)), np.nan)
+                for r in sel:
+                    if r["split"] == split:
+                        t[layers.index(int(r["layer"])), col[_when(r)]] = r["value"]
+                tables[split] = t
+            fig = Figure(figsize=(1.5 + len(splits) * (1.2 + 0.45 * len(keys)), 1.2 + 0.35 * len(layers)), dpi=self.config.dpi)
+            draw_heatmap(fig, tables, layers, [k.column for k in keys], metric)
+            fig.tight_layout()
+            ctx.store.write_bytes(ctx.store.file_path(f"metrics_{metric}.png"), figure_png(fig))
+
+    # -- a stored run ------------------------------------------------------------------------
+    def restore(self, ctx: Context, snaps: list) -> None:
+        knn: dict[tuple, float] = {}
+        try:
+            for r in ctx.store.read_metrics():
+                if r["metric"] == "knn_accuracy":
+                    knn[(r["split"], *_when(r), int(r["layer"]))] = r["value"]
+        except ValueError as exc:
+            logger.warning("layerwatch: %s", exc)
+        for key, by_split in snaps:
+            for split, snap in by_split.items():
+                try:
+                    stored = ctx.store.load_layout(split, key)
+                except FileNotFoundError:
+                    continue
+                except ValueError as exc:
+                    logger.warning("layerwatch: %s", exc)
+                    continue
+                if stored["layout"].shape[:2] != (snap.num_layers, snap.num_rows):
+                    continue
+                values = np.array([knn.get((split, key.step, key.epoch, int(l)), np.nan) for l in snap.layers])
+                frame = Frame(key, _FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
+                self._film(ctx, snap).add(frame)
+
+    def summarize(self, store) -> dict[str, Any]:
+        try:
+            rows = store.read_metrics()
+        except ValueError:
+            return {}
+        last: dict[str, tuple] = {}
+        for r in rows:
+            if r["metric"] == "knn_accuracy":
+                last[r["split"]] = max(_when(r), last.get(r["split"], (-1, -1)))
+        best: dict[str, tuple] = {}
+        for r in rows:
+            if r["metric"] == "knn_accuracy" and _when(r) == last.get(r["split"]):
+                if r["split"] not in best or r["value"] > best[r["split"]][1]:
+                    best[r["split"]] = (int(r["layer"]), r["value"])
+        if not best:
+            return {}
+        return {"best_knn_layer_at_last_snapshot": {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}}
+
+
+def _when(row: dict) -> tuple:
+    """A table row's snapshot: (step, epoch); file names may lack the step."""
+    return int(row["step"]), epoch_value(row["epoch"])
+
+
+def _panel_limits(frame: Frame) -> list:
+    from ..render import limits_of
+
+    return [limits_of(frame.data.layout[j]) for j in range(len(frame.data.layout))]

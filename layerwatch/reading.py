@@ -1,0 +1,120 @@
+"""Reading a stored run back, and re-running the back half on it (``layerwatch render``).
+
+No model is needed and torch is not imported. Damaged files are named in a warning and
+skipped; everything else is read and drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from .config import LayerwatchConfig
+from .measures import Measurement, for_config
+from .snapshot import Snapshot, SnapshotKey, sort_keys
+from .store import DamagedFileError, RunStore
+
+logger = logging.getLogger("layerwatch")
+
+
+def stored_snapshots(
+    store: RunStore,
+    measurements: Sequence[Measurement] = (),
+    splits: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    up_to_step: int | None = None,
+) -> list[tuple[SnapshotKey, dict[str, Snapshot]]]:
+    """Every stored snapshot of ``splits`` (default: all), in training order.
+
+    Each key carries the epoch and step stored in its files. Snapshots taken after
+    ``up_to_step`` are left out; damaged files are skipped with a warning.
+    """
+    chosen = list(splits) if splits is not None else store.splits()
+    by_name: dict[str, tuple[SnapshotKey, dict[str, Snapshot]]] = {}
+    for split in chosen:
+        for key in store.keys(split):
+            try:
+                snap = store.load_snapshot(split, key, label_names)
+            except DamagedFileError as exc:
+                logger.warning("layerwatch: %s", exc)
+                continue
+            if up_to_step is not None and snap.step > up_to_step:
+                continue
+            true_key = key.named_like(snap.epoch, snap.step)
+            for m in measurements:
+                try:
+                    m.load(store, snap, true_key)
+                except DamagedFileError as exc:
+                    logger.warning("layerwatch: %s", exc)
+            entry = by_name.setdefault(key.name, (true_key, {}))
+            entry[1][split] = snap
+    ordered = sort_keys(k for k, _ in by_name.values())
+    return [(k, by_name[k.name][1]) for k in ordered]
+
+
+def rebuild(
+    run_dir: str,
+    method: str | None = None,
+    splits: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    align: bool | None = None,
+    progress: bool = False,
+) -> dict[str, str]:
+    """Redraw a stored run from its stored arrays alone (no model needed).
+
+    Layouts are recomputed with ``method`` / ``align`` (default: the run's own), axis
+    limits are fitted to the whole film, frames and GIFs are rewritten. The metrics of the
+    splits and layers rendered are recomputed with the same definitions as during training
+    (other splits are measured against the reference split, which is read even when it is
+    not rendered); rows of splits and layers not rendered are left as they are.
+    Returns ``{split: gif path}``.
+    """
+    from .pipeline import Pipeline
+
+    store = RunStore(run_dir)
+    info = store.read_run()
+    store.clean_temporary()
+    changes = {k: v for k, v in {"method": method, "align": align}.items() if v is not None}
+    config = LayerwatchConfig.from_dict(dict(info.get("config", {})), output_dir=run_dir, background=False, **changes)
+    available = store.splits()
+    chosen = list(splits) if splits else available
+    missing = [s for s in chosen if s not in available]
+    if missing:
+        raise ValueError(f"run {run_dir!r} has no stored split {missing[0]!r}; it has {available}")
+    if not chosen:
+        raise ValueError(f"run {run_dir!r} holds no embeddings yet; nothing to render")
+    reference = info.get("reference_split") if info.get("reference_split") in available else chosen[0]
+    label_names = (info.get("labels") or {}).get("names") or info.get("label_names")
+    measurements = for_config(config, names=info.get("measurements"))
+    pipe = Pipeline(
+        store, config, label_names, regression=info.get("label_kind") == "regression",
+        reference_split=reference, measurements=measurements,
+    )
+    read = sorted(set(chosen) | ({reference} if reference else set()))
+    snapshots = stored_snapshots(store, measurements, read, label_names)
+    if layers is not None:
+        wanted = {int(l) for l in layers}
+        for _, by_split in snapshots:
+            for snap in by_split.values():
+                stored = [int(l) for l in snap.layers]
+                absent = sorted(wanted - set(stored))
+                if absent:
+                    raise ValueError(f"layer {absent[0]} was not stored in this run; stored layers are {stored}")
+                pick = [i for i, l in enumerate(stored) if l in wanted]
+                snap.pooled, snap.layers = snap.pooled[pick], snap.layers[pick]
+    iterator = snapshots
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(snapshots, desc="layerwatch render", unit="snapshot")
+    drawn: set[str] = set()
+    for key, by_split in iterator:
+        # The reference split is measured against but drawn only when asked for.
+        pipe.process(by_split, key, render=False, draw_splits=set(chosen))
+        drawn.update(s for s in by_split if s in chosen)
+        for msg in pipe.failures:
+            logger.warning("%s", msg)
+    pipe.render_all()
+    for msg in pipe.failures:
+        logger.warning("%s", msg)
+    return {split: store.gif_path(split) for split in chosen if split in drawn}
