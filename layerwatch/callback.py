@@ -70,6 +70,7 @@ class LayerwatchCallback(TrainerCallback):
         trainer_log: str = "auto",
         text_column: str | None = None,
         report_text: bool = True,
+        precision: str = "fp32",
         **unknown: Any,
     ):
         if unknown:

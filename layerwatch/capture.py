@@ -173,6 +173,9 @@ def capture_split(
 ) -> dict[str, Part]:
     """Run ``model`` once over ``plan.indices`` of ``dataset`` for every measurement.
 
+    ``autocast``: a function giving a fresh autocast context per batch (see
+    :mod:`layerwatch.precision`), or None for the model's own precision.
+
     Returns:
         ``{measurement name: Part}`` and, under ``"__common__"``, the head's predictions
         (``head_predictions``, output indices) when the model has a classification head.
@@ -216,7 +219,7 @@ def capture_split(
                     feed["token_type_ids"] = _pad([inputs["token_type_ids"][i] for i in batch_rows], 0)
                 feed = {k: v.to(device) for k, v in feed.items()}
                 record.clear()
-                with autocast if autocast is not None else contextlib.nullcontext():
+                with autocast() if autocast is not None else contextlib.nullcontext():
                     out = model(**feed, **flags, return_dict=True)
                 batch = Batch(rows=batch_rows, inputs=feed, mask=feed["attention_mask"], outputs=out, hooked=record)
                 for acc in accumulators.values():

@@ -18,6 +18,7 @@ METHODS = ("tsne", "pca", "umap")
 POOLINGS = ("mean", "cls", "last")
 ON_ERROR = ("warn", "raise")
 TRAINER_LOG = ("auto", "report", "history")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Split names become folder and file names (``<split>.gif`` and longer ones built from it);
@@ -164,6 +165,10 @@ class LayerwatchConfig:
             ``input_ids`` with the Trainer's tokenizer (``processing_class``).
         report_text: Store the rows' texts at all; ``False`` for data that must not leave
             the machine.
+        precision: Numeric precision of the capture's forward pass (training is untouched):
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"`` (a half
+            precision where the hardware runs it fast, else fp32). Stored vectors are
+            float32 either way.
     """
 
     output_dir: str = "layerwatch_run"
@@ -191,6 +196,7 @@ class LayerwatchConfig:
     trainer_log: str = "auto"
     text_column: str | None = None
     report_text: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -214,6 +220,7 @@ class LayerwatchConfig:
         check_choice("method", self.method, METHODS)
         check_choice("on_error", self.on_error, ON_ERROR)
         check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
+        check_choice("precision", self.precision, PRECISIONS)
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")

@@ -94,7 +94,15 @@ class Monitor:
                 f"highlight_errors=True, but the model's outputs cannot be matched to the labels: {self.head.reason} "
                 "(or pass highlight_errors=None to mark errors only where they can be)"
             )
-        self.context.update(model_name=type(model).__name__, tokenizer=tokenizer)
+        from .capture import model_device
+        from .precision import autocast_factory, resolve_precision
+
+        device = model_device(model)
+        self.precision = resolve_precision(self.config.precision, device)
+        self.context.update(
+            model_name=type(model).__name__, tokenizer=tokenizer, precision=self.precision,
+            autocast=autocast_factory(self.precision, device),
+        )
         for m in self.measurements:
             m.prepare(model, self.context)
         self._checked = True
@@ -205,6 +213,7 @@ class Monitor:
             "labels": vocab.to_json() if vocab is not None else None,
             "head_match": {"to_label": list(self.head.to_label) if self.head.to_label else None, "reason": self.head.reason},
             "reference_split": self.reference_split,
+            "precision": getattr(self, "precision", self.config.precision),
             "measurements": [m.name for m in self.measurements],
             "splits": {
                 s.name: {"rows": int(len(s.indices)), "label_column": s.column, "subset": s.digest()}
