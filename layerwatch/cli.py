@@ -57,6 +57,7 @@ def summarize(run_dir: str) -> dict:
         "label_names": labels.get("names") or info.get("label_names"),
         "method": info.get("config", {}).get("method"),
         "pooling": info.get("config", {}).get("pooling"),
+        "precision": info.get("precision", info.get("config", {}).get("precision", "fp32")),
         "versions": info.get("versions"),
         "splits": {},
         "damaged": [],
@@ -100,7 +101,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"run:     {out['run_dir']}")
     print(f"model:   {out['model']}")
     print(f"labels:  {out['label_names']}")
-    print(f"method:  {out['method']}   pooling: {out['pooling']}")
+    print(f"method:  {out['method']}   pooling: {out['pooling']}   capture precision: {out['precision']}")
     for split, e in out["splits"].items():
         print(f"split {split!r}: {len(e['snapshots'])} snapshots ({', '.join(e['snapshots'])}), "
               f"{e.get('rows', '?')} rows, layers {e.get('layers', '?')}, hidden {e.get('hidden', '?')}, "

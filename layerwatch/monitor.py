@@ -62,6 +62,7 @@ class Monitor:
         self.last_step = -1
         self.failures: list[str] = []
         self.labels: dict[str, np.ndarray] = {}
+        self.precision = config.precision
         self._checked = False
         self._warned: set[str] = set()
 
@@ -213,7 +214,7 @@ class Monitor:
             "labels": vocab.to_json() if vocab is not None else None,
             "head_match": {"to_label": list(self.head.to_label) if self.head.to_label else None, "reason": self.head.reason},
             "reference_split": self.reference_split,
-            "precision": getattr(self, "precision", self.config.precision),
+            "precision": self.precision,
             "measurements": [m.name for m in self.measurements],
             "splits": {
                 s.name: {"rows": int(len(s.indices)), "label_column": s.column, "subset": s.digest()}
