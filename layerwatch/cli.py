@@ -157,24 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console_warnings() -> None:
-    # The library logs through "layerwatch"; a command shows its warnings on stderr.
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
+class _Warnings(logging.Handler):
+    """The library logs through "layerwatch"; a command shows its warnings on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _console_warnings()
+    handler = _Warnings()
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"layerwatch {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":  # pragma: no cover

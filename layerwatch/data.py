@@ -15,7 +15,17 @@ LABEL_CANDIDATES = ("labels", "label")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def _is_dataset_dict(dataset: Any) -> bool:
+    # A DatasetDict is a dict whose values are datasets, not columns.
+    return isinstance(dataset, dict) and any(hasattr(v, "column_names") for v in dataset.values())
+
+
 def column_names(dataset: Any) -> list[str]:
+    if _is_dataset_dict(dataset):
+        raise TypeError(
+            f"got a DatasetDict (with splits {list(dataset.keys())}) where one split belongs; pass one split per "
+            "entry, for example splits={'train': ds['train'], 'validation': ds['validation']}"
+        )
     if isinstance(dataset, dict):
         return list(dataset.keys())
     names = getattr(dataset, "column_names", None)

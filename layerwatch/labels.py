@@ -250,7 +250,10 @@ def resolve(
             return LabelVocabulary("class", names=tuple(map(str, keys)), keys=keys, source="str")
         return base
     k = base.num_classes
-    for names in (label_names, feature_names, _head_names(id2label, num_labels, defaults=True)):
+    # The head's default names (LABEL_0, ...) only name the classes the labels have; they
+    # say nothing of how many classes there are.
+    defaults = _head_names(id2label, num_labels, defaults=True)
+    for names in (label_names, feature_names, head, defaults[:k] if defaults else None):
         if names is not None and len(names) >= k:
             names = [str(n) for n in names]
             return LabelVocabulary("class", names=tuple(names), keys=tuple(range(len(names))), source="int")

@@ -121,13 +121,17 @@ def layer_metrics(
 
     Returns:
         ``{metric: (layers,) float array}``; NaN where a metric is undefined (one class,
-        a regression target, a layer that is not finite).
+        a regression target, a layer that is not finite or whose rows are all one vector).
     """
+    from .reduce import is_degenerate
+
     n_layers = pooled.shape[0]
     out = {m: np.full(n_layers, np.nan) for m in METRICS}
     for j in range(n_layers):
         x = pooled[j]
-        if not np.isfinite(x).all():
+        # A layer whose rows are all one vector separates nothing; its neighbours would be
+        # decided by ties, so every metric is left undefined rather than made up.
+        if not np.isfinite(x).all() or is_degenerate(x):
             continue
         if ref_pooled is None:
             out["knn_accuracy"][j] = knn_accuracy(x, labels, seed=seed)

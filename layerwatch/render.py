@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -18,6 +18,21 @@ from matplotlib.lines import Line2D
 PANEL_INCHES = 3.0
 MAX_COLUMNS = 4
 ERROR_MARKER = "X"
+# A legend longer than this would cover the panels: the largest classes are named, the
+# others counted in one entry.
+MAX_LEGEND = 20
+
+
+def class_name(c: int, label_names: Sequence[str] | None) -> str:
+    """Legend text of class id ``c``."""
+    return str(label_names[c]) if label_names is not None and 0 <= c < len(label_names) else str(int(c))
+
+
+def plain(text: Any) -> Any:
+    """Text artists that show user text (label and split names) as it is: ``$`` is no
+    mathtext there."""
+    text.set_parse_math(False)
+    return text
 
 
 def layer_name(index: int) -> str:
@@ -105,8 +120,7 @@ def draw_frame(
                 sel = labels == c
                 if err is not None:
                     sel = sel & ~err
-                name = label_names[int(c)] if label_names is not None and int(c) < len(label_names) else str(int(c))
-                ax.scatter(xy[sel, 0], xy[sel, 1], color=colors[int(c)], s=size, alpha=alpha, linewidths=0, label=name)
+                ax.scatter(xy[sel, 0], xy[sel, 1], color=colors[int(c)], s=size, alpha=alpha, linewidths=0, label=class_name(int(c), label_names))
         if err is not None and err.any():
             face = [colors[int(c)] for c in labels[err]] if not regression else "none"
             ax.scatter(
@@ -118,26 +132,38 @@ def draw_frame(
             head = f"{head}\n{notes[j]}"
         if not np.isfinite(xy).all():
             ax.text(0.5, 0.5, "not finite", ha="center", va="center", transform=ax.transAxes, color="red")
-        ax.set_title(head, fontsize=9)
+        ax.set_title(head, fontsize=9, parse_math=False)
         if limits is not None:
             ax.set_xlim(*limits[j][0])
             ax.set_ylim(*limits[j][1])
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=12)
+        fig.suptitle(title, fontsize=12, parse_math=False)
     if regression and mappable is not None:
         fig.colorbar(mappable, ax=fig.axes, shrink=0.6, label="target")
     elif len(classes):
-        handles = [
-            Line2D([], [], linestyle="", marker="o", color=colors[c], label=(label_names[c] if label_names is not None and c < len(label_names) else str(c)))
-            for c in range(n_colors)
-        ]
+        shown = legend_classes(labels, n_colors)
+        handles = [Line2D([], [], linestyle="", marker="o", color=colors[c], label=class_name(c, label_names)) for c in shown]
+        if len(shown) < n_colors:
+            handles.append(Line2D([], [], linestyle="", label=f"+ {n_colors - len(shown)} more classes"))
         if err is not None:
             handles.append(Line2D([], [], linestyle="", marker=ERROR_MARKER, color="grey", markeredgecolor="black", label="misclassified"))
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
+        legend = fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
+        for text in legend.get_texts():
+            plain(text)
     fig.subplots_adjust(left=0.03, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.3, wspace=0.08)
     return fig
+
+
+def legend_classes(labels: np.ndarray, n_classes: int, limit: int = MAX_LEGEND) -> list[int]:
+    """Class ids named in the legend: all of them, or the ``limit - 1`` largest (by rows
+    shown) when there are more than ``limit``, in id order."""
+    if n_classes <= limit:
+        return list(range(n_classes))
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    top = np.argsort(-counts, kind="stable")[: limit - 1]
+    return sorted(int(c) for c in top)
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -169,7 +195,7 @@ def draw_heatmap(
             fmt=".2f", annot_kws={"fontsize": 7}, cbar=i == len(names) - 1,
             xticklabels=list(columns), yticklabels=[layer_name(l) for l in layers],
         )
-        ax.set_title(split)
+        ax.set_title(split, parse_math=False)
         ax.set_xlabel("snapshot")
         if i:
             ax.set_yticklabels([])

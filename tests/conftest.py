@@ -110,7 +110,7 @@ def save_tiny_bert(folder, words, hidden_size: int, intermediate_size: int):
     return folder
 
 
-def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
+def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, eval_dataset=None, **kw):
     from transformers import Trainer, TrainingArguments
 
     class _Collator:
@@ -129,7 +129,9 @@ def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, **kw):
     )
     settings.update(kw)
     args = TrainingArguments(**settings)
-    return Trainer(model=model, args=args, train_dataset=train, data_collator=_Collator(), callbacks=callbacks)
+    return Trainer(
+        model=model, args=args, train_dataset=train, eval_dataset=eval_dataset, data_collator=_Collator(), callbacks=callbacks,
+    )
 
 
 # A real headless browser for the page tests (skips locally without one; CI requires it).

@@ -7,6 +7,7 @@ import os
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 from conftest import make_trainer, tiny_bert, toy_dataset
 
 from layerwatch import LayerwatchCallback, RunStore
@@ -51,3 +52,72 @@ def test_a_failure_in_the_worker_is_reported_not_lost(tmp_path, caplog):
     assert len(watch.failures) == 3
     # Captures still landed: the embeddings are written by the training process.
     assert [k.name for k in RunStore(out).keys("train")] == ["epoch_000", "epoch_001", "epoch_002"]
+
+
+def test_background_metrics_carry_the_step_of_the_snapshot_they_measure(tmp_path):
+    # The worker finishes a snapshot steps later; its numbers still belong to the snapshot.
+    _, trainer, _ = _run(tmp_path, "bg", background=True)
+    logged = [(h["epoch"], h["step"]) for h in trainer.state.log_history if "layerwatch/validation/silhouette/layer_1" in h]
+    assert logged == [(0, 0), (1, 4), (2, 8)]
+
+
+UNGUARDED = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import make_trainer, tiny_bert, toy_dataset
+from layerwatch import LayerwatchCallback
+
+with open({counter!r}, "a") as fh:
+    fh.write("training started\\n")
+train = toy_dataset(24)
+watch = LayerwatchCallback({{"train": train}}, {out!r}, method="pca", progress=False, background=True, overwrite=True)
+make_trainer(tiny_bert(), train, [watch], {tout!r}, epochs=2).train()
+print("failures:", len(watch.failures))
+"""
+
+
+def test_a_script_without_a_main_guard_trains_once_in_the_background(tmp_path):
+    import subprocess
+    import sys
+
+    counter, out = tmp_path / "starts.txt", tmp_path / "lw"
+    script = tmp_path / "train_unguarded.py"
+    script.write_text(UNGUARDED.format(tests=os.path.dirname(__file__), counter=str(counter), out=str(out), tout=str(tmp_path / "t")))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert counter.read_text().splitlines() == ["training started"]
+    assert "failures: 0" in proc.stdout
+    assert [k.name for k in RunStore(out).keys("train", "frames")] == ["epoch_000", "epoch_001", "epoch_002"]
+    assert iio.improps(out / "train.gif", index=None).shape[0] == 3
+
+
+def _killer(watch, at_epochs):
+    import signal
+
+    from transformers import TrainerCallback
+
+    class KillWorker(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            worker = watch.monitor.worker
+            if round(state.epoch) in at_epochs and worker is not None:
+                os.kill(worker.pid, signal.SIGKILL)  # as the out-of-memory killer would
+
+    return KillWorker()
+
+
+@pytest.mark.parametrize("kills", [(1,), (1, 2)], ids=["once-restarted", "twice-drawn-in-process"])
+def test_a_killed_worker_is_reported_and_the_run_goes_on(tmp_path, caplog, kills):
+    train, val = toy_dataset(32), toy_dataset(16, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=False, background=True)
+    trainer = make_trainer(tiny_bert(), train, [watch, _killer(watch, kills)], tmp_path / "t", epochs=3)
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        trainer.train()
+    assert trainer.state.global_step == 12
+    died = [r.message for r in caplog.records if "the background worker died" in r.message]
+    assert len(died) == len(kills) and "SIGKILL" in died[0]
+    store = RunStore(tmp_path / "lw")
+    for split in ("train", "validation"):
+        assert [k.name for k in store.keys(split, "frames")] == [f"epoch_{e:03d}" for e in range(4)]
+        assert iio.improps(tmp_path / "lw" / f"{split}.gif", index=None).shape[0] == 4
+    logged = [h["step"] for h in trainer.state.log_history if "layerwatch/train/silhouette/layer_1" in h]
+    assert logged == [0, 4, 8, 12]

@@ -103,3 +103,31 @@ def test_run_files_are_readable_by_others(stored_run):
     os.umask(mask)
     for name in ("train.gif", "metrics.csv", "run.json"):
         assert os.stat(stored_run / name).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_partial_render_leaves_what_it_did_not_render_and_keeps_the_definitions(run_copy):
+    store = RunStore(run_copy)
+    before = {(r["split"], r["step"], r["layer"], r["metric"]): r["value"] for r in store.read_metrics()}
+    assert main(["render", str(run_copy), "--method", "pca", "--splits", "validation", "--layers", "0,2"]) == 0
+    after = {(r["split"], r["step"], r["layer"], r["metric"]): r["value"] for r in store.read_metrics()}
+    # Nothing lost, nothing added, and every number the same: validation's kNN and probe
+    # are still measured against train, as during training.
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert after[k] == pytest.approx(v, abs=1e-9), k
+    # The train split was neither redrawn nor laid out again.
+    assert RunStore(run_copy).load_layout("train", SnapshotKey(2))["layers"].tolist() == [0, 1, 2]
+
+
+def test_info_and_render_do_not_import_torch(stored_run):
+    code = (
+        "import sys; from layerwatch.cli import main; "
+        f"main(['info', {str(stored_run)!r}]); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))[:5]; "
+        "print('no torch')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no torch" in out.stdout
+    code = "import sys, layerwatch.store, layerwatch.cli, layerwatch.reading; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

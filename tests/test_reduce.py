@@ -411,3 +411,60 @@ def test_pipeline_lays_out_layers_at_once_with_the_same_result(tmp_path, monkeyp
             assert names == {threading.main_thread().name}
     for split in ("train", "validation"):
         np.testing.assert_array_equal(layouts[1][split], layouts[2][split])
+
+
+CONSTANT_LAYER = """
+import numpy as np
+from layerwatch.config import LayerwatchConfig
+from layerwatch.pipeline import Pipeline
+from layerwatch.snapshot import Snapshot, SnapshotKey
+from layerwatch.store import RunStore
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(60, 8)).astype(np.float32)
+pooled = np.stack([x, np.zeros_like(x), np.full_like(x, 3.5)])  # a live layer, an all-zero one, a constant one
+snap = Snapshot(pooled=pooled, labels=np.arange(60) % 3, layers=[0, 1, 2], indices=np.arange(60), split="train")
+pipe = Pipeline(RunStore({root!r}), LayerwatchConfig(output_dir={root!r}, method="tsne", progress=False, n_jobs=1), reference_split="train")
+pipe.process({{"train": snap}}, SnapshotKey(0))
+pipe.process({{"train": snap}}, SnapshotKey(1, 4))
+print("survived")
+"""
+
+
+def test_a_layer_of_identical_vectors_is_drawn_at_one_point_not_handed_to_tsne(tmp_path):
+    # scikit-learn's t-SNE crashes the whole process on such a layer; run it apart.
+    import subprocess
+    import sys
+
+    from layerwatch.store import RunStore
+    from layerwatch.snapshot import SnapshotKey
+
+    proc = subprocess.run([sys.executable, "-c", CONSTANT_LAYER.format(root=str(tmp_path))],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "survived" in proc.stdout
+    assert "every row of layer 1 holds the same vector" in proc.stderr
+    layout = RunStore(tmp_path).load_layout("train", SnapshotKey(1, 4))["layout"]
+    assert np.isfinite(layout[0]).all() and np.ptp(layout[0], axis=0).min() > 0
+    np.testing.assert_array_equal(layout[1], 0.0)
+    np.testing.assert_array_equal(layout[2], 0.0)
+    rows = RunStore(tmp_path).read_metrics()
+    assert {r["layer"] for r in rows if r["metric"] == "silhouette"} == {0}  # undefined for one point
+
+
+def test_the_reducer_refuses_identical_vectors_instead_of_crashing():
+    from layerwatch.reduce import DegenerateInput, is_degenerate
+
+    assert is_degenerate(np.zeros((10, 4))) and is_degenerate(np.full((10, 4), 1e6))
+    assert not is_degenerate(np.eye(10, 4))
+    for method in ("pca", "tsne"):
+        with pytest.raises(DegenerateInput, match="all 10 vectors are identical"):
+            Reducer(method, align=False)(np.ones((10, 4), np.float32))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_umap_of_a_tiny_split_gives_a_layout(n):
+    pytest.importorskip("umap")
+    x = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    layout = Reducer("umap", align=False)(x)
+    assert layout.shape == (n, 2) and np.isfinite(layout).all()

@@ -176,3 +176,30 @@ def test_heatmap_draws_each_split_table():
         assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for v in values.compressed()]
     assert [t.get_text() for t in panels[0].get_yticklabels()] == ["embeddings", "layer 6"]
     assert {t.get_text() for t in panels[1].get_yticklabels()} <= {""}
+
+
+def test_a_legend_of_many_classes_names_the_largest_and_counts_the_rest():
+    from layerwatch.render import MAX_LEGEND
+
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([np.full(50, 7), np.full(40, 3), np.arange(64)])  # 64 classes, two large
+    layouts = rng.normal(size=(1, len(labels), 2))
+    names = [f"class {i}" for i in range(64)]
+    fig = draw_frame(Figure(), layouts, labels, [1], names)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(texts) == MAX_LEGEND
+    assert "class 7" in texts and "class 3" in texts
+    assert texts[-1] == f"+ {64 - (MAX_LEGEND - 1)} more classes"
+    # Every class is still drawn, each in its own collection.
+    assert len(fig.axes[0].collections) == 64
+
+
+def test_label_and_split_names_with_dollar_signs_are_drawn_as_plain_text(frame):
+    layouts, labels, errors = frame
+    names = ["$5 off", "cost $x$ and $y", "100%"]
+    fig = draw_frame(Figure(), layouts, labels, [0, 2, 4], names, title="val$ - epoch 1", errors=errors)
+    png = figure_png(fig)  # mathtext would fail on an unmatched '$'
+    assert png[:4] == b"\x89PNG"
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:3] == names
+    assert all(not t.get_parse_math() for t in fig.legends[0].get_texts())
+    assert fig._suptitle.get_text() == "val$ - epoch 1" and not fig._suptitle.get_parse_math()

@@ -82,3 +82,54 @@ def test_half_written_and_damaged_files_are_never_taken_for_whole_ones(tmp_path)
     assert iio.improps(lw / "train.gif", index=None).shape[0] == 3
     snap = RunStore(lw).load_snapshot("train", SnapshotKey(2))
     assert np.isfinite(snap.pooled).all()
+
+
+@pytest.mark.parametrize("restore_states", [True, False], ids=["stateful-callback", "run-dir-only"])
+@pytest.mark.parametrize(
+    "changed, named",
+    [({"seed": 7}, r"seed=0 \(now 7\)"), ({"max_samples": 20}, "other rows"), ({"layers": [0, 2]}, r"layers='all' \(now \[0, 2\]\)")],
+)
+def test_resume_with_other_settings_is_refused_and_the_run_kept(tmp_path, restore_states, changed, named):
+    train = toy_dataset(32)
+    lw = tmp_path / "lw"
+    kw = dict(save_strategy="epoch", restore_callback_states_from_checkpoint=restore_states)
+    watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch, StopAfter(1)], tmp_path / "t", epochs=2, **kw).train()
+    run_json = (lw / "run.json").read_text()
+    watch2 = LayerwatchCallback({"train": train}, lw, method="pca", progress=False, **changed)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=2, **kw)
+    with pytest.raises(ValueError, match=named):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-4"))
+    assert (lw / "run.json").read_text() == run_json
+    assert iio.improps(lw / "train.gif", index=None).shape[0] == 2
+
+
+def test_resume_with_another_method_is_refused(tmp_path):
+    train = toy_dataset(32)
+    lw = tmp_path / "lw"
+    kw = dict(save_strategy="epoch")
+    watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch, StopAfter(1)], tmp_path / "t", epochs=2, **kw).train()
+    watch2 = LayerwatchCallback({"train": train}, lw, method="tsne", progress=False)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=2, **kw)
+    with pytest.raises(ValueError, match=r"holds a run taken with other settings: method='pca' \(now 'tsne'\)"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-4"))
+
+
+def test_a_resume_moves_snapshots_of_the_abandoned_course_aside(tmp_path):
+    # The first run goes on to epoch 3 after its checkpoint at step 8 (epoch 2); resuming
+    # from that checkpoint, the stored epoch 3 belongs to a course that no longer exists.
+    train = toy_dataset(32)
+    lw = tmp_path / "lw"
+    watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=3, save_strategy="steps", save_steps=8).train()
+    old_epoch3 = (lw / "embeddings" / "train" / "epoch_003.npz").read_bytes()
+    watch2 = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=3, save_strategy="no")
+    trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-8"))
+    moved = list((lw / "superseded").glob("*/embeddings/train/epoch_003.npz"))
+    assert len(moved) == 1 and moved[0].read_bytes() == old_epoch3
+    store = RunStore(lw)
+    assert [store.snapshot_key("train", k).step for k in store.keys("train")] == [0, 4, 8, 12]
+    assert iio.improps(lw / "train.gif", index=None).shape[0] == 4
+    assert sorted(r["step"] for r in store.read_metrics() if r["metric"] == "silhouette" and r["layer"] == 0) == [0, 4, 8, 12]

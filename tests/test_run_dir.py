@@ -1,0 +1,240 @@
+"""The run directory: only layerwatch's own files are replaced, damaged or stray files never
+stop a run or a render, a failed write costs only itself, and nothing leaves the folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from conftest import make_trainer, tiny_bert, toy_dataset
+
+from layerwatch import LayerwatchCallback, RunStore
+from layerwatch.cli import main, summarize
+from layerwatch.snapshot import SnapshotKey
+
+
+def gif_frames(path) -> int:
+    return iio.improps(path, index=None).shape[0]
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rundir")
+    train, val = toy_dataset(32), toy_dataset(16, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch], out / "t", epochs=2).train()
+    return out / "lw"
+
+
+@pytest.fixture
+def run_copy(stored_run, tmp_path):
+    target = tmp_path / "lw"
+    shutil.copytree(stored_run, target)
+    return target
+
+
+def _train(path, overwrite=False, epochs=1, **kw):
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, path, method="pca", progress=False, overwrite=overwrite, **kw)
+    make_trainer(tiny_bert(), train, [watch], os.path.join(os.path.dirname(path), "t-again"), epochs=epochs).train()
+    return watch
+
+
+# -- overwrite=True removes what layerwatch wrote, and nothing else ---------------------------
+
+def test_overwrite_keeps_the_users_own_files(run_copy):
+    mine = {"train_notes.gif": b"GIF89a mine", "metrics_mine.png": b"\x89PNG mine", "notes.txt": b"mine",
+            os.path.join("frames", "train", "sketch.png"): b"\x89PNG mine"}
+    for rel, data in mine.items():
+        (run_copy / rel).write_bytes(data)
+    _train(run_copy, overwrite=True)
+    for rel, data in mine.items():
+        assert (run_copy / rel).read_bytes() == data, rel
+    # The other run's files are gone: its validation split and its later epochs.
+    assert not (run_copy / "validation.gif").exists()
+    assert not (run_copy / "embeddings" / "validation").exists()
+    assert [k.name for k in RunStore(run_copy).keys("train")] == ["epoch_000", "epoch_001"]
+
+
+def test_a_run_json_that_layerwatch_did_not_write_is_never_taken_or_replaced(tmp_path):
+    folder = tmp_path / "lw"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"tool": "someone else's"}))
+    assert not RunStore(folder).holds_run()
+    with pytest.raises(ValueError, match="holds a run.json that layerwatch did not write"):
+        _train(folder, overwrite=True)
+    assert json.loads((folder / "run.json").read_text()) == {"tool": "someone else's"}
+    with pytest.raises(ValueError, match="not written by layerwatch"):
+        RunStore(folder).read_run()
+
+
+def test_a_folder_with_layerwatch_files_but_no_run_json_is_another_run(run_copy):
+    os.remove(run_copy / "run.json")
+    assert RunStore(run_copy).holds_run()
+    with pytest.raises(ValueError, match="already holds a layerwatch run; pass overwrite=True"):
+        _train(run_copy)
+    before = sorted(p.name for p in (run_copy / "embeddings" / "train").iterdir())
+    assert before == ["epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]
+
+
+def test_a_folder_of_a_run_without_manifest_or_run_json_is_still_recognised(run_copy):
+    os.remove(run_copy / "run.json")
+    os.remove(run_copy / ".layerwatch-files")
+    store = RunStore(run_copy)
+    assert store.holds_run()
+    (run_copy / "mine.gif").write_bytes(b"GIF89a mine")
+    _train(run_copy, overwrite=True)
+    assert (run_copy / "mine.gif").read_bytes() == b"GIF89a mine"
+    assert not (run_copy / "validation.gif").exists()
+
+
+# -- temporary files of killed writers ---------------------------------------------------------
+
+def test_temporary_files_of_dead_processes_are_removed_and_live_ones_kept(run_copy):
+    from layerwatch.store import _HOST
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    folder = run_copy / "embeddings" / "train"
+    dead_tmp = folder / f".tmp-{_HOST}-{dead_pid}-abcd.npz"
+    live_tmp = folder / f".tmp-{_HOST}-{os.getpid()}-abcd.npz"
+    old_style = run_copy / "frames" / "train" / ".tmp-oldname.png"
+    for p in (dead_tmp, live_tmp, old_style):
+        p.write_bytes(b"partial")
+    os.utime(old_style, (1, 1))  # long ago
+    assert main(["render", str(run_copy), "--method", "pca"]) == 0
+    assert not dead_tmp.exists() and not old_style.exists()
+    assert live_tmp.exists()
+
+
+# -- damaged and stray files ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not-a-zip"])
+def test_a_damaged_file_is_named_skipped_and_the_rest_rendered(run_copy, damage, capsys):
+    bad = run_copy / "embeddings" / "validation" / "epoch_001.npz"
+    data = bad.read_bytes()
+    bad.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "not-a-zip": b"hello"}[damage])
+    assert main(["render", str(run_copy), "--method", "pca"]) == 0
+    err = capsys.readouterr().err
+    assert str(bad) in err and "damaged" in err
+    # Every other snapshot is redrawn; the damaged one keeps the frame drawn in training.
+    assert gif_frames(run_copy / "validation.gif") == 3
+    assert gif_frames(run_copy / "train.gif") == 3
+    assert RunStore(run_copy).load_layout("validation", SnapshotKey(2))["layout"].shape == (3, 16, 2)
+    assert main(["info", str(run_copy)]) == 0
+    out = capsys.readouterr()
+    assert str(bad) in out.out + out.err
+    assert summarize(str(run_copy))["damaged"] == [str(bad)]
+
+
+def test_notebook_checkpoint_folders_are_ignored(run_copy):
+    for kind in ("embeddings", "frames", "layouts"):
+        stray = run_copy / kind / ".ipynb_checkpoints"
+        stray.mkdir()
+        (stray / "epoch_000-checkpoint.npz").write_bytes(b"x")
+    (run_copy / ".ipynb_checkpoints").mkdir()
+    assert main(["render", str(run_copy), "--method", "pca"]) == 0
+    assert set(summarize(str(run_copy))["splits"]) == {"train", "validation"}
+
+
+def test_a_resume_skips_damaged_files_with_a_warning(tmp_path, caplog):
+    from test_resume import StopAfter
+
+    train = toy_dataset(32)
+    lw = tmp_path / "lw"
+    kw = dict(save_strategy="epoch")
+    watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch, StopAfter(2)], tmp_path / "t", epochs=3, **kw).train()
+    bad = lw / "layouts" / "train" / "epoch_001.npz"
+    bad.write_bytes(b"")
+    watch2 = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=3, **kw)
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-8"))
+    assert any(str(bad) in r.message for r in caplog.records)
+    assert [k.name for k in RunStore(lw).keys("train", "frames")] == [f"epoch_{e:03d}" for e in range(4)]
+
+
+# -- writes stay inside the run directory ----------------------------------------------------------
+
+def test_render_refuses_a_symlink_that_leaves_the_run_directory(run_copy, tmp_path, capsys):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.rmtree(run_copy / "frames" / "validation")
+    os.symlink(outside, run_copy / "frames" / "validation")
+    assert main(["render", str(run_copy), "--method", "pca"]) == 0
+    assert list(outside.iterdir()) == []
+    assert "leads out of the run directory" in capsys.readouterr().err
+
+
+# -- a failed step costs only itself ------------------------------------------------------------------
+
+def test_one_failed_frame_write_costs_only_that_frame(tmp_path, monkeypatch, caplog):
+    store_cls = RunStore
+    original = store_cls.write_bytes
+    failed = []
+
+    def flaky(self, path, data):
+        if path.endswith(os.path.join("train", "epoch_001.png")) and not failed:
+            failed.append(path)
+            raise OSError(28, "No space left on device")
+        return original(self, path, data)
+
+    monkeypatch.setattr(store_cls, "write_bytes", flaky)
+    train = toy_dataset(32)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False)
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=3).train()
+    assert failed
+    assert any("epoch_001.png" in r.message and "No space left" in r.message for r in caplog.records)
+    store = RunStore(tmp_path / "lw")
+    # The missing frame was drawn again from the film's memory at the next snapshot.
+    assert [k.name for k in store.keys("train", "frames")] == [f"epoch_{e:03d}" for e in range(4)]
+    assert gif_frames(tmp_path / "lw" / "train.gif") == 4
+    assert sorted({r["epoch"] for r in store.read_metrics()}) == [0, 1, 2, 3]
+
+
+def test_a_failed_gif_write_keeps_the_frames_and_the_metrics(tmp_path, monkeypatch):
+    original = RunStore.write_bytes
+    calls = {"gif": 0}
+
+    def flaky(self, path, data):
+        if path.endswith("train.gif"):
+            calls["gif"] += 1
+            if calls["gif"] == 2:
+                raise OSError(28, "No space left on device")
+        return original(self, path, data)
+
+    monkeypatch.setattr(RunStore, "write_bytes", flaky)
+    train = toy_dataset(32)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=2).train()
+    assert len(watch.failures) == 1 and "train.gif" in watch.failures[0]
+    assert gif_frames(tmp_path / "lw" / "train.gif") == 3
+    assert sorted({r["epoch"] for r in RunStore(tmp_path / "lw").read_metrics()}) == [0, 1, 2]
+
+
+# -- two writers ---------------------------------------------------------------------------------------
+
+def test_the_last_gif_writer_includes_every_frame_present(run_copy):
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.pipeline import Pipeline
+
+    store_a, store_b = RunStore(run_copy), RunStore(run_copy)
+    config = LayerwatchConfig(output_dir=str(run_copy), method="pca", progress=False, metrics=False)
+    a = Pipeline(store_a, config, reference_split="train")
+    b = Pipeline(store_b, config, reference_split="train")
+    snap = store_a.load_snapshot("train", SnapshotKey(0))
+    # Two writers (training, and a `layerwatch render`) that each know only their own frame.
+    a.process({"train": snap}, SnapshotKey(5, 20))
+    b.process({"train": snap}, SnapshotKey(6, 24))
+    frames = [k.name for k in store_a.keys("train", "frames")]
+    assert "epoch_005" in frames and "epoch_006" in frames
+    assert gif_frames(run_copy / "train.gif") == len(frames)
