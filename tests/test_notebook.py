@@ -74,9 +74,7 @@ def test_tour_notebook_runs_and_shows_its_films(source, model, tmp_path, monkeyp
     _kernelspec_for_this_python(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("LAYERWATCH_HATEVAL", "off" if source == "generated" else str(HATEVAL))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.setenv(var, "1")
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # Offline: the kernel inherits conftest.py's setup, and the notebook has its own.
     # One thread per pool in the kernel: on a busy CI runner, OpenMP and BLAS thread pools
     # that spin while waiting for CPU time make the run several times slower.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
