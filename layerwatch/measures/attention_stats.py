@@ -1,0 +1,405 @@
+"""Attention statistics: per-head numbers from one layer's attention probabilities.
+
+Everything here is a pure function. :func:`row_head_stats` reduces one batch of one
+layer to a (batch, heads, statistics) tensor, so a snapshot pass can reduce each batch as
+it comes and keep sums and counts, never a (rows, heads, tokens, tokens) tensor for all
+rows. :func:`js_divergence` compares two snapshots' stored maps of the same rows and
+:func:`pattern_labels` names each head's dominant pattern from averaged statistics.
+
+Conventions, shared by every function:
+
+* Attention tensors hold probabilities with the **query on the second-to-last axis and
+  the key on the last**: ``attn[b, h, i, j]`` is how much query token ``i`` attends to key
+  token ``j`` (the layout of transformers' ``output_attentions``).
+* Only **real** tokens count (``mask`` is 1 for them). Each query's weights are first
+  renormalised over the real keys, so whatever sits in padded rows or columns never
+  changes a statistic; statistics are then averaged over the real queries of each row.
+* **Positions** are positions among a row's real tokens (0 for its first real token), so a
+  left-padded row gives the same numbers as the same row padded on the right.
+
+torch is imported inside the functions that need it: the numpy-only functions
+(:func:`js_divergence`, :func:`pattern_labels`) serve commands that read a stored run
+without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import unicodedata
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+__all__ = [
+    "BROAD_MIN",
+    "PATTERNS",
+    "POSITIONAL_MIN",
+    "SPECIAL_MIN",
+    "STATS",
+    "js_divergence",
+    "pattern_labels",
+    "punctuation_ids",
+    "row_head_stats",
+    "special_token_ids",
+    "token_class_masks",
+]
+
+STATS = ("entropy", "entropy_norm", "max_weight", "first", "sep", "punct", "self", "prev", "next", "distance")
+
+PATTERNS = ("positional", "to-special", "broad", "mixed")
+
+# Thresholds of pattern_labels (see its docstring for the precedence).
+POSITIONAL_MIN = 0.5  # one relative offset (self, prev or next) holds at least half the mass
+SPECIAL_MIN = 0.5  # the first token and the separators together hold at least half
+BROAD_MIN = 0.75  # entropy at least three quarters of the uniform distribution's
+
+# Marks that sub-word tokenizers put on a piece: WordPiece continuation, byte-level BPE
+# and SentencePiece word starts, and the end-of-word suffix of some BPE vocabularies.
+_PIECE_PREFIXES = ("##", "\u0120", "\u2581")
+_PIECE_SUFFIXES = ("</w>",)
+
+
+def _shape_error(name: str, value: Any, expected: str, fix: str) -> ValueError:
+    shape = tuple(getattr(value, "shape", ())) or type(value).__name__
+    return ValueError(f"{name} has shape {shape}; expected {expected}; {fix}")
+
+
+def row_head_stats(
+    attn: "torch.Tensor",
+    mask: "torch.Tensor",
+    sep_mask: "torch.Tensor",
+    punct_mask: "torch.Tensor",
+) -> "torch.Tensor":
+    """Per-row, per-head attention statistics of one layer, for one batch.
+
+    For each row and head, every statistic is computed per real query over the real keys
+    (weights renormalised over them) and averaged over the row's real queries. With
+    ``a[i, j]`` the renormalised weight of query ``i`` on key ``j``, ``n`` the row's
+    number of real tokens and ``i``, ``j`` positions among the real tokens:
+
+    * ``entropy``: ``-sum_j a[i, j] log a[i, j]`` in nats (``0 log 0 = 0``).
+    * ``entropy_norm``: ``entropy / log(n)``, 1 for uniform attention; defined as 0 when
+      ``n = 1`` (a single token has no spread to measure).
+    * ``max_weight``: ``max_j a[i, j]``.
+    * ``first``: mass on the first real token (``[CLS]`` for BERT).
+    * ``sep``: mass on the tokens of ``sep_mask`` (separator / end tokens).
+    * ``punct``: mass on the tokens of ``punct_mask``.
+    * ``self``: ``a[i, i]``.
+    * ``prev``: ``a[i, i-1]``, query ``i`` attending to the token **before** it (0 for
+      the first token).
+    * ``next``: ``a[i, i+1]``, query ``i`` attending to the token **after** it (0 for the
+      last token).
+    * ``distance``: ``sum_j |i - j| a[i, j]``, the mean distance attended over, in tokens.
+
+    A real query whose weights on the real keys sum to zero contributes zero to every
+    statistic. Work is vectorised over the batch; besides the inputs it allocates two
+    tensors the size of ``attn`` (float32, or float64 for float64 input) and smaller ones.
+
+    Args:
+        attn: (batch, heads, T, T) attention probabilities of one layer, any float dtype.
+        mask: (batch, T), nonzero for real tokens; rows may be padded on either side.
+        sep_mask: (batch, T) booleans, True on separator / end tokens.
+        punct_mask: (batch, T) booleans, True on punctuation tokens.
+
+    Returns:
+        (batch, heads, len(STATS)) float32 tensor on ``attn``'s device, statistics in
+        the order of :data:`STATS`. Averaging over rows (sum and count, so that ranks can
+        be gathered) is left to the caller.
+
+    Raises:
+        ValueError: on a shape mismatch, or a row without any real token.
+    """
+    import torch
+
+    attn = torch.as_tensor(attn)
+    if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
+        raise _shape_error("attn", attn, "(batch, heads, T, T)", "pass one layer's attention probabilities")
+    if not attn.is_floating_point():
+        raise ValueError(f"attn has dtype {attn.dtype}; expected a float dtype; pass attention probabilities")
+    batch, heads, width, _ = attn.shape
+    real = torch.as_tensor(mask, device=attn.device) != 0
+    if tuple(real.shape) != (batch, width):
+        raise _shape_error("mask", mask, f"(batch, T) = ({batch}, {width})", "pass the batch's attention_mask")
+    sep = torch.as_tensor(sep_mask, device=attn.device) != 0
+    punct = torch.as_tensor(punct_mask, device=attn.device) != 0
+    for name, value in (("sep_mask", sep), ("punct_mask", punct)):
+        if tuple(value.shape) != (batch, width):
+            raise _shape_error(name, value, f"(batch, T) = ({batch}, {width})", "build it with token_class_masks")
+    n = real.sum(1)
+    if batch and bool((n == 0).any()):
+        row = int(torch.nonzero(n == 0)[0, 0])
+        raise ValueError(f"mask row {row} has no real token; drop empty rows before measuring attention")
+
+    dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
+    # A private copy: everything below works in place on it.
+    a = attn.to(dtype=dtype, copy=True)
+    # masked_fill rather than a product, so NaN or inf garbage in padding cannot leak;
+    # one (batch, 1, T, T) pair mask clears padded queries and keys in a single pass.
+    a.masked_fill_(~(real[:, None, :, None] & real[:, None, None, :]), 0.0)
+    a.div_(a.sum(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny))
+
+    # Per-query statistics, each (batch, heads, T); padded queries are all-zero rows of
+    # ``a`` and so contribute zero to every one of them.
+    buf = torch.special.xlogy(a, a)
+    entropy = -buf.sum(-1)
+    max_weight = a.amax(-1)
+    first_index = real.to(torch.int8).argmax(1)  # first True of each row
+    first = a.gather(-1, first_index.view(batch, 1, 1, 1).expand(batch, heads, width, 1)).squeeze(-1)
+    # Both masses in one matrix product: (batch, heads, T, T) @ (batch, 1, T, 2).
+    classes = torch.stack([sep & real, punct & real], dim=-1).to(dtype)[:, None]
+    sep_mass, punct_mass = torch.matmul(a, classes).unbind(-1)
+    self_mass = a.diagonal(dim1=-2, dim2=-1)
+    # Offsets between real positions (key minus query), so gaps of padding are skipped.
+    position = (real.cumsum(1) - 1).to(dtype)
+    offset = (position[:, None, :] - position[:, :, None])[:, None]  # (batch, 1, T, T)
+    prev = torch.mul(a, offset == -1, out=buf).sum(-1)
+    nxt = torch.mul(a, offset == 1, out=buf).sum(-1)
+    distance = torch.mul(a, offset.abs(), out=buf).sum(-1)
+    del buf
+
+    count = n.to(dtype)[:, None]  # (batch, 1)
+
+    def mean(per_query: "torch.Tensor") -> "torch.Tensor":
+        return per_query.sum(-1) / count
+
+    entropy_mean = mean(entropy)
+    log_n = torch.log(count)
+    entropy_norm = torch.where(count > 1, entropy_mean / torch.where(count > 1, log_n, 1.0), 0.0)
+    columns = {
+        "entropy": entropy_mean,
+        "entropy_norm": entropy_norm,
+        "max_weight": mean(max_weight),
+        "first": mean(first),
+        "sep": mean(sep_mass),
+        "punct": mean(punct_mass),
+        "self": mean(self_mass),
+        "prev": mean(prev),
+        "next": mean(nxt),
+        "distance": mean(distance),
+    }
+    return torch.stack([columns[s] for s in STATS], dim=-1).to(torch.float32)
+
+
+def token_class_masks(
+    input_ids: "torch.Tensor",
+    mask: "torch.Tensor",
+    sep_ids: Iterable[int],
+    punct_ids: Iterable[int],
+) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Boolean masks of the separator and punctuation tokens of a batch.
+
+    Args:
+        input_ids: (batch, T) token ids.
+        mask: (batch, T), nonzero for real tokens; padded positions are never marked.
+        sep_ids: ids of separator / end tokens (see :func:`special_token_ids`).
+        punct_ids: ids of punctuation tokens (see :func:`punctuation_ids`).
+
+    Returns:
+        ``(sep_mask, punct_mask)``, two (batch, T) bool tensors on ``input_ids``' device.
+    """
+    import torch
+
+    ids = torch.as_tensor(input_ids)
+    real = torch.as_tensor(mask, device=ids.device) != 0
+    if ids.ndim != 2:
+        raise _shape_error("input_ids", ids, "(batch, T)", "pass a batch of token ids")
+    if real.shape != ids.shape:
+        raise _shape_error("mask", mask, f"the shape of input_ids {tuple(ids.shape)}", "pass the batch's attention_mask")
+
+    def member(values: Iterable[int]) -> "torch.Tensor":
+        values = sorted({int(v) for v in values})
+        if not values:
+            return torch.zeros_like(real)
+        return torch.isin(ids, torch.tensor(values, dtype=ids.dtype, device=ids.device)) & real
+
+    return member(sep_ids), member(punct_ids)
+
+
+def _ids_of(source: Any, names: Iterable[str]) -> set[int]:
+    found: set[int] = set()
+    for name in names:
+        value = getattr(source, name, None)
+        if value is None:
+            continue
+        # eos_token_id may be a list in some configs (several end tokens).
+        for v in value if isinstance(value, (list, tuple, set)) else (value,):
+            if v is not None:
+                found.add(int(v))
+    return found
+
+
+def special_token_ids(config: Any, tokenizer: Any = None) -> set[int]:
+    """The ids of separator and end tokens (``sep_token_id``, ``eos_token_id``).
+
+    The tokenizer's ids are used when a tokenizer is given (they are the ids the rows were
+    encoded with); without one, or when it defines neither, the model config's. A config
+    may define neither (BERT's does not): then the ``sep`` statistic is 0 for every head,
+    so pass the tokenizer where there is one.
+
+    Args:
+        config: The model config (``model.config``), or None.
+        tokenizer: The tokenizer that encoded the rows, or None.
+
+    Returns:
+        A set of token ids, possibly empty.
+    """
+    names = ("sep_token_id", "eos_token_id")
+    found = _ids_of(tokenizer, names) if tokenizer is not None else set()
+    if not found and config is not None:
+        found = _ids_of(config, names)
+    return found
+
+
+def _is_punctuation_char(char: str) -> bool:
+    # Unicode punctuation, plus the ASCII symbols ($, +, <, ...) that BERT's basic
+    # tokenizer also splits off as punctuation.
+    return unicodedata.category(char).startswith("P") or char in string.punctuation
+
+
+def _piece_text(token: str) -> str:
+    """A token's text without sub-word markers (a bare marker is kept as text)."""
+    for prefix in _PIECE_PREFIXES:
+        if token.startswith(prefix) and len(token) > len(prefix):
+            token = token[len(prefix):]
+            break
+    for suffix in _PIECE_SUFFIXES:
+        if token.endswith(suffix) and len(token) > len(suffix):
+            token = token[: -len(suffix)]
+            break
+    return token
+
+
+def punctuation_ids(tokenizer: Any) -> set[int]:
+    """The ids of tokens whose text is only punctuation.
+
+    A token's text is taken after stripping one sub-word marker (``##``, ``Ġ``, ``▁``
+    at the start, ``</w>`` at the end); special tokens are never punctuation.
+
+    Args:
+        tokenizer: A tokenizer with ``get_vocab()`` (token -> id).
+
+    Returns:
+        A set of token ids.
+    """
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        raise ValueError(
+            f"tokenizer={type(tokenizer).__name__} has no get_vocab(); pass a transformers tokenizer"
+        )
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", ()) or ()}
+    found = set()
+    for token, index in get_vocab().items():
+        if int(index) in special:
+            continue
+        text = _piece_text(token)
+        if text and all(_is_punctuation_char(c) for c in text):
+            found.add(int(index))
+    return found
+
+
+def _crop_rows(p: np.ndarray, lengths: np.ndarray, width: int, name: str) -> None:
+    if lengths.ndim != 1 or len(lengths) != p.shape[0]:
+        raise _shape_error("lengths", lengths, f"(rows,) = ({p.shape[0]},)", "pass each row's number of real tokens")
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(f"lengths has dtype {lengths.dtype}; expected integers; pass each row's number of real tokens")
+    bad = np.flatnonzero((lengths < 1) | (lengths > width))
+    if len(bad):
+        raise ValueError(
+            f"lengths[{bad[0]}]={int(lengths[bad[0]])} is outside 1..{width} (the width of {name}); "
+            "pass the number of real tokens of each row"
+        )
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    total = rows.sum(-1, keepdims=True)
+    return np.divide(rows, total, out=np.zeros_like(rows), where=total > 0)
+
+
+def _kl_to(p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``sum_j p log(p / m)`` over the last axis, with ``0 log 0 = 0`` (m > 0 where p > 0)."""
+    terms = np.zeros_like(p)
+    nz = p > 0
+    terms[nz] = p[nz] * np.log(p[nz] / m[nz])
+    return terms.sum(-1)
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence between two snapshots' attention maps of the same rows.
+
+    Per row, layer, head and real query: ``JS = (KL(p || m) + KL(q || m)) / 2`` with
+    ``m = (p + q) / 2``, natural log, over the real keys (each query's weights renormalised
+    over them); averaged over the real queries, then over the rows. Computed in float64,
+    one row at a time. Identical maps give exactly 0, swapping ``p`` and ``q`` gives the
+    same bytes, and every value lies in ``[0, log 2]``. A query whose weights are all zero
+    compares as an all-zero distribution (no NaN).
+
+    Args:
+        p: (rows, layers, heads, T, T) float16 or float32 maps of one snapshot; each row's
+            real tokens come first (positions ``0 .. lengths[r] - 1``).
+        q: The same rows at another snapshot, same shape.
+        lengths: (rows,) integers, each row's number of real tokens.
+
+    Returns:
+        (layers, heads) float64 array.
+    """
+    p = np.asarray(p)
+    q = np.asarray(q)
+    if p.ndim != 5 or p.shape[-1] != p.shape[-2]:
+        raise _shape_error("p", p, "(rows, layers, heads, T, T)", "pass stored attention maps of fixed rows")
+    if q.shape != p.shape:
+        raise _shape_error("q", q, f"the shape of p {p.shape}", "pass the same rows at the other snapshot")
+    if p.shape[0] == 0:
+        raise ValueError("p has no rows; pass at least one row's maps")
+    lengths = np.asarray(lengths)
+    _crop_rows(p, lengths, p.shape[-1], "p")
+    total = np.zeros(p.shape[1:3], dtype=np.float64)
+    for row, n in enumerate(lengths.tolist()):
+        pr = _normalised(p[row, :, :, :n, :n].astype(np.float64))
+        qr = _normalised(q[row, :, :, :n, :n].astype(np.float64))
+        m = (pr + qr) / 2.0
+        js = (_kl_to(pr, m) + _kl_to(qr, m)) / 2.0  # (layers, heads, n)
+        total += js.mean(-1)
+    # Rounding can step a hair outside the bounds that hold exactly.
+    return np.clip(total / len(lengths), 0.0, math.log(2.0))
+
+
+def pattern_labels(stats: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Each head's dominant attention pattern, named from its averaged statistics.
+
+    Rules, in order of precedence (the first that holds wins):
+
+    1. ``"positional"``: ``max(self, prev, next) >= POSITIONAL_MIN`` (0.5): one relative
+       offset alone holds at least half of each query's attention on average.
+    2. ``"to-special"``: ``first + sep >= SPECIAL_MIN`` (0.5): the first token ([CLS])
+       and the separators together hold at least half.
+    3. ``"broad"``: ``entropy_norm >= BROAD_MIN`` (0.75): attention spread nearly as evenly
+       as the uniform distribution.
+    4. ``"mixed"``: none of these.
+
+    On very short rows even uniform attention puts ``1/n`` on ``self``, so rows of two
+    tokens read as positional; label heads from rows of ordinary length.
+
+    Args:
+        stats: Statistic name -> (layers, heads) array; needs ``self``, ``prev``, ``next``,
+            ``first``, ``sep`` and ``entropy_norm`` (others are ignored).
+
+    Returns:
+        (layers, heads) array of str, each one of :data:`PATTERNS`.
+    """
+    needed = ("self", "prev", "next", "first", "sep", "entropy_norm")
+    missing = [k for k in needed if k not in stats]
+    if missing:
+        raise ValueError(f"stats lacks {missing}; pass the averaged statistics of row_head_stats by name ({needed})")
+    arrays = {k: np.asarray(stats[k], dtype=np.float64) for k in needed}
+    shape = arrays["self"].shape
+    for k, v in arrays.items():
+        if v.ndim != 2 or v.shape != shape:
+            raise _shape_error(f"stats[{k!r}]", v, f"(layers, heads) = {shape} like stats['self']", "pass one 2-D array per statistic")
+    positional = np.maximum(np.maximum(arrays["self"], arrays["prev"]), arrays["next"]) >= POSITIONAL_MIN
+    special = arrays["first"] + arrays["sep"] >= SPECIAL_MIN
+    broad = arrays["entropy_norm"] >= BROAD_MIN
+    return np.select([positional, special, broad], ["positional", "to-special", "broad"], default="mixed").astype("<U10")

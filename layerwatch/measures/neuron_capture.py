@@ -1,0 +1,180 @@
+"""Query and key vectors of every head, for the neuron view of one example.
+
+Attention weights are ``softmax(q . k / sqrt(d))`` per head; the neuron view shows the
+terms of that dot product. :func:`query_key_capture` runs one forward pass over one
+example with forward hooks on the query and key projections and returns, per layer and
+head, the vectors and the attention map the model computed, so that the page (or a
+test) can recompute the map from the vectors.
+
+Supported: self-attention modules holding ``query`` and ``key`` ``nn.Linear``
+projections (BERT and the models that copy its attention: RoBERTa, ALBERT, ELECTRA,
+MiniLM, ...) and DistilBERT's ``q_lin`` / ``k_lin``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
+
+SUPPORTED_ATTENTION = (
+    "self-attention modules with `query` and `key` nn.Linear projections (BERT, RoBERTa, ALBERT, ELECTRA, "
+    "MiniLM, ...) or DistilBERT's `q_lin` and `k_lin`"
+)
+# Attribute names of the query and key projections, per family.
+_PROJECTIONS = (("query", "key"), ("q_lin", "k_lin"))
+
+
+@contextlib.contextmanager
+def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Switch ``model`` to eager attention inside the block, and back afterwards.
+
+    transformers' SDPA and flash attention return no weights; eager attention does. The
+    previous implementation is restored even when the block raises.
+    """
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    setter = getattr(model, "set_attn_implementation", None)
+    switch = setter is not None and before is not None and before != "eager"
+    if switch:
+        setter("eager")
+    try:
+        yield model
+    finally:
+        if switch:
+            setter(before)
+
+
+def _projection_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
+    pairs = []
+    for module in model.modules():
+        for q_name, k_name in _PROJECTIONS:
+            q, k = getattr(module, q_name, None), getattr(module, k_name, None)
+            if isinstance(q, nn.Linear) and isinstance(k, nn.Linear):
+                pairs.append((q, k))
+                break
+    if not pairs:
+        raise ValueError(
+            f"{type(model).__name__} has no attention module with query and key projections; the neuron view "
+            f"supports {SUPPORTED_ATTENTION}; use the head view alone for this model"
+        )
+    return pairs
+
+
+def _one_row(name: str, value: Any) -> torch.Tensor:
+    tensor = torch.as_tensor(value)
+    if tensor.ndim == 1:
+        tensor = tensor[None]
+    if tensor.ndim != 2 or tensor.shape[0] != 1:
+        raise ValueError(
+            f"{name} has shape {tuple(torch.as_tensor(value).shape)}; expected (T,) or (1, T); pass one example"
+        )
+    return tensor
+
+
+def query_key_capture(
+    model: nn.Module,
+    input_ids: Any,
+    attention_mask: Any,
+    token_type_ids: Any = None,
+) -> dict[str, np.ndarray]:
+    """Query and key vectors of every head and layer for ONE example, and its attention.
+
+    One forward pass (eager attention, evaluation mode, no gradients; the model's
+    attention implementation and training mode are restored afterwards). Hooks are
+    registered in ``try`` and removed in ``finally``. Only the example's real tokens are
+    kept, so ``softmax(attention_scores(q, k))`` equals ``attention``.
+
+    Args:
+        model: A supported transformers model (see :data:`SUPPORTED_ATTENTION`).
+        input_ids: (T,) or (1, T) token ids.
+        attention_mask: Same shape, nonzero for real tokens.
+        token_type_ids: Optional, same shape.
+
+    Returns:
+        A dict of numpy arrays: ``q`` and ``k`` (layers, heads, n, d_head) float32,
+        ``attention`` (layers, heads, n, n) float32 (query on axis 2), and ``positions``
+        (n,) int64, the indices of the n real tokens within the input.
+
+    Raises:
+        ValueError: for an unsupported model or input that is not one example.
+    """
+    pairs = _projection_pairs(model)
+    ids = _one_row("input_ids", input_ids)
+    mask = _one_row("attention_mask", attention_mask)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}; expected {tuple(ids.shape)} like input_ids")
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = _one_row("token_type_ids", token_type_ids)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+
+    # Outputs in call order: a model that shares one layer across depths (ALBERT) calls
+    # the same projection once per layer.
+    captured: dict[str, list[torch.Tensor]] = {"q": [], "k": []}
+
+    def keep(kind: str):
+        def hook(_module, _inputs, output):
+            # A copy: the projection's output buffer is not ours to keep.
+            captured[kind].append(output.detach().float().cpu().clone())
+
+        return hook
+
+    handles = []
+    was_training = model.training
+    try:
+        for q, k in pairs:
+            handles.append(q.register_forward_hook(keep("q")))
+            handles.append(k.register_forward_hook(keep("k")))
+        model.eval()
+        with eager_attention(model), torch.no_grad():
+            outputs = model(**inputs, output_attentions=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+    attentions = getattr(outputs, "attentions", None) or ()
+    if not attentions or not len(captured["q"]) == len(captured["k"]) == len(attentions):
+        raise ValueError(
+            f"{type(model).__name__} returned {len(attentions)} attention maps for {len(captured['q'])} query "
+            f"projections called; the neuron view supports encoder models with {SUPPORTED_ATTENTION}"
+        )
+    positions = torch.nonzero(mask[0] != 0).flatten()
+    q_layers, k_layers, maps = [], [], []
+    for index, attn in enumerate(attentions):
+        heads = attn.shape[1]
+        for kind, out in (("q", q_layers), ("k", k_layers)):
+            vectors = captured[kind][index][0]  # (T, heads * d_head)
+            vectors = vectors.view(vectors.shape[0], heads, -1).permute(1, 0, 2)  # (heads, T, d_head)
+            out.append(vectors[:, positions])
+        maps.append(attn[0].detach().float().cpu()[:, positions][:, :, positions])
+    return {
+        "q": torch.stack(q_layers).numpy(),
+        "k": torch.stack(k_layers).numpy(),
+        "attention": torch.stack(maps).numpy(),
+        "positions": positions.numpy().astype(np.int64),
+    }
+
+
+def attention_scores(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The attention scores ``q . k / sqrt(d_head)`` (before the softmax), in float64.
+
+    Args:
+        q: (..., n, d_head) query vectors.
+        k: (..., n, d_head) key vectors of the same heads.
+
+    Returns:
+        (..., n, n) scores, query on the second-to-last axis.
+    """
+    q = np.asarray(q, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    if q.shape != k.shape or q.ndim < 2:
+        raise ValueError(f"q has shape {q.shape} and k {k.shape}; expected the same (..., n, d_head) shape")
+    return q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
