@@ -319,7 +319,7 @@ def attribute(
     *,
     target: int | None,
     steps: int = 32,
-    batch_size: int = 16,
+    batch_size: int = 8,
     baseline: torch.Tensor | None = None,
     special_ids: Sequence[int] | None = None,
 ) -> Attribution:
@@ -347,7 +347,8 @@ def attribute(
             (one extra forward pass).
         steps: intervals of the grid (at least 2); the cost is ``steps + 1`` forward and
             backward passes.
-        batch_size: grid points per forward pass; memory grows with it.
+        batch_size: grid points per forward and backward pass; the memory needed grows
+            with batch_size x tokens (benchmarks/attribution_cost.py measures it).
         baseline: (1, tokens) baseline ids; None builds :func:`baseline_ids` from
             ``special_ids`` and ``model.config.pad_token_id``.
         special_ids: the ids the default baseline keeps (``tokenizer.all_special_ids``).
@@ -367,7 +368,7 @@ def attribute(
     if token_type_ids is not None:
         _check_ids("token_type_ids", token_type_ids, shape)
     steps = _check_int("steps", steps, 2, "32 is usual")
-    batch_size = _check_int("batch_size", batch_size, 1, "16 is usual")
+    batch_size = _check_int("batch_size", batch_size, 1, "8 is usual")
     if baseline is None:
         pad = getattr(getattr(model, "config", None), "pad_token_id", None)
         if special_ids is None or pad is None:
