@@ -552,6 +552,46 @@ def test_find_layers_for_bert_and_distilbert(live_bert, live_distilbert):
     assert find_layers(live_bert.bert).layers == h.layers  # a base model works too
 
 
+def test_roberta_keeps_the_inputs_positions_and_equals_captum():
+    # RoBERTa counts positions over non-padding ids, so the baseline (padding) keeps the
+    # input's positions only because the model runs on the input's ids along the path.
+    from captum.attr import LayerIntegratedGradients
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=40, pad_token_id=PAD, num_labels=2,
+                        type_vocab_size=1)
+    model = lively(RobertaForSequenceClassification(cfg))
+    base = baseline_ids(IDS, [CLS, SEP], PAD)
+    r = attribute(model, IDS, MASK, target=1, steps=8, baseline=base)
+    positions = torch.cumsum(IDS.ne(PAD), 1) * IDS.ne(PAD) + PAD  # the input's, as RoBERTa counts them
+    with torch.no_grad():
+        fx = model(input_ids=IDS, attention_mask=MASK).logits[0, 1].item()
+        fb = model(input_ids=base, attention_mask=MASK, position_ids=positions).logits[0, 1].item()
+        moved = model(input_ids=base, attention_mask=MASK).logits[0, 1].item()
+    assert r.f_x == pytest.approx(fx, abs=1e-5) and r.f_baseline == pytest.approx(fb, abs=1e-5)
+    assert abs(moved - fb) > 1e-3  # model(baseline ids) alone would have moved the positions
+    lig = LayerIntegratedGradients(lambda i, m: model(input_ids=i, attention_mask=m).logits,
+                                   find_layers(model).word_embeddings)
+    expected = lig.attribute(IDS, base, target=1, additional_forward_args=(MASK,), n_steps=8,
+                             method=CAPTUM_IG_METHOD).sum(-1)[0].detach().numpy()
+    np.testing.assert_allclose(r.token_attributions, expected, atol=1e-4)
+    assert find_layers(model).family == "bert" and len(norm_maps(model, IDS, MASK).fnorm) == 2
+
+
+def test_electra_is_found():
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    model = ElectraForSequenceClassification(ElectraConfig(
+        vocab_size=VOCAB, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=40, pad_token_id=PAD)).eval()
+    h = find_layers(model)
+    assert h.embeddings is model.electra.embeddings and len(h.layers) == 2 and h.num_heads == 2
+    r = attribute(model, IDS, MASK, target=0, steps=4, special_ids=[CLS, SEP])
+    assert r.conductance.shape == (3, 9)
+
+
 def test_unsupported_model_is_named_in_the_error():
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
@@ -560,6 +600,14 @@ def test_unsupported_model_is_named_in_the_error():
         find_layers(gpt2)
     with pytest.raises(ValueError, match="Linear"):
         attribute(nn.Linear(2, 2), IDS, MASK, target=0, special_ids=[CLS])
+
+    class Wrapper(nn.Module):  # what DDP looks like from outside
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    with pytest.raises(ValueError, match=r"Wrapper .*pass the wrapped model \(model.module\)"):
+        find_layers(Wrapper(tiny_bert()))
 
 
 def test_baseline_ids_keeps_special_tokens_and_positions():

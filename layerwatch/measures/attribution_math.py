@@ -146,9 +146,10 @@ def find_layers(model: nn.Module) -> LayerHandles:
     else:
         layers = None
     if layers is None or not isinstance(word, nn.Embedding) or len(layers) == 0:
+        wrapped = "; pass the wrapped model (model.module)" if isinstance(getattr(model, "module", None), nn.Module) else ""
         raise ValueError(
             f"model {type(model).__name__} (base {type(base).__name__}) is not supported: attribution and "
-            f"attention norms need {_SUPPORTED}"
+            f"attention norms need {_SUPPORTED}{wrapped}"
         )
     heads = None
     for attr in ("num_attention_heads", "n_heads"):
@@ -325,10 +326,13 @@ def attribute(
 ) -> Attribution:
     """Integrated gradients over tokens and conductance of every layer, for one example.
 
-    Only the word-embedding output is interpolated (a forward hook replaces it): the model
-    adds the position and token-type embeddings once, as for any input, so the ends of the
-    path are exactly the model on the input and on the baseline (the tutorial's
-    double-counting, captum issue #506, cannot happen). One path of ``steps + 1`` points,
+    Only the word-embedding output is interpolated (a forward hook replaces it) while the
+    model runs on the input's ids, mask and token types: it adds the position and
+    token-type embeddings once, as for any input (the tutorial's double-counting, captum
+    issue #506, cannot happen), and the baseline keeps the input's positions. ``F(x)`` is
+    the model on the input; ``F(baseline)`` is the model on the baseline ids for BERT and
+    DistilBERT, and for RoBERTa, which counts positions over non-padding ids, the model on
+    the baseline ids with the input's ``position_ids``. One path of ``steps + 1`` points,
     ``batch_size`` at a time, gives the token attributions, the conductance of every
     layer, ``F(x)`` and ``F(baseline)`` (see the module's docstring for the rule).
 
@@ -417,7 +421,16 @@ def _logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     return logits
 
 
-def _integrate(model, handles, input_ids, attention_mask, token_type_ids, e_x, e_b, target, steps, batch_size):
+def _integrate(
+    model: nn.Module, handles: LayerHandles, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor | None, e_x: torch.Tensor, e_b: torch.Tensor, target: int, steps: int,
+    batch_size: int,
+) -> Attribution:
+    """Walk the grid ``batch_size`` points at a time; the sums run across chunk boundaries.
+
+    Conductance needs ``L(alpha_{k+1}) - L(alpha_k)``: the last point of each chunk (its
+    activations and gradients, per layer) is carried into the next.
+    """
     n_points = steps + 1
     alphas = (torch.arange(n_points, dtype=torch.float64) / steps).to(device=e_x.device, dtype=e_x.dtype)
     tokens = input_ids.shape[1]
@@ -474,7 +487,7 @@ def _integrate(model, handles, input_ids, attention_mask, token_type_ids, e_x, e
                     conductance[row] += ((act[0] - prev_act) * prev_grad).sum(-1).double()
                 if b > 1:
                     conductance[row] += ((act[1:] - act[:-1]) * grad[:-1]).sum(-1).double().sum(0)
-                new_carry.append((act[-1], grad[-1]))
+                new_carry.append((act[-1].clone(), grad[-1].clone()))  # not views: free the chunk
             carry = new_carry
             if start == 0:
                 f_b = float(out[0].detach())
