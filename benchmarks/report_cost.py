@@ -149,7 +149,7 @@ def time_page(path: str, repeats: int, screenshot: str | None) -> dict:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
         try:
             for n in range(repeats + 1):
-                context = browser.new_context(offline=True, viewport={"width": 1360, "height": 980})
+                context = browser.new_context(offline=True, viewport={"width": 1360, "height": 1060})
                 page = context.new_page()
                 with common.Timer() as t:
                     page.goto(uri, wait_until="commit")
@@ -178,7 +178,8 @@ def _picture(page, out: str) -> None:
     point = page.evaluate(f"{hook}.pointOf('train', 6, 40)")
     page.mouse.move(point["x"], point["y"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    page.screenshot(path=out, full_page=True)
+    # Not full_page: growing the viewport for it would move the panels from under the pointer.
+    page.screenshot(path=out)
     print(f"screenshot: {out}")
 
 

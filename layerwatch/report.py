@@ -293,6 +293,9 @@ def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
         text = s.get("text", "")
         if not isinstance(text, str):
             raise ValueError(f"{where}['text'] must be a string")
+        for part in ("images", "links"):
+            if not isinstance(s.get(part, []), (list, tuple)):
+                raise ValueError(f"{where}[{part!r}] must be a list of dicts")
         images = []
         for m, im in enumerate(s.get("images", [])):
             src = im.get("src") if isinstance(im, dict) else None
@@ -351,6 +354,10 @@ def collect_report(
     config = info.get("config") or {}
     label_names = info.get("label_names")
     model = info.get("model_name")
+    if isinstance(model, str) and os.path.isabs(model):
+        # A local model folder: its last two names say which model; the rest of the path
+        # (a home folder, say) has no business in a page that may be shared.
+        model = "/".join(os.path.normpath(model).split(os.sep)[-2:])
     return {
         "format": FORMAT,
         "title": f"layerwatch report: {model}" if model else "layerwatch report",

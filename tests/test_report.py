@@ -180,6 +180,21 @@ def test_rows_labels_predictions_texts_and_metrics_come_from_the_run(run):
     assert acc["layers"] == [LAYERS[-1]] and acc["values"] == [[0.0, 0.25, 0.5]]
 
 
+def test_texts_are_read_per_dataset_row_and_a_bad_texts_file_is_named(run):
+    from layerwatch.report import collect_report, read_texts
+
+    path = os.path.join(run, "texts", "train.json")
+    with open(path, "w", encoding="utf-8") as fh:  # rows in another order, row 0 missing
+        json.dump({"indices": [i * 7 for i in reversed(range(1, ROWS))], "texts": [f"t{i}" for i in reversed(range(1, ROWS))]}, fh)
+    assert read_texts(run, "train")[14] == "t2"
+    assert collect_report(run)["splits"][0]["texts"] == [None] + [f"t{i}" for i in range(1, ROWS)]
+    assert read_texts(run, "test") is None
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump({"indices": [1, 2], "texts": ["a"]}, fh)
+    with pytest.raises(ValueError, match=r"train\.json must hold .* of equal length; delete it"):
+        collect_report(run)
+
+
 def test_snapshots_with_steps_keep_the_stores_order_and_titles(tmp_path):
     from layerwatch.report import collect_report
 
@@ -311,10 +326,10 @@ def _open(open_page, run, **kwargs):
     return page, log
 
 
-def _expected_pixel(page, split_no: int, split: str, j: int, k: int, row: int) -> tuple[float, float]:
+def _expected_pixel(page, split_no: int, split: str, j: int, k: int, row: int, n_keys: int = len(KEYS)) -> tuple[float, float]:
     """Where the stored layout puts a row, by the panel's box and the documented limits."""
     box = page.evaluate(f"window.layerwatchReport.panelBox({split!r}, {LAYERS[j]})")
-    x0, x1, y0, y1 = expected_limits(split_no, j)
+    x0, x1, y0, y1 = expected_limits(split_no, j, n_keys)
     x, y = layout_of(split_no, k)[j, row]
     return box["left"] + (x - x0) / (x1 - x0) * box["width"], box["top"] + (y1 - y) / (y1 - y0) * box["height"]
 
@@ -533,3 +548,65 @@ def test_screenshot_is_not_blank(run, open_page, tmp_path):
     for hexc in ("1f77b4", "ff7f0e"):
         rgb = np.array([int(hexc[i : i + 2], 16) for i in (0, 2, 4)])
         assert (np.abs(img.astype(int) - rgb).sum(axis=2) < 60).sum() > 50, hexc
+
+
+def test_a_local_model_folder_shows_only_its_last_names(tmp_path):
+    from layerwatch.report import collect_report
+
+    root = make_run(tmp_path / "run")
+    info = RunStore(root).read_run()
+    RunStore(root).write_run({**info, "model_name": os.path.join(os.sep, "home", "alice", "models", "minilm", "model")})
+    assert collect_report(root)["title"] == "layerwatch report: minilm/model"
+
+
+def test_a_regression_run_colours_by_target_and_offers_no_prediction_colours(tmp_path, open_page):
+    store = RunStore(str(tmp_path / "run"))
+    store.write_run({"label_names": None, "label_kind": "regression", "config": {"method": "pca"}})
+    targets = np.linspace(-1.0, 3.0, ROWS).astype(np.float32)
+    for k, key in enumerate(KEYS[:2]):
+        store.save_snapshot(Snapshot(pooled=np.zeros((3, ROWS, 2), np.float32), labels=targets, layers=np.array(LAYERS),
+                                     indices=np.arange(ROWS), split="train"), key)
+        store.save_layout("train", key, layout_of(0, k), np.array(LAYERS), "pca", True)
+    page, log = _open(open_page, store.root)
+    assert page.locator("#colour option:not([disabled])").evaluate_all("os => os.map(o => o.value)") == ["label"]
+    colours = {page.evaluate(f"window.layerwatchReport.colourOf('train', 0, {r})") for r in range(ROWS)}
+    assert len(colours) == ROWS  # a colour scale, not classes
+    page.mouse.move(*_expected_pixel(page, 0, "train", 0, 0, 5))
+    assert page.text_content("#details dd.label") == f"{targets[5]:.4g}"
+    assert page.locator("#details dd.prediction").count() == 0
+    assert log.console_errors == [] and log.page_errors == []
+
+
+def test_a_tap_on_a_phone_shows_and_pins_the_row(run, browser):
+    from layerwatch.report import write_report
+
+    path = write_report(run)
+    context = browser.new_context(offline=True, has_touch=True, is_mobile=True, viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto("file://" + os.path.abspath(path))
+        page.wait_for_selector("body[data-ready='1']")
+        page.evaluate("document.querySelector('#panels canvas[data-layer=\"1\"]').scrollIntoView()")
+        x, y = _expected_pixel(page, 0, "train", 1, 0, 13)
+        page.touchscreen.tap(x, y)
+        assert page.evaluate("window.layerwatchReport.state().pinned") == 13
+        assert page.text_content("#details .text") == text_of("train", 13)
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_a_run_with_one_snapshot_and_no_texts_file_opens(tmp_path, open_page):
+    root = make_run(tmp_path / "run", splits=("train",), keys=KEYS[:1], texts=False, gifs=False)
+    page, log = _open(open_page, root)
+    assert page.evaluate("window.layerwatchReport.state().snapshotTitle") == "epoch 0"
+    assert page.locator("#gifs a").count() == 0
+    page.mouse.move(*_expected_pixel(page, 0, "train", 2, 0, 0, n_keys=1))
+    assert page.text_content("#details .text") == "(texts not in this report)"
+    assert page.text_content("#details h2") == "row 0"
+    page.focus("#slider")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("window.layerwatchReport.state().snapshot") == 0
+    assert log.console_errors == [] and log.page_errors == [] and log.requests == []

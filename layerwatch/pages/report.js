@@ -153,7 +153,8 @@
     }
     return out;
   }
-  function radius(p) { return clamp((p.w * 0.35) / Math.sqrt(sp().rows), 1.6, 6); }
+  // Dots shrink as rows grow (as the frames' do), within what a pointer can still hit.
+  function radius(p) { return clamp((p.w * 0.3) / Math.sqrt(sp().rows), 1.8, 4.5); }
 
   function draw() {
     const t0 = performance.now();
