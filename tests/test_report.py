@@ -381,13 +381,13 @@ def test_hovering_where_a_row_is_drawn_shows_its_text_label_and_prediction(run, 
     assert log.console_errors == [] and log.page_errors == []
 
 
-def _drawn_layout(page, split_no: int, split: str) -> np.ndarray:
+def _drawn_layout(page, split_no: int, split: str, n_keys: int = len(KEYS)) -> np.ndarray:
     """What the page drew, mapped back to data coordinates with the documented limits."""
     out = np.empty((len(LAYERS), ROWS, 2))
     for j, layer in enumerate(LAYERS):
         box = page.evaluate(f"window.layerwatchReport.panelBox({split!r}, {layer})")
         pts = page.evaluate(f"[...Array({ROWS}).keys()].map(r => window.layerwatchReport.pointOf({split!r}, {layer}, r))")
-        x0, x1, y0, y1 = expected_limits(split_no, j)
+        x0, x1, y0, y1 = expected_limits(split_no, j, n_keys)
         for r, p in enumerate(pts):
             out[j, r] = x0 + (p["x"] - box["left"]) / box["width"] * (x1 - x0), y1 - (p["y"] - box["top"]) / box["height"] * (y1 - y0)
     return out
@@ -610,3 +610,18 @@ def test_a_run_with_one_snapshot_and_no_texts_file_opens(tmp_path, open_page):
     page.keyboard.press("ArrowRight")
     assert page.evaluate("window.layerwatchReport.state().snapshot") == 0
     assert log.console_errors == [] and log.page_errors == [] and log.requests == []
+
+
+def test_splits_with_different_snapshots_switch_cleanly(run, open_page):
+    os.remove(RunStore(run).layout_path("validation", KEYS[2]))  # validation not laid out at epoch 2 yet
+    page, log = _open(open_page, run)
+    page.focus("#slider")
+    page.keyboard.press("End")
+    assert page.evaluate("window.layerwatchReport.state().snapshot") == 2
+    page.select_option("#split", label="validation")
+    state = page.evaluate("window.layerwatchReport.state()")
+    assert (state["split"], state["snapshot"], state["snapshotTitle"]) == ("validation", 1, "epoch 1")
+    # Drawn with limits over the validation film's own two snapshots.
+    drawn = _drawn_layout(page, 1, "validation", n_keys=2)
+    assert np.abs(drawn - layout_of(1, 1)).max() < 1e-3
+    assert log.console_errors == [] and log.page_errors == []

@@ -344,8 +344,10 @@
   }
   function selectSplit(i) {
     S.split = i; S.hover = null; S.pinned = null;
-    const s = sp(), hasPred = !!s.predictions, classes = D.run.label_kind !== 'regression';
-    if (!hasPred || (S.colour === 'correct' && !classes)) S.colour = 'label';
+    const s = sp();
+    S.snap = clamp(S.snap, 0, s.snapshots.length - 1);   // splits may hold different snapshots
+    const hasPred = !!s.predictions, classes = D.run.label_kind !== 'regression';
+    if (!hasPred || !classes) S.colour = 'label';
     fillSelect($('colour'), [['label', 'label'], ['prediction', 'prediction', !hasPred || !classes],
       ['correct', 'right / wrong', !hasPred || !classes]], S.colour);
     if (S.layer >= s.layers.length) S.layer = -1;
