@@ -2,6 +2,7 @@
 
     layerwatch render RUN_DIR [--method pca|tsne|umap] [--splits ...] [--layers ...] [--no-align]
     layerwatch info RUN_DIR
+    layerwatch report RUN_DIR [-o FILE] [--splits ...] [--layers ...] [--no-text]
     layerwatch demo [--output-dir DIR] [--epochs N] ...
 """
 
@@ -15,6 +16,7 @@ import sys
 from typing import Sequence
 
 from .config import METHODS, parse_layers
+from .report import add_report_command
 
 logger = logging.getLogger("layerwatch")
 
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
+
+    add_report_command(sub)
 
     p = sub.add_parser("demo", help="fine-tune a small packaged model on a generated corpus, offline, and film it")
     p.add_argument("--output-dir", default="layerwatch_demo", help="where the run goes (default: %(default)s)")

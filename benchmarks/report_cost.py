@@ -1,0 +1,217 @@
+"""What the run report costs at the HatEval defaults: size, ready time, writing time.
+
+A synthetic run shaped like the HatEval defaults (2 splits x 7 hidden states x 1,000
+rows, hidden size 384, 100-character texts) with 10 snapshots is written through
+``layerwatch.RunStore``. Its layouts are two label clusters per layer that separate over
+the snapshots, deeper layers more, each snapshot a small step from the last (as tied
+layouts are); predictions get better over the snapshots; the metrics of the pipeline
+(kNN, probe, silhouette, model accuracy) are filed for every snapshot.
+
+Figures, with their targets:
+
+1. file size of ``report.html``: at most 2 MB;
+2. ready time in headless Chromium from a file path, offline: from the start of the
+   navigation to the page's own ready flag (``body[data-ready]``, set after the first
+   draw), median of ``--repeats`` fresh pages: under 1 s. The page's own clock
+   (``performance.now()`` at ready, counted from the navigation's start) and the time
+   of one redraw when the slider moves are printed too;
+3. the time ``write_report`` takes for the run with 10 snapshots, median of
+   ``--repeats`` (the callback rewrites the report after every snapshot, so this is the
+   cost it adds to the last snapshot of such a run): under 1 s.
+
+Nothing is asserted: figures, targets and PASS/FAIL are printed. The machine's load is
+printed too; timings taken while other work runs are inflated.
+
+Usage::
+
+    python benchmarks/report_cost.py
+    python benchmarks/report_cost.py --screenshot docs/images/report.png   # also the README picture
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+SPLITS = ("train", "validation")
+LAYERS = 7
+ROWS = 1000
+HIDDEN = 384
+SNAPSHOTS = 10
+TEXT_CHARS = 100
+SIZE_TARGET = 2_000_000
+READY_TARGET = 1.0
+WRITE_TARGET = 1.0
+WORDS = ("the of and to in is you that it he was for on are as with his they at be this have from or one had by "
+         "word but not what all were we when your can said there use an each which she do how their if will up "
+         "other about out many then them these so some her would make like him into time has look two more go see "
+         "no way could people my than first water been call who oil its now find long down day did get come made "
+         "may part @user #tag lol why really never always again today tomorrow").split()
+
+
+def _text(rng: np.random.Generator) -> str:
+    words = []
+    while sum(len(w) + 1 for w in words) < TEXT_CHARS:
+        words.append(str(rng.choice(WORDS)))
+    return " ".join(words)[:TEXT_CHARS]
+
+
+def build_run(root: str, seed: int = 0) -> str:
+    """Write the synthetic run described in the module docstring to ``root``."""
+    from layerwatch.capture import Snapshot
+    from layerwatch.store import RunStore, SnapshotKey
+
+    rng = np.random.default_rng(seed)
+    store = RunStore(root)
+    store.write_run({
+        "label_names": list(common.LABEL_NAMES), "label_kind": "class", "reference_split": "train",
+        "model_name": "all-MiniLM-L6-v2 (synthetic run)", "config": {"method": "tsne", "pooling": "mean"},
+    })
+    metrics = []
+    steps_per_epoch = 63
+    for s_no, split in enumerate(SPLITS):
+        indices = np.sort(rng.choice(9000, size=ROWS, replace=False)).astype(np.int64)
+        labels = (rng.random(ROWS) < 0.42).astype(np.int64)
+        sign = np.where(labels == 1, 1.0, -1.0)
+        noise = rng.normal(size=(LAYERS, ROWS, 2)) * 9.0
+        luck = rng.random(ROWS)
+        walk = np.zeros((LAYERS, ROWS, 2))
+        for k in range(SNAPSHOTS):
+            key = SnapshotKey(k, k * steps_per_epoch)
+            t = k / (SNAPSHOTS - 1)
+            walk += rng.normal(size=walk.shape) * 0.8
+            layout = np.empty((LAYERS, ROWS, 2), np.float32)
+            for j in range(LAYERS):
+                sep = 2.0 + 26.0 * t * (j / (LAYERS - 1)) ** 1.5
+                layout[j, :, 0] = sign * sep + noise[j, :, 0] + walk[j, :, 0]
+                layout[j, :, 1] = noise[j, :, 1] * (1.0 - 0.3 * t * j / LAYERS) + walk[j, :, 1]
+            right = luck < 0.55 + 0.35 * t
+            predictions = np.where(right, labels, 1 - labels)
+            pooled = rng.normal(size=(LAYERS, ROWS, HIDDEN)).astype(np.float32)
+            store.save_snapshot(
+                Snapshot(pooled=pooled, labels=labels, layers=np.arange(LAYERS), indices=indices,
+                         predictions=predictions, split=split), key)
+            store.save_layout(split, key, layout, np.arange(LAYERS), "tsne", True)
+            for j in range(LAYERS):
+                depth = t * j / (LAYERS - 1)
+                for metric, value in (("knn_accuracy", 0.55 + 0.35 * depth), ("probe_accuracy", 0.6 + 0.3 * depth),
+                                      ("silhouette", 0.02 + 0.4 * depth)):
+                    metrics.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": j,
+                                    "metric": metric, "value": round(value + rng.normal() * 0.01, 4)})
+            metrics.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": LAYERS - 1,
+                            "metric": "model_accuracy", "value": round(float(right.mean()), 4)})
+        os.makedirs(os.path.join(root, "texts"), exist_ok=True)
+        with open(os.path.join(root, "texts", f"{split}.json"), "w", encoding="utf-8") as fh:
+            json.dump({"indices": indices.tolist(), "texts": [_text(rng) for _ in range(ROWS)]}, fh)
+        with open(store.gif_path(split), "wb") as fh:
+            fh.write(b"GIF89a")  # a placeholder: the page only links it
+    store.write_metrics(metrics)
+    return root
+
+
+def time_writes(root: str, repeats: int) -> tuple[float, float, str]:
+    """Median and first ``write_report`` time, and the path written."""
+    from layerwatch.report import write_report
+
+    times = []
+    path = ""
+    for _ in range(repeats):
+        with common.Timer() as t:
+            path = write_report(root)
+        times.append(t.seconds)
+    return common.median(times), times[0], path
+
+
+def time_page(path: str, repeats: int, screenshot: str | None) -> dict:
+    """Ready times in headless Chromium, a redraw time, and optionally the README picture."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        common.skip("playwright is not installed: pip install playwright")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from browser import chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        common.skip("no Chromium found (apt-get install chromium)")
+    uri = "file://" + os.path.abspath(path)
+    wall, own, redraw = [], [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for n in range(repeats + 1):
+                context = browser.new_context(offline=True, viewport={"width": 1360, "height": 1060})
+                page = context.new_page()
+                with common.Timer() as t:
+                    page.goto(uri, wait_until="commit")
+                    page.wait_for_selector("body[data-ready='1']", timeout=30000)
+                if n:  # the first load warms the browser's own caches; it is not counted
+                    wall.append(t.seconds)
+                    own.append(page.evaluate("window.layerwatchReport.readyMs") / 1000)
+                    page.focus("#slider")
+                    page.keyboard.press("ArrowRight")
+                    redraw.append(page.evaluate("window.layerwatchReport.state().lastDrawMs") / 1000)
+                if screenshot and n == repeats:
+                    _picture(page, screenshot)
+                context.close()
+        finally:
+            browser.close()
+    return {"wall": common.median(wall), "own": common.median(own), "redraw": common.median(redraw)}
+
+
+def _picture(page, out: str) -> None:
+    """The README picture: a late snapshot, one row pinned (its path drawn), another hovered."""
+    hook = "window.layerwatchReport"
+    page.evaluate("document.getElementById('slider').value = '7'")
+    page.dispatch_event("#slider", "input")
+    pin = page.evaluate(f"{hook}.pointOf('train', 5, 11)")
+    page.mouse.click(pin["x"], pin["y"])
+    point = page.evaluate(f"{hook}.pointOf('train', 6, 40)")
+    page.mouse.move(point["x"], point["y"])
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    # Not full_page: growing the viewport for it would move the panels from under the pointer.
+    page.screenshot(path=out)
+    print(f"screenshot: {out}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed writes and page loads (default: %(default)s)")
+    parser.add_argument("--screenshot", help="also save a picture of the page here (PNG)")
+    parser.add_argument("--keep", help="build the run in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    common.print_load()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or os.path.join(tmp, "run")
+        print(f"building a synthetic run: {len(SPLITS)} splits x {LAYERS} layers x {ROWS} rows, "
+              f"hidden {HIDDEN}, {SNAPSHOTS} snapshots, {TEXT_CHARS}-character texts")
+        build_run(root)
+        write, first, path = time_writes(root, args.repeats)
+        size = os.path.getsize(path)
+        page = time_page(path, args.repeats, args.screenshot)
+    rows = [
+        ("file size", f"{size / 1e6:.2f} MB", f"<= {SIZE_TARGET / 1e6:.0f} MB", common.verdict(size <= SIZE_TARGET)),
+        ("ready in Chromium (navigation to ready flag)", f"{page['wall']:.3f} s", f"< {READY_TARGET:.0f} s",
+         common.verdict(page["wall"] < READY_TARGET)),
+        ("  page's own clock at ready", f"{page['own']:.3f} s", "", ""),
+        ("  one redraw (slider step, all panels)", f"{page['redraw'] * 1000:.1f} ms", "", ""),
+        (f"write_report, {SNAPSHOTS} snapshots (median)", f"{write:.3f} s", f"< {WRITE_TARGET:.0f} s",
+         common.verdict(write < WRITE_TARGET)),
+        ("  first write (cold)", f"{first:.3f} s", "", ""),
+    ]
+    common.print_table(rows, ("figure", "value", "target", "verdict"))
+    common.print_load(" (after)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

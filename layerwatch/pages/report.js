@@ -1,0 +1,541 @@
+// layerwatch report: draws the run held in the page's JSON block with Canvas2D.
+//
+// The data format is documented in layerwatch/report.py. Everything the user can write
+// (texts, label names, split names, section text) reaches the page through textContent
+// only, never as markup. A small read-only hook, window.layerwatchReport, tells tests
+// where each row is drawn and what the page shows.
+'use strict';
+(function () {
+  const D = JSON.parse(document.getElementById('layerwatch-data').textContent);
+  const $ = (id) => document.getElementById(id);
+
+  // tab10, the palette of the frames (seaborn "tab10"), so colours match the GIFs.
+  const TAB10 = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd',
+    '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+  const VIRIDIS = [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
+    [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37]];
+  const RIGHT = '#7fa7c9', WRONG = '#d7301f', NONE = '#b8b8b8';
+  const HOVER = '#111', PIN = '#c2255c';   // rings of the hovered and the pinned row
+  const PAD = 6;               // px between a canvas's edge and its plot area
+  const Q_HALF = 32767, Q_SPAN = 65534, Q_MISSING = -32768;
+  const PLAY_MS = 800;
+
+  const S = {                  // what the page shows
+    split: 0, layer: -1,       // layer: index into the split's layers, -1 = the grid
+    snap: 0, colour: 'label',
+    hover: null, pinned: null, // row positions (0..rows-1)
+    detailLayer: null,         // the panel a row was last pointed at in
+    query: '', matches: [], matchFlags: null,
+    timer: null,
+  };
+  const cache = {};            // decoded positions: cache[split][snap][layer]
+  let panels = [];             // {layer, canvas, ctx, w, h, px}
+  let lastDrawMs = 0;
+
+  const sp = () => D.splits[S.split];
+  const layerName = (l) => (l === 0 ? 'embeddings' : 'layer ' + l);
+  const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  // -- data ------------------------------------------------------------------------
+  // (rows * 2) data coordinates of one panel, NaN where the row was not laid out.
+  function positions(si, snap, li) {
+    const bySplit = cache[si] || (cache[si] = {});
+    const bySnap = bySplit[snap] || (bySplit[snap] = {});
+    if (bySnap[li]) return bySnap[li];
+    const s = D.splits[si], lim = s.limits[li];
+    const bin = atob(s.xy[snap][li]);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const view = new DataView(bytes.buffer);
+    const out = new Float32Array(s.rows * 2);
+    const sx = (lim[1] - lim[0]) / Q_SPAN, sy = (lim[3] - lim[2]) / Q_SPAN;
+    for (let i = 0; i < s.rows; i++) {
+      const qx = view.getInt16(4 * i, true), qy = view.getInt16(4 * i + 2, true);
+      if (qx === Q_MISSING || qy === Q_MISSING) { out[2 * i] = NaN; out[2 * i + 1] = NaN; continue; }
+      out[2 * i] = lim[0] + (qx + Q_HALF) * sx;
+      out[2 * i + 1] = lim[2] + (qy + Q_HALF) * sy;
+    }
+    return (bySnap[li] = out);
+  }
+
+  function predictionOf(s, snap, row) {
+    const p = s.predictions && s.predictions[snap];
+    return p ? p[row] : null;
+  }
+  function labelText(v) {
+    if (v === null || v === undefined) return '—';
+    if (D.run.label_kind === 'regression') return Number(v).toPrecision(4);
+    return D.label_names && v < D.label_names.length ? D.label_names[v] : String(v);
+  }
+  function viridis(t) {
+    t = clamp(isFinite(t) ? t : 0, 0, 1) * (VIRIDIS.length - 1);
+    const i = Math.min(VIRIDIS.length - 2, Math.floor(t)), f = t - i;
+    const c = VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
+    return 'rgb(' + c.join(',') + ')';
+  }
+  function classColour(c) {
+    if (c === null || c === undefined) return NONE;
+    const n = D.label_names ? D.label_names.length : 0;
+    if (Math.max(n, c + 1) <= TAB10.length) return TAB10[c];
+    return 'hsl(' + Math.round((360 * c) / Math.max(n, c + 1)) + ',65%,48%)';
+  }
+  function labelRange(s) {
+    let lo = Infinity, hi = -Infinity;
+    for (const v of s.labels) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    return [lo, hi > lo ? hi : lo + 1];
+  }
+  // The colour of every row in the current snapshot and colour mode.
+  function colours() {
+    const s = sp(), out = new Array(s.rows);
+    const range = D.run.label_kind === 'regression' ? labelRange(s) : null;
+    for (let i = 0; i < s.rows; i++) {
+      const label = s.labels[i], pred = predictionOf(s, S.snap, i);
+      if (S.colour === 'prediction') out[i] = classColour(pred);
+      else if (S.colour === 'correct') out[i] = pred === null ? NONE : pred === label ? RIGHT : WRONG;
+      else out[i] = range ? (label === null ? NONE : viridis((label - range[0]) / (range[1] - range[0]))) : classColour(label);
+    }
+    return out;
+  }
+  function metricValue(metric, li, snap) {
+    const s = sp();
+    for (const m of D.metrics) {
+      if (m.split !== s.name || m.metric !== metric) continue;
+      const k = m.layers.indexOf(s.layers[li]);
+      return k < 0 ? null : m.values[k][snap];
+    }
+    return null;
+  }
+
+  // -- panels ----------------------------------------------------------------------
+  function buildPanels() {
+    const host = $('panels');
+    host.replaceChildren();
+    host.classList.toggle('single', S.layer >= 0);
+    const shown = S.layer >= 0 ? [S.layer] : sp().layers.map((_, i) => i);
+    panels = shown.map((li) => {
+      const fig = el('figure', null, 'panel');
+      const cap = el('figcaption');
+      const canvas = el('canvas');
+      canvas.dataset.layer = String(sp().layers[li]);
+      fig.append(cap, canvas);
+      host.append(fig);
+      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), w: 0, h: 0, px: null };
+      canvas.addEventListener('pointermove', (e) => onPointer(p, e, false));
+      canvas.addEventListener('click', (e) => onPointer(p, e, true));
+      canvas.addEventListener('pointerleave', () => { if (S.hover !== null) { S.hover = null; showDetails(); draw(); } });
+      return p;
+    });
+    sizePanels();
+  }
+  function sizePanels() {
+    const dpr = window.devicePixelRatio || 1;
+    for (const p of panels) {
+      const w = Math.max(80, Math.floor(p.canvas.parentElement.clientWidth));
+      p.w = w; p.h = w;
+      p.canvas.style.width = w + 'px'; p.canvas.style.height = w + 'px';
+      p.canvas.width = Math.round(w * dpr); p.canvas.height = Math.round(w * dpr);
+      p.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    }
+  }
+  // Data coordinates -> CSS pixels inside the canvas, with the panel's fixed limits.
+  function toPixels(p, xy) {
+    const lim = sp().limits[p.layer], n = xy.length / 2, out = new Float32Array(xy.length);
+    const ax = (p.w - 2 * PAD) / (lim[1] - lim[0]), ay = (p.h - 2 * PAD) / (lim[3] - lim[2]);
+    for (let i = 0; i < n; i++) {
+      out[2 * i] = PAD + (xy[2 * i] - lim[0]) * ax;
+      out[2 * i + 1] = PAD + (lim[3] - xy[2 * i + 1]) * ay;   // y grows upwards in the data
+    }
+    return out;
+  }
+  // Dots shrink as rows grow (as the frames' do), within what a pointer can still hit.
+  function radius(p) { return clamp((p.w * 0.3) / Math.sqrt(sp().rows), 1.8, 4.5); }
+
+  function draw() {
+    const t0 = performance.now();
+    const cols = colours();
+    for (const p of panels) drawPanel(p, cols);
+    lastDrawMs = performance.now() - t0;
+  }
+  function drawPanel(p, cols) {
+    const s = sp(), ctx = p.ctx, n = s.rows;
+    const px = (p.px = toPixels(p, positions(S.split, S.snap, p.layer)));
+    const knn = metricValue('knn_accuracy', p.layer, S.snap);
+    p.cap.textContent = layerName(s.layers[p.layer]) + (knn === null ? '' : '  ·  kNN ' + knn.toFixed(3));
+    ctx.clearRect(0, 0, p.w, p.h);
+    ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, p.w, p.h);
+    ctx.strokeStyle = '#d0d7de'; ctx.lineWidth = 1; ctx.strokeRect(0.5, 0.5, p.w - 1, p.h - 1);
+    const r = radius(p), alpha = clamp(1.2 - 0.2 * Math.log10(Math.max(n, 10)), 0.35, 0.9);
+    const searching = S.matchFlags !== null;
+    // One path per colour: a few fills instead of one per point.
+    const groups = new Map();
+    let drawn = 0;
+    for (let i = 0; i < n; i++) {
+      if (isNaN(px[2 * i])) continue;
+      drawn++;
+      if (!groups.has(cols[i])) groups.set(cols[i], []);
+      groups.get(cols[i]).push(i);
+    }
+    ctx.globalAlpha = searching ? 0.12 : alpha;
+    for (const [c, rows] of groups) {
+      ctx.fillStyle = c;
+      ctx.beginPath();
+      for (const i of rows) { ctx.moveTo(px[2 * i] + r, px[2 * i + 1]); ctx.arc(px[2 * i], px[2 * i + 1], r, 0, 2 * Math.PI); }
+      ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+    if (searching) {
+      ctx.strokeStyle = '#111'; ctx.lineWidth = 1;
+      for (const i of S.matches) {
+        if (isNaN(px[2 * i])) continue;
+        ctx.fillStyle = cols[i];
+        ctx.beginPath(); ctx.arc(px[2 * i], px[2 * i + 1], r + 1, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+      }
+    }
+    if (drawn === 0) {
+      ctx.fillStyle = '#b00'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
+      ctx.fillText('not laid out', p.w / 2, p.h / 2);
+    }
+    // On top of the dots, so that it stays visible inside a dense cluster.
+    if (S.pinned !== null) drawPath(p, S.pinned);
+    for (const [row, colour] of [[S.pinned, PIN], [S.hover, HOVER]]) {
+      if (row === null || isNaN(px[2 * row])) continue;
+      ring(ctx, px[2 * row], px[2 * row + 1], r + 4, colour);
+    }
+  }
+  function ring(ctx, x, y, r, colour) {
+    ctx.strokeStyle = '#fff'; ctx.lineWidth = 4;       // a halo that parts the ring from the dots
+    ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.stroke();
+    ctx.strokeStyle = colour; ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.stroke();
+  }
+  // The pinned row's way through every snapshot of this panel's layer.
+  function drawPath(p, row) {
+    const pts = [];
+    for (let k = 0; k < sp().snapshots.length; k++) {
+      const q = toPixels(p, positions(S.split, k, p.layer).subarray(2 * row, 2 * row + 2));
+      if (!isNaN(q[0])) pts.push([q[0], q[1], k]);
+    }
+    const ctx = p.ctx;
+    const line = () => { ctx.beginPath(); pts.forEach(([x, y], j) => (j ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke(); };
+    ctx.lineJoin = 'round';
+    ctx.strokeStyle = 'rgba(255,255,255,0.85)'; ctx.lineWidth = 4; line();
+    ctx.strokeStyle = PIN; ctx.lineWidth = 1.6; line();
+    for (const [x, y, k] of pts) {
+      ctx.beginPath(); ctx.arc(x, y, k === 0 ? 3.5 : 2.4, 0, 2 * Math.PI);
+      // Hollow where it started, filled after.
+      if (k === 0) { ctx.fillStyle = '#fff'; ctx.fill(); ctx.strokeStyle = PIN; ctx.lineWidth = 1.6; ctx.stroke(); } else { ctx.fillStyle = PIN; ctx.fill(); }
+    }
+  }
+
+  // -- pointer and details ---------------------------------------------------------
+  function nearest(p, x, y) {
+    const px = p.px, reach = Math.max(8, radius(p) + 4);
+    let best = null, bestD = reach * reach;
+    for (let i = 0; i < px.length / 2; i++) {
+      const dx = px[2 * i] - x, dy = px[2 * i + 1] - y, d = dx * dx + dy * dy;
+      if (d <= bestD) { best = i; bestD = d; }     // NaN distances never compare true
+    }
+    return best;
+  }
+  function onPointer(p, e, click) {
+    const rect = p.canvas.getBoundingClientRect();
+    const row = nearest(p, e.clientX - rect.left, e.clientY - rect.top);
+    if (click) {
+      S.pinned = row === null || row === S.pinned ? null : row;   // a tap pins, as a click does
+      S.hover = row;
+    } else if (row === S.hover) {
+      return;
+    } else {
+      S.hover = row;
+    }
+    S.detailLayer = p.layer;
+    showDetails();
+    draw();
+  }
+  function showDetails() {
+    const box = $('details'), s = sp();
+    const row = S.hover !== null ? S.hover : S.pinned;
+    box.replaceChildren();
+    if (row === null) {
+      box.append(el('p', 'Point at a dot to read its row; click to pin it and see its path.', 'hint'));
+      return;
+    }
+    box.append(el('h2', 'row ' + s.indices[row] + (row === S.pinned ? '  (pinned)' : '')));
+    const text = s.texts ? s.texts[row] : null;
+    box.append(el('p', text === null ? (s.texts ? '(no text stored for this row)' : '(texts not in this report)') : text,
+      text === null ? 'text missing' : 'text'));
+    const dl = el('dl');
+    const pred = predictionOf(s, S.snap, row), label = s.labels[row];
+    const add = (k, v, cls) => { dl.append(el('dt', k)); dl.append(el('dd', v, cls)); };
+    add('label', labelText(label), 'label');
+    if (s.predictions) {
+      add('prediction', labelText(pred), 'prediction');
+      if (D.run.label_kind !== 'regression' && pred !== null) add('', pred === label ? 'right' : 'wrong', pred === label ? 'right' : 'wrong');
+    }
+    add('snapshot', s.snapshots[S.snap].title);
+    add('split', s.name);
+    if (S.detailLayer !== null && S.detailLayer < s.layers.length) add('layer', layerName(s.layers[S.detailLayer]));
+    box.append(dl);
+    if (row === S.pinned) box.append(el('p', 'Its path through the snapshots is drawn in every panel; click it again or press Esc to unpin.', 'hint'));
+  }
+
+  // -- controls --------------------------------------------------------------------
+  function setSnapshot(k) {
+    S.snap = clamp(k, 0, sp().snapshots.length - 1);
+    $('slider').value = String(S.snap);
+    $('snapshot').textContent = sp().snapshots[S.snap].title + '  (' + (S.snap + 1) + ' / ' + sp().snapshots.length + ')';
+    showDetails();
+    draw();
+    drawHeatmaps();
+  }
+  function play(on) {
+    if (S.timer) { clearInterval(S.timer); S.timer = null; }
+    if (on) S.timer = setInterval(() => setSnapshot((S.snap + 1) % sp().snapshots.length), PLAY_MS);
+    $('play').textContent = on ? '❚❚' : '▶';
+    $('play').setAttribute('aria-label', on ? 'pause' : 'play');
+  }
+  function fillSelect(sel, options, value) {
+    sel.replaceChildren();
+    for (const [v, text, disabled] of options) {
+      const o = el('option', text); o.value = v; o.disabled = !!disabled; sel.append(o);
+    }
+    sel.value = value;
+  }
+  function search(q) {
+    S.query = q;
+    const s = sp(), needle = q.trim().toLowerCase();
+    S.matches = []; S.matchFlags = null;
+    if (needle) {
+      S.matchFlags = new Uint8Array(s.rows);
+      for (let i = 0; i < s.rows; i++) {
+        // Without texts a search looks for a dataset row index.
+        const hit = s.texts ? (s.texts[i] || '').toLowerCase().includes(needle) : String(s.indices[i]) === needle;
+        if (hit) { S.matchFlags[i] = 1; S.matches.push(i); }
+      }
+    }
+    $('matches').textContent = needle ? (S.matches.length ? S.matches.length + ' match' + (S.matches.length > 1 ? 'es' : '') : 'no match') : '';
+    draw();
+  }
+  function legend() {
+    const box = $('legend'), s = sp();
+    box.replaceChildren();
+    const item = (colour, text) => {
+      const span = el('span', null, 'item'), sw = el('i', null, 'swatch');
+      sw.style.background = colour;
+      span.append(sw, el('span', text));
+      box.append(span);
+    };
+    if (S.colour === 'correct') { item(RIGHT, 'right'); item(WRONG, 'wrong'); return; }
+    if (D.run.label_kind === 'regression' && S.colour === 'label') {
+      const [lo, hi] = labelRange(s);
+      item(viridis(0), lo.toPrecision(3)); item(viridis(0.5), ((lo + hi) / 2).toPrecision(3)); item(viridis(1), hi.toPrecision(3));
+      return;
+    }
+    const ids = new Set(s.labels.filter((v) => v !== null));
+    if (s.predictions) for (const p of s.predictions) if (p) for (const v of p) ids.add(v);
+    const n = D.label_names ? D.label_names.length : 0;
+    for (let c = 0; c < Math.max(n, ...[...ids].map((v) => v + 1)); c++) item(classColour(c), labelText(c));
+  }
+  function selectSplit(i) {
+    S.split = i; S.hover = null; S.pinned = null;
+    const s = sp();
+    S.snap = clamp(S.snap, 0, s.snapshots.length - 1);   // splits may hold different snapshots
+    const hasPred = !!s.predictions, classes = D.run.label_kind !== 'regression';
+    if (!hasPred || !classes) S.colour = 'label';
+    fillSelect($('colour'), [['label', 'label'], ['prediction', 'prediction', !hasPred || !classes],
+      ['correct', 'right / wrong', !hasPred || !classes]], S.colour);
+    if (S.layer >= s.layers.length) S.layer = -1;
+    fillSelect($('layer'), [['-1', 'all layers']].concat(s.layers.map((l, k) => [String(k), layerName(l)])), String(S.layer));
+    $('slider').max = String(s.snapshots.length - 1);
+    $('search').placeholder = s.texts ? 'text…' : 'row index…';
+    buildPanels();
+    legend();
+    buildHeatmaps();
+    search(S.query);
+    setSnapshot(S.snap);
+  }
+
+  // -- metric heatmaps -------------------------------------------------------------
+  let heatmaps = [];
+  function buildHeatmaps() {
+    const host = $('heatmaps'), s = sp();
+    host.replaceChildren();
+    const ms = D.metrics.filter((m) => m.split === s.name);
+    heatmaps = [];
+    if (!ms.length) return;
+    host.append(el('h2', 'metrics per layer and snapshot: ' + s.name));
+    const readout = el('p', 'Point at a cell to read it; click it to show that snapshot.', 'readout');
+    host.append(readout);
+    const grid = el('div', null, 'heatgrid');
+    host.append(grid);
+    for (const m of ms) {
+      const fig = el('figure', null, 'heatmap'), canvas = el('canvas');
+      canvas.dataset.metric = m.metric;
+      fig.append(el('figcaption', m.metric.replace(/_/g, ' ')), canvas);
+      grid.append(fig);
+      let lo = Infinity, hi = -Infinity;
+      for (const row of m.values) for (const v of row) if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      const h = { m, canvas, lo, hi: hi > lo ? hi : lo + 1e-9, readout, geo: null };
+      const cell = (e) => {
+        const g = h.geo, r = canvas.getBoundingClientRect();
+        const c = Math.floor((e.clientX - r.left - g.left) / g.cw), k = Math.floor((e.clientY - r.top - g.top) / g.ch);
+        return c >= 0 && c < g.cols && k >= 0 && k < m.layers.length ? [c, m.layers.length - 1 - k] : null;
+      };
+      canvas.addEventListener('pointermove', (e) => {
+        const c = cell(e);
+        if (!c) return;
+        const v = m.values[c[1]][c[0]];
+        readout.textContent = m.metric + '  ·  ' + layerName(m.layers[c[1]]) + '  ·  ' + s.snapshots[c[0]].title + ':  ' +
+          (v === null ? 'no value' : v.toFixed(4));
+      });
+      canvas.addEventListener('click', (e) => { const c = cell(e); if (c) setSnapshot(c[0]); });
+      heatmaps.push(h);
+    }
+    drawHeatmaps();
+  }
+  function drawHeatmaps() {
+    const dpr = window.devicePixelRatio || 1, s = sp();
+    for (const h of heatmaps) {
+      const m = h.m, cols = s.snapshots.length, nl = m.layers.length;
+      const left = 78, top = 4, bottom = 20;
+      const avail = Math.max(160, h.canvas.parentElement.clientWidth) - left - 6;
+      const cw = clamp(Math.floor(avail / cols), 8, 56), ch = nl > 1 ? 20 : 24;
+      const w = left + cw * cols + 6, hh = top + ch * nl + bottom;
+      h.geo = { left, top, cw, ch, cols };
+      h.canvas.style.width = w + 'px'; h.canvas.style.height = hh + 'px';
+      h.canvas.width = Math.round(w * dpr); h.canvas.height = Math.round(hh * dpr);
+      const ctx = h.canvas.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.font = '11px sans-serif'; ctx.textBaseline = 'middle';
+      for (let k = 0; k < nl; k++) {
+        const y = top + (nl - 1 - k) * ch;        // the top layer at the top, as in the frames
+        ctx.fillStyle = '#333'; ctx.textAlign = 'right';
+        ctx.fillText(layerName(m.layers[k]), left - 6, y + ch / 2);
+        for (let c = 0; c < cols; c++) {
+          const v = m.values[k][c];
+          ctx.fillStyle = v === null ? '#eee' : viridis((v - h.lo) / (h.hi - h.lo));
+          ctx.fillRect(left + c * cw, y, cw - 1, ch - 1);
+          if (v !== null && cw >= 34) {
+            ctx.fillStyle = (v - h.lo) / (h.hi - h.lo) > 0.6 ? '#111' : '#fff'; ctx.textAlign = 'center';
+            ctx.fillText(v.toFixed(2), left + c * cw + cw / 2, y + ch / 2);
+          }
+        }
+      }
+      ctx.fillStyle = '#555'; ctx.textAlign = 'right';
+      ctx.fillText('snapshot', left - 6, top + ch * nl + 10);
+      ctx.textAlign = 'center';
+      const every = Math.ceil(24 / cw);
+      for (let c = 0; c < cols; c += every) ctx.fillText(String(c + 1), left + c * cw + cw / 2, top + ch * nl + 10);
+      ctx.strokeStyle = '#111'; ctx.lineWidth = 2;
+      ctx.strokeRect(left + S.snap * cw - 1, top - 1, cw + 1, ch * nl + 1);
+    }
+  }
+
+  // -- static parts ----------------------------------------------------------------
+  function header() {
+    $('title').textContent = D.title;
+    const r = D.run, bits = [];
+    if (r.method) bits.push('layouts: ' + r.method);
+    if (r.pooling) bits.push('pooling: ' + r.pooling);
+    bits.push(D.splits.map((s) => s.name + ' ' + s.rows + ' rows, ' + s.snapshots.length + ' snapshots').join('; '));
+    $('subtitle').textContent = bits.join('  ·  ');
+    const gifs = $('gifs');
+    for (const s of D.splits) {
+      if (!s.gif) continue;
+      const a = el('a', s.name + '.gif'); a.setAttribute('href', s.gif);
+      gifs.append(a);
+    }
+  }
+  function sections() {
+    const host = $('sections');
+    for (const sec of D.sections) {
+      const box = el('section', null, 'extra');
+      box.append(el('h2', sec.title));
+      if (sec.text) box.append(el('p', sec.text));
+      for (const im of sec.images) {
+        const fig = el('figure'), img = el('img');
+        img.src = im.src; img.alt = im.caption;
+        fig.append(img);
+        if (im.caption) fig.append(el('figcaption', im.caption));
+        box.append(fig);
+      }
+      if (sec.links.length) {
+        const ul = el('ul');
+        for (const ln of sec.links) { const a = el('a', ln.text); a.setAttribute('href', ln.href); const li = el('li'); li.append(a); ul.append(li); }
+        box.append(ul);
+      }
+      host.append(box);
+    }
+  }
+
+  // -- start -----------------------------------------------------------------------
+  header();
+  sections();
+  fillSelect($('split'), D.splits.map((s, i) => [String(i), s.name]), '0');
+  $('split').addEventListener('change', (e) => selectSplit(Number(e.target.value)));
+  $('layer').addEventListener('change', (e) => { S.layer = Number(e.target.value); buildPanels(); draw(); });
+  $('colour').addEventListener('change', (e) => { S.colour = e.target.value; legend(); draw(); });
+  $('slider').addEventListener('input', (e) => setSnapshot(Number(e.target.value)));
+  $('play').addEventListener('click', () => play(!S.timer));
+  $('search').addEventListener('input', (e) => search(e.target.value));
+  $('search').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && S.matches.length) { S.pinned = S.matches[0]; showDetails(); draw(); }
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && S.pinned !== null) { S.pinned = null; showDetails(); draw(); }
+  });
+  let resizing = false;
+  window.addEventListener('resize', () => {
+    if (resizing) return;
+    resizing = true;
+    requestAnimationFrame(() => { resizing = false; sizePanels(); draw(); drawHeatmaps(); });
+  });
+  selectSplit(0);
+
+  // -- read-only hook for tests and tools ------------------------------------------
+  function panelOf(split, layer) {
+    if (D.splits[S.split].name !== split) return null;
+    return panels.find((p) => sp().layers[p.layer] === layer) || null;
+  }
+  window.layerwatchReport = Object.freeze({
+    // The CSS pixel (viewport) position where a row is drawn now, or null.
+    pointOf(split, layer, row) {
+      const p = panelOf(split, layer);
+      if (!p || !p.px || isNaN(p.px[2 * row])) return null;
+      const r = p.canvas.getBoundingClientRect();
+      return { x: r.left + p.px[2 * row], y: r.top + p.px[2 * row + 1] };
+    },
+    // The plot area of a panel in viewport CSS pixels: its limits map onto this box.
+    panelBox(split, layer) {
+      const p = panelOf(split, layer);
+      if (!p) return null;
+      const r = p.canvas.getBoundingClientRect();
+      return { left: r.left + PAD, top: r.top + PAD, width: p.w - 2 * PAD, height: p.h - 2 * PAD };
+    },
+    // The centre of a heatmap cell in viewport CSS pixels, or null.
+    cellOf(metric, layer, snapshot) {
+      const h = heatmaps.find((x) => x.m.metric === metric);
+      const k = h ? h.m.layers.indexOf(layer) : -1;
+      if (k < 0 || !h.geo) return null;
+      const r = h.canvas.getBoundingClientRect(), g = h.geo;
+      return { x: r.left + g.left + (snapshot + 0.5) * g.cw, y: r.top + g.top + (h.m.layers.length - 1 - k + 0.5) * g.ch };
+    },
+    colourOf(split, layer, row) { return panelOf(split, layer) ? colours()[row] : null; },
+    state() {
+      const s = sp();
+      return {
+        split: s.name, layer: S.layer >= 0 ? s.layers[S.layer] : null, snapshot: S.snap,
+        snapshotTitle: s.snapshots[S.snap].title, colour: S.colour, hovered: S.hover, pinned: S.pinned,
+        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs,
+      };
+    },
+    readyMs: performance.now(),
+  });
+  document.body.dataset.ready = '1';
+})();

@@ -1,0 +1,481 @@
+"""One self-contained offline page per run: ``RUN/report.html``.
+
+The report answers what a GIF cannot: which example is this point, what is its text,
+what did the model predict? It holds the whole run in one file that opens from a file
+path in any current browser, asks the network for nothing (see :mod:`layerwatch.pages`)
+and shows text only as text.
+
+The page (``pages/report.js``, ``pages/report.css``) draws with Canvas2D: a panel per
+layer with the same layouts as the frames and fixed per-panel axis limits over the whole
+film, a snapshot slider with play/pause, split and layer pickers, colour by label,
+prediction or right/wrong, hover/tap details, a pinned row's path through the
+snapshots, search by text, per-layer metric heatmaps, links to the GIFs and any extra
+sections a caller adds.
+
+Page data (the JSON block ``layerwatch-data``; keys sorted, no timestamps, so the same
+run directory always gives the same bytes)::
+
+    {
+      "format": "layerwatch-report/1",
+      "title": str,
+      "run": {"model": str | null, "method": str | null, "pooling": str | null,
+              "label_kind": "class" | "regression", "texts": bool},
+      "label_names": [str, ...] | null,        # class id -> name
+      "splits": [{
+        "name": str,
+        "gif": str | null,                     # href of <split>.gif, relative to the page
+        "rows": int,
+        "indices": [int, ...],                 # dataset row index of each monitored row
+        "labels": [int | float | null, ...],   # class ids, or targets for a regression
+        "texts": [str | null, ...] | null,     # null: no texts stored, or texts=False
+        "layers": [int, ...],                  # hidden-state indices (0 = embeddings)
+        "limits": [[x0, x1, y0, y1], ...],     # per layer, fixed over the whole film
+        "snapshots": [{"name": str, "title": str, "epoch": number, "step": int}, ...],
+        "xy": [[str, ...], ...],               # [snapshot][layer]: base64 of int16 (LE)
+        "predictions": [[int, ...] | null, ...] | null   # [snapshot][row]
+      }, ...],
+      "metrics": [{"split": str, "metric": str, "layers": [int, ...],
+                   "values": [[number | null, ...], ...]}, ...],   # [layer][snapshot]
+      "sections": [{"title": str, "text": str, "images": [{"caption": str, "src": str}],
+                    "links": [{"text": str, "href": str}]}, ...]
+    }
+
+Coordinates: each ``xy`` string holds ``rows`` pairs ``(qx, qy)`` of little-endian int16,
+row after row. With the panel's limits ``(x0, x1, y0, y1)``, ``x = x0 + (qx + 32767) *
+(x1 - x0) / 65534`` (and likewise for y); ``-32768`` marks a row that could not be laid
+out (NaN). Decoding is exact to half a quantisation step, ``(x1 - x0) / 65534 / 2``.
+
+Metric heatmaps hold every metric of ``metrics.csv`` (layers x snapshots per split);
+layers with no value for a metric (``model_accuracy`` is filed under the top layer only)
+are left out of its heatmap.
+
+Texts are read from ``RUN/texts/<split>.json``, ``{"indices": [...], "texts": [...]}``
+(dataset row index -> text), by :func:`read_texts`; without that file the page shows row
+indices only.
+
+Extra sections (attention or attribution results, later) are plain data that the page
+draws generically: a title, an optional paragraph, images as ``data:image/...`` URLs and
+links (relative to the run directory, or http(s)). Pass them to :func:`collect_report`
+or :func:`write_report` with ``sections=``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import posixpath
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .config import check_split_name, parse_layers
+from .pages import asset, render_page
+from .store import RunStore, atomic_write_text
+
+__all__ = ["add_report_command", "collect_report", "read_texts", "report_html", "write_report"]
+
+FORMAT = "layerwatch-report/1"
+REPORT_FILE = "report.html"
+TEXTS_FOLDER = "texts"
+# int16 codes: -32767..32767 span the panel's limits; -32768 marks a missing point.
+_Q_HALF = 32767
+_Q_SPAN = 2 * _Q_HALF
+_Q_MISSING = -32768
+# The same margin as the frames' limits (render.limits_of), so panels frame points alike.
+_MARGIN = 0.08
+_IMAGE_SRC = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]*$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+# -- reading -------------------------------------------------------------------------
+def read_texts(root: str, split: str) -> dict[int, str] | None:
+    """The stored texts of ``split``: dataset row index -> text, or None when absent.
+
+    Reads ``<root>/texts/<split>.json``, ``{"indices": [...], "texts": [...]}``.
+
+    Raises:
+        ValueError: the file is not of that shape.
+    """
+    path = os.path.join(os.fspath(root), TEXTS_FOLDER, check_split_name(split) + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        try:
+            stored = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); delete it to build the report without texts") from None
+    indices = stored.get("indices") if isinstance(stored, dict) else None
+    texts = stored.get("texts") if isinstance(stored, dict) else None
+    if not isinstance(indices, list) or not isinstance(texts, list) or len(indices) != len(texts):
+        raise ValueError(
+            f"{path} must hold {{'indices': [...], 'texts': [...]}} of equal length; "
+            "delete it to build the report without texts"
+        )
+    return {int(i): (t if isinstance(t, str) else str(t)) for i, t in zip(indices, texts)}
+
+
+def _limits(panels: Iterable[np.ndarray]) -> list[float]:
+    """``[x0, x1, y0, y1]`` holding every finite point of every layout of one panel."""
+    lo = np.array([np.inf, np.inf])
+    hi = -lo
+    for xy in panels:
+        pts = xy[np.isfinite(xy).all(axis=1)]
+        if len(pts):
+            lo = np.minimum(lo, pts.min(axis=0))
+            hi = np.maximum(hi, pts.max(axis=0))
+    if not np.isfinite(lo).all():
+        return [-1.0, 1.0, -1.0, 1.0]
+    pad = np.maximum((hi - lo) * _MARGIN, 1e-3)
+    return [float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])]
+
+
+def _quantise(xy: np.ndarray, limits: Sequence[float]) -> str:
+    """(rows, 2) positions as base64 of little-endian int16 codes over ``limits``."""
+    xy = np.asarray(xy, dtype=np.float64)
+    lo = np.array([limits[0], limits[2]])
+    span = np.array([limits[1] - limits[0], limits[3] - limits[2]])
+    missing = ~np.isfinite(xy).all(axis=1)
+    filled = np.where(missing[:, None], lo, xy)
+    q = np.rint((filled - lo) / span * _Q_SPAN - _Q_HALF).clip(-_Q_HALF, _Q_HALF).astype("<i2")
+    q[missing] = _Q_MISSING
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def _number(v: Any) -> Any:
+    """A JSON-ready scalar: ints stay ints, NaN and infinities become null."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _choose_splits(store: RunStore, splits: Sequence[str] | None) -> list[str]:
+    with_layouts = [s for s in store.splits() if store.keys(s, "layouts")]
+    if splits is None:
+        if not with_layouts:
+            raise ValueError(
+                f"run {store.root!r} holds no layouts yet; train with LayerwatchCallback or run "
+                "'layerwatch render RUN' first"
+            )
+        return with_layouts
+    if isinstance(splits, str):
+        splits = [splits]
+    chosen = list(splits)
+    if not chosen:
+        raise ValueError("splits=[] selects no split; leave it out for all, or name some of " f"{with_layouts}")
+    for s in chosen:
+        if s not in with_layouts:
+            raise ValueError(f"splits: run {store.root!r} has no laid-out split {s!r}; it has {with_layouts}")
+    return list(dict.fromkeys(chosen))
+
+
+def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, texts: bool) -> tuple[dict, dict]:
+    """One split's page data, and its snapshots' ``(epoch, step) -> column`` for the metrics."""
+    keys = store.keys(split, "layouts")
+    frames = []  # (key, layout (layers, rows, 2), snapshot)
+    stored_layers = None
+    for key in keys:
+        try:
+            snap = store.load_snapshot(split, key)
+        except FileNotFoundError:
+            continue  # a layout without its embeddings cannot be labelled; leave it out
+        lay = store.load_layout(split, key)
+        these = [int(l) for l in lay["layers"]]
+        if stored_layers is None:
+            stored_layers = these
+        elif these != stored_layers:
+            raise ValueError(
+                f"split {split!r}: snapshot {key.name!r} has layouts of layers {these} but earlier ones "
+                f"have {stored_layers}; run 'layerwatch render {store.root}' to lay the run out again"
+            )
+        frames.append((key, np.asarray(lay["layout"], dtype=np.float32), snap))
+    if not frames:
+        raise ValueError(f"split {split!r} has layouts but no embeddings to label them; run 'layerwatch render' again")
+    if layers is None:
+        pick = list(range(len(stored_layers)))
+    else:
+        absent = [l for l in layers if l not in stored_layers]
+        if absent:
+            raise ValueError(
+                f"layers: layer {absent[0]} is not laid out in split {split!r}; its layers are "
+                f"{stored_layers}; pass some of them or leave layers out"
+            )
+        pick = [stored_layers.index(l) for l in layers]
+    first = frames[0][2]
+    indices = np.asarray(first.indices)
+    for key, layout, snap in frames:
+        if layout.shape[1] != len(indices) or not np.array_equal(np.asarray(snap.indices), indices):
+            raise ValueError(
+                f"split {split!r}: snapshot {key.name!r} holds other rows than the first snapshot; "
+                "a run monitors the same rows throughout, so this run directory mixes runs"
+            )
+    limits = [_limits(layout[j] for _, layout, _ in frames) for j in pick]
+    has_predictions = any(snap.predictions is not None for _, _, snap in frames)
+    row_texts = None
+    if texts:
+        stored = read_texts(store.root, split)
+        if stored is not None:
+            row_texts = [stored.get(int(i)) for i in indices]
+    gif = store.gif_path(split)
+    columns = {}
+    for n, (_, _, snap) in enumerate(frames):
+        columns.setdefault((float(snap.epoch), int(snap.step)), n)
+    data = {
+        "name": split,
+        "gif": posixpath.basename(gif) if os.path.exists(gif) else None,
+        "rows": int(len(indices)),
+        "indices": [int(i) for i in indices],
+        "labels": [_number(v) for v in np.asarray(first.labels).tolist()],
+        "texts": row_texts,
+        "layers": [stored_layers[j] for j in pick],
+        "limits": limits,
+        "snapshots": [
+            {"name": key.name, "title": key.title, "epoch": _number(snap.epoch), "step": int(snap.step)}
+            for key, _, snap in frames
+        ],
+        "xy": [[_quantise(layout[j], limits[k]) for k, j in enumerate(pick)] for _, layout, _ in frames],
+        "predictions": (
+            [None if snap.predictions is None else [int(p) for p in np.asarray(snap.predictions)] for _, _, snap in frames]
+            if has_predictions
+            else None
+        ),
+    }
+    return data, columns
+
+
+def _collect_metrics(store: RunStore, splits: list[dict], columns: dict[str, dict]) -> list[dict]:
+    cells: dict[tuple[str, str], dict[int, dict[int, Any]]] = {}
+    shown = {s["name"]: set(s["layers"]) for s in splits}
+    for r in store.read_metrics():
+        split = r["split"]
+        if split not in shown or int(r["layer"]) not in shown[split]:
+            continue
+        col = columns[split].get((float(r["epoch"]), int(r["step"])))
+        value = _number(r["value"])
+        if col is None or value is None:
+            continue  # a snapshot that is not laid out, or a metric with no value there
+        cells.setdefault((split, r["metric"]), {}).setdefault(int(r["layer"]), {})[col] = value
+    out = []
+    for s in splits:
+        n = len(s["snapshots"])
+        for metric in sorted(m for sp, m in cells if sp == s["name"]):
+            by_layer = cells[(s["name"], metric)]
+            layers = [l for l in s["layers"] if l in by_layer]
+            out.append({
+                "split": s["name"],
+                "metric": metric,
+                "layers": layers,
+                "values": [[by_layer[l].get(c) for c in range(n)] for l in layers],
+            })
+    return out
+
+
+def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
+    """Validate extra sections and give them their full shape (missing lists empty)."""
+    if sections is None:
+        return []
+    if isinstance(sections, dict):
+        sections = [sections]
+    out = []
+    for n, s in enumerate(sections):
+        where = f"sections[{n}]"
+        if not isinstance(s, dict) or not isinstance(s.get("title"), str):
+            raise ValueError(f"{where} must be a dict with a 'title' string, e.g. {{'title': 'attention', 'images': [...]}}")
+        unknown = set(s) - {"title", "text", "images", "links"}
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: title, text, images, links")
+        text = s.get("text", "")
+        if not isinstance(text, str):
+            raise ValueError(f"{where}['text'] must be a string")
+        for part in ("images", "links"):
+            if not isinstance(s.get(part, []), (list, tuple)):
+                raise ValueError(f"{where}[{part!r}] must be a list of dicts")
+        images = []
+        for m, im in enumerate(s.get("images", [])):
+            src = im.get("src") if isinstance(im, dict) else None
+            if not isinstance(src, str) or not _IMAGE_SRC.match(src):
+                raise ValueError(
+                    f"{where}['images'][{m}]['src'] must be a base64 data URL "
+                    "('data:image/png;base64,...'); the page loads nothing from files or the network"
+                )
+            images.append({"caption": str(im.get("caption", "")), "src": src})
+        links = []
+        for m, ln in enumerate(s.get("links", [])):
+            href = ln.get("href") if isinstance(ln, dict) else None
+            if not isinstance(href, str) or not href or (_SCHEME.match(href) and not href.startswith(("http://", "https://"))):
+                raise ValueError(
+                    f"{where}['links'][{m}]['href'] must be a path relative to the run directory "
+                    "or an http(s) URL"
+                )
+            links.append({"text": str(ln.get("text", href)), "href": href})
+        out.append({"title": s["title"], "text": text, "images": images, "links": links})
+    return out
+
+
+def collect_report(
+    root: str,
+    splits: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    texts: bool = True,
+    sections: Sequence[dict] | None = None,
+) -> dict:
+    """The page data of a run directory (JSON-ready; the format is in the module docstring).
+
+    Hrefs (GIFs, relative section links) are relative to the run directory.
+
+    Args:
+        root: The run directory (a LayerwatchCallback's ``output_dir``).
+        splits: Splits to show (default: every split with layouts).
+        layers: Hidden-state indices to show (default: every laid-out layer).
+        texts: Put the rows' texts in the page; False leaves them out entirely.
+        sections: Extra sections, ``{"title", "text", "images", "links"}`` each.
+
+    Raises:
+        ValueError: an unknown split or layer, a run with no layouts, a bad section.
+        FileNotFoundError: ``root`` is not a run directory.
+    """
+    store = RunStore(root)
+    info = store.read_run()
+    if layers is not None:
+        parsed = parse_layers(layers)
+        layers = None if parsed == "all" else list(parsed)
+    extra = _check_sections(sections)
+    chosen = _choose_splits(store, splits)
+    split_data, columns = [], {}
+    for split in chosen:
+        data, columns[split] = _collect_split(store, split, layers, bool(texts))
+        split_data.append(data)
+    config = info.get("config") or {}
+    label_names = info.get("label_names")
+    model = info.get("model_name")
+    if isinstance(model, str) and os.path.isabs(model):
+        # A local model folder: its last two names say which model; the rest of the path
+        # (a home folder, say) has no business in a page that may be shared.
+        model = "/".join(os.path.normpath(model).split(os.sep)[-2:])
+    return {
+        "format": FORMAT,
+        "title": f"layerwatch report: {model}" if model else "layerwatch report",
+        "run": {
+            "model": model,
+            "method": config.get("method"),
+            "pooling": config.get("pooling"),
+            "label_kind": "regression" if info.get("label_kind") == "regression" else "class",
+            "texts": any(s["texts"] is not None for s in split_data),
+        },
+        "label_names": [str(n) for n in label_names] if label_names is not None else None,
+        "splits": split_data,
+        "metrics": _collect_metrics(store, split_data, columns),
+        "sections": extra,
+    }
+
+
+# -- writing -------------------------------------------------------------------------
+_BODY = """<header>
+  <h1 id="title"></h1>
+  <p id="subtitle"></p>
+</header>
+<nav id="controls" aria-label="report controls">
+  <label>split <select id="split"></select></label>
+  <label>layer <select id="layer"></select></label>
+  <label>colour <select id="colour"></select></label>
+  <label class="search">search <input id="search" type="search" autocomplete="off" spellcheck="false"></label>
+  <span id="matches" aria-live="polite"></span>
+  <span id="gifs"></span>
+</nav>
+<div id="timeline">
+  <button id="play" type="button" aria-label="play">&#9654;</button>
+  <input id="slider" type="range" min="0" max="0" value="0" step="1" aria-label="snapshot">
+  <span id="snapshot"></span>
+</div>
+<div id="legend"></div>
+<main>
+  <section id="panels" aria-label="layouts per layer"></section>
+  <aside id="details" aria-live="polite"><p class="hint">Point at a dot to read its row; click to pin it and see its path.</p></aside>
+</main>
+<section id="heatmaps" aria-label="metrics"></section>
+<section id="sections"></section>
+<noscript><p>This report needs JavaScript to draw its panels.</p></noscript>
+"""
+
+
+def report_html(data: dict) -> str:
+    """The report page for ``data`` (from :func:`collect_report`): one offline HTML document."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"data must be the dict collect_report returns (format {FORMAT!r})")
+    return render_page(data["title"], _BODY, [asset("report.js")], [asset("report.css")], data)
+
+
+def _rebase(href: str, root: str, out_dir: str) -> str:
+    """An href relative to the run directory, made relative to the page's folder."""
+    if _SCHEME.match(href) or href.startswith("/"):
+        return href
+    target = os.path.join(os.path.abspath(root), *href.split("/"))
+    return os.path.relpath(target, out_dir).replace(os.sep, "/")
+
+
+def write_report(
+    root: str,
+    out: str | None = None,
+    splits: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    texts: bool = True,
+    sections: Sequence[dict] | None = None,
+) -> str:
+    """Write the report of run ``root`` to ``out`` (default ``<root>/report.html``) and return its path.
+
+    The file is written atomically; the same run directory gives a byte-identical file.
+    Arguments are those of :func:`collect_report`.
+    """
+    data = collect_report(root, splits=splits, layers=layers, texts=texts, sections=sections)
+    path = os.path.abspath(out) if out is not None else os.path.join(os.path.abspath(root), REPORT_FILE)
+    if os.path.isdir(path):
+        raise ValueError(f"out={out!r} is a folder; pass a file name such as {os.path.join(out, REPORT_FILE)!r}")
+    out_dir = os.path.dirname(path)
+    if out_dir != os.path.abspath(root):
+        for s in data["splits"]:
+            if s["gif"] is not None:
+                s["gif"] = _rebase(s["gif"], root, out_dir)
+        for sec in data["sections"]:
+            for ln in sec["links"]:
+                ln["href"] = _rebase(ln["href"], root, out_dir)
+    atomic_write_text(path, report_html(data))
+    return path
+
+
+# -- command line --------------------------------------------------------------------
+def _layers_arg(value: str) -> list[int]:
+    try:
+        parsed = parse_layers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if parsed == "all":
+        raise argparse.ArgumentTypeError("--layers takes indices, for example 0,3,6 (leave it out for all)")
+    return list(parsed)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    path = write_report(args.run_dir, out=args.output, splits=args.splits, layers=args.layers, texts=args.text)
+    print(path)
+    return 0
+
+
+def add_report_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``layerwatch report RUN [-o FILE] [--splits ...] [--layers ...] [--no-text]``.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+    """
+    p = subparsers.add_parser("report", help="write one self-contained offline page of a run (RUN/report.html)")
+    p.add_argument("run_dir", help="the output_dir of a LayerwatchCallback run")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write the page (default: RUN_DIR/report.html)")
+    p.add_argument("--splits", nargs="+", help="splits to show (default: all laid out)")
+    p.add_argument("--layers", type=_layers_arg, help="hidden-state indices to show, e.g. 0,3,6 (default: all)")
+    p.add_argument("--no-text", dest="text", action="store_false", help="leave the rows' texts out of the page")
+    p.set_defaults(func=_cmd_report)
+    return p
