@@ -110,9 +110,17 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"{e['frames']} frames, gif {'yes' if e['gif'] else 'no'}")
     for split, b in out.get("best_knn_layer_at_last_snapshot", {}).items():
         print(f"best kNN layer of {split!r} at the last snapshot: {b['layer']} ({b['knn_accuracy']:.3f})")
+    for split, d in out.get("drift_at_last_snapshot", {}).items():
+        most, least = d["moved_most"], d["moved_least"]
+        print(f"drift of {split!r} since the first snapshot (linear CKA, 1 = unchanged): moved most "
+              f"{_layer_text(most['layer'])} ({most['cka_first']:.3f}), least {_layer_text(least['layer'])} ({least['cka_first']:.3f})")
     for path in out.get("damaged", []):
         print(f"damaged (skipped): {path}")
     return 0
+
+
+def _layer_text(layer: int) -> str:
+    return "the embeddings" if int(layer) == 0 else f"layer {int(layer)}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -9,6 +9,10 @@ All metrics are computed on the pooled vectors, not on the 2-D layouts.
   (standardised), cross-validated there, scored on the other splits.
 - ``silhouette``: the cosine silhouette of the labels.
 - ``model_accuracy``: accuracy of the classification head on the monitored rows.
+- ``cka_first`` / ``cka_prev``: linear centered kernel alignment (Kornblith et al. 2019)
+  between a layer's vectors now and at the first / previous snapshot, for the same rows:
+  1 = the representation has not changed (up to rotation and isotropic scaling), towards
+  0 = nothing of its structure is left. Comparable across layers of any width.
 """
 
 from __future__ import annotations
@@ -104,6 +108,59 @@ def model_accuracy(predictions: np.ndarray | None, labels: np.ndarray) -> float:
     if predictions is None or labels.dtype.kind not in "iu" or len(labels) == 0:
         return float("nan")
     return float((np.asarray(predictions) == labels).mean())
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA of two representations of the same rows: (n, p) and (n, q).
+
+    ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with column-centred ``Xc``, ``Yc``,
+    computed in float64. Invariant to orthogonal transforms and isotropic scaling of
+    either side. For degenerate inputs, where the formula is 0/0: 1.0 when both sides
+    are constant (the same single point), 0.0 when only one is (no shared structure).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"linear_cka needs two (rows, dim) arrays of the same rows, got {x.shape} and {y.shape}")
+    # A side whose rows are (numerically) one vector is constant: see the docstring.
+    cx, cy = _constant(x), _constant(y)
+    if cx or cy:
+        return 1.0 if cx and cy else 0.0
+    x = x - x.mean(axis=0, keepdims=True)
+    y = y - y.mean(axis=0, keepdims=True)
+    # Scale each side first (CKA is scale-free): sums of squares stay in range for any magnitude.
+    x, y = x / np.abs(x).max(), y / np.abs(y).max()
+    cross = np.linalg.norm(y.T @ x) ** 2
+    norm = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    if not norm > 0:
+        return 0.0
+    return float(np.clip(cross / norm, 0.0, 1.0))
+
+
+def _constant(x: np.ndarray) -> bool:
+    if len(x) < 2:
+        return True
+    return float(np.ptp(x, axis=0).max()) <= 1e-7 * max(1.0, float(np.abs(x).max()))
+
+
+def layer_cka(pooled: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``linear_cka`` of each layer of ``pooled`` (layers, rows, dim) with the same layer of ``other``."""
+    out = np.full(pooled.shape[0], np.nan)
+    for j in range(pooled.shape[0]):
+        if np.isfinite(pooled[j]).all() and np.isfinite(other[j]).all():
+            out[j] = linear_cka(pooled[j], other[j])
+    return out
+
+
+def cka_matrix(pooled: np.ndarray) -> np.ndarray:
+    """(layers, layers) linear CKA between every pair of layers of one snapshot."""
+    n = pooled.shape[0]
+    out = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(i, n):
+            if np.isfinite(pooled[i]).all() and np.isfinite(pooled[j]).all():
+                out[i, j] = out[j, i] = linear_cka(pooled[i], pooled[j])
+    return out
 
 
 def layer_metrics(

@@ -179,6 +179,7 @@ def draw_heatmap(
     layers: Sequence[int],
     columns: Sequence[str],
     metric: str,
+    xlabel: str = "snapshot",
 ) -> Figure:
     """One heatmap panel per split: layers (rows) x snapshots (columns) of ``metric``."""
     import seaborn as sns
@@ -196,7 +197,7 @@ def draw_heatmap(
             xticklabels=list(columns), yticklabels=[layer_name(l) for l in layers],
         )
         ax.set_title(split, parse_math=False)
-        ax.set_xlabel("snapshot")
+        ax.set_xlabel(xlabel)
         if i:
             ax.set_yticklabels([])
     fig.suptitle(metric.replace("_", " "))

@@ -106,7 +106,7 @@ def test_metrics_reach_the_log_history_and_csv(finished_run):
     # The Trainer's own per-epoch loss log is not swallowed by layerwatch's.
     assert [h["step"] for h in history if "loss" in h] == [6, 12]
     rows = RunStore(finished_run["dir"]).read_metrics()
-    assert {r["metric"] for r in rows} == {"knn_accuracy", "probe_accuracy", "silhouette", "model_accuracy"}
+    assert {r["metric"] for r in rows} == {"knn_accuracy", "probe_accuracy", "silhouette", "model_accuracy", "cka_first", "cka_prev"}
     assert {(r["epoch"]) for r in rows} == {0, 1, 2}
     assert (finished_run["dir"] / "metrics_knn_accuracy.png").exists()
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import resolve_jobs, resolve_layers
 from ..distributed import Part
 from ..film import Film, Frame
-from ..metrics import layer_metrics, model_accuracy
+from ..metrics import cka_matrix, layer_cka, layer_metrics, model_accuracy
 from ..reduce import Reducer, is_degenerate, start_layouts, thread_limit
 from ..snapshot import SnapshotKey, epoch_value
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
@@ -109,6 +109,9 @@ class Embeddings(Measurement):
         self.reducer = Reducer(config.method, seed=config.seed, align=config.align, perplexity=config.perplexity)
         self.films: dict[str, Film] = {}
         self._figures: dict[int, Any] = {}
+        # Per split, the vectors of the first and of the latest snapshot (for the drift).
+        self._first: dict[str, Any] = {}
+        self._latest: dict[str, Any] = {}
 
     # -- front half ---------------------------------------------------------------------
     def start(self, plan: SplitPlan) -> Accumulator:
@@ -140,6 +143,7 @@ class Embeddings(Measurement):
                 self._finish(ctx, key, snaps[split], ref if split != ctx.reference_split else None, started[split], logs)
         if ctx.render and self.config.metrics:
             ctx.guard("drawing the metric heatmaps", key, self.write_heatmaps, ctx)
+            ctx.guard("drawing the layer-by-layer CKA", key, self.write_cka_layers, ctx)
         return logs
 
     def _layout_pool(self):
@@ -194,13 +198,15 @@ class Embeddings(Measurement):
     def _finish(self, ctx: Context, key: SnapshotKey, snap, ref, started, logs: dict) -> None:
         split = snap.split
         values = ctx.guard(f"computing the metrics of {split}", key, self._metrics, ctx, snap, ref) or {}
+        if self.config.metrics:
+            values.update(ctx.guard(f"computing the drift of {split}", key, self._drift, snap) or {})
         rows = []
         for metric, per_layer in values.items():
             for layer, v in zip(snap.layers, per_layer):
                 if np.isfinite(v):
                     logs[f"layerwatch/{split}/{metric}/layer_{int(layer)}"] = float(v)
                     rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": int(layer), "metric": metric, "value": float(v)})
-        if self.config.metrics and not ctx.regression:
+        if self.config.metrics:
             # Written now, before anything is drawn: numbers once computed are kept.
             ctx.guard(f"writing the metrics of {split}", key, ctx.store.replace_metrics, split, key, rows, [int(l) for l in snap.layers])
         if started is None:
@@ -244,6 +250,38 @@ class Embeddings(Measurement):
             values["model_accuracy"][-1] = acc  # one number per snapshot, filed under the top layer
         return values
 
+    def _drift(self, snap) -> dict[str, np.ndarray]:
+        """CKA of every layer against the split's first and previous snapshot (same rows)."""
+        mine = (np.asarray(snap.indices), np.asarray(snap.layers))
+        out = {}
+        for name, memory in (("cka_first", self._first), ("cka_prev", self._latest)):
+            other = memory.get(snap.split)
+            if other is not None and np.array_equal(other[0], mine[0]) and np.array_equal(other[1], mine[1]):
+                out[name] = layer_cka(snap.pooled, other[2])
+        if "cka_first" not in out:
+            self._first[snap.split] = (*mine, snap.pooled)
+            out["cka_first"] = layer_cka(snap.pooled, snap.pooled)  # 1 by definition: the start
+        self._latest[snap.split] = (*mine, snap.pooled)
+        return out
+
+    def write_cka_layers(self, ctx: Context) -> None:
+        """``cka_layers.png``: which layers have become alike, at the latest snapshot (a panel per split)."""
+        from matplotlib.figure import Figure
+
+        from ..render import draw_heatmap, figure_png, layer_name
+
+        latest = {s: v for s, v in self._latest.items() if ctx.draw_splits is None or s in ctx.draw_splits}
+        if not latest:
+            return
+        splits = sorted(latest, key=lambda s: (s != ctx.reference_split, s))
+        layers = [int(l) for l in latest[splits[0]][1]]
+        tables = {s: cka_matrix(latest[s][2]) for s in splits if [int(l) for l in latest[s][1]] == layers}
+        n = len(layers)
+        fig = Figure(figsize=(1.5 + len(tables) * (1.2 + 0.5 * n), 1.4 + 0.4 * n), dpi=self.config.dpi)
+        draw_heatmap(fig, tables, layers, [layer_name(l) for l in layers], "linear CKA between layers (latest snapshot)", xlabel="layer")
+        fig.tight_layout()
+        ctx.store.write_bytes(ctx.store.file_path("cka_layers.png"), figure_png(fig))
+
     def _errors(self, ctx: Context, snap) -> np.ndarray | None:
         if self.config.highlight_errors is False or snap.predictions is None or ctx.regression:
             return None
@@ -276,6 +314,7 @@ class Embeddings(Measurement):
                 film.redraw(ctx)
             if self.config.metrics:
                 ctx.guard("drawing the metric heatmaps", None, self.write_heatmaps, ctx)
+                ctx.guard("drawing the layer-by-layer CKA", None, self.write_cka_layers, ctx)
 
     def write_heatmaps(self, ctx: Context) -> None:
         """``metrics_<metric>.png``: layers x snapshots, one panel per split."""
@@ -319,6 +358,9 @@ class Embeddings(Measurement):
             logger.warning("layerwatch: %s", exc)
         for key, by_split in snaps:
             for split, snap in by_split.items():
+                entry = (np.asarray(snap.indices), np.asarray(snap.layers), snap.pooled)
+                self._first.setdefault(split, entry)
+                self._latest[split] = entry
                 try:
                     stored = ctx.store.load_layout(split, key)
                 except FileNotFoundError:
@@ -346,9 +388,24 @@ class Embeddings(Measurement):
             if r["metric"] == "knn_accuracy" and _when(r) == last.get(r["split"]):
                 if r["split"] not in best or r["value"] > best[r["split"]][1]:
                     best[r["split"]] = (int(r["layer"]), r["value"])
-        if not best:
-            return {}
-        return {"best_knn_layer_at_last_snapshot": {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}}
+        out: dict[str, Any] = {}
+        if best:
+            out["best_knn_layer_at_last_snapshot"] = {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}
+        drift = [r for r in rows if r["metric"] == "cka_first"]
+        final: dict[str, tuple] = {}
+        for r in drift:
+            final[r["split"]] = max(_when(r), final.get(r["split"], (-1, -1)))
+        moved: dict[str, dict] = {}
+        for split, when in final.items():
+            at = sorted((r["value"], int(r["layer"])) for r in drift if r["split"] == split and _when(r) == when)
+            if at:
+                moved[split] = {
+                    "moved_most": {"layer": at[0][1], "cka_first": round(at[0][0], 4)},
+                    "moved_least": {"layer": at[-1][1], "cka_first": round(at[-1][0], 4)},
+                }
+        if moved:
+            out["drift_at_last_snapshot"] = moved
+        return out
 
 
 def _when(row: dict) -> tuple:
