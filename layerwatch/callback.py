@@ -71,6 +71,9 @@ class LayerwatchCallback(TrainerCallback):
         text_column: str | None = None,
         report_text: bool = True,
         precision: str = "fp32",
+        attention: bool = False,
+        attention_examples: Any = 6,
+        attention_split: str | None = None,
         **unknown: Any,
     ):
         if unknown:

@@ -114,6 +114,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         most, least = d["moved_most"], d["moved_least"]
         print(f"drift of {split!r} since the first snapshot (linear CKA, 1 = unchanged): moved most "
               f"{_layer_text(most['layer'])} ({most['cka_first']:.3f}), least {_layer_text(least['layer'])} ({least['cka_first']:.3f})")
+    for split, a in out.get("attention", {}).items():
+        if a["moved_most"]:
+            h = a["moved_most"][0]
+            print(f"attention of {split!r}: layer {h['layer']} head {h['head']} moved most ({h['drift_first']:.4f} nats, "
+                  f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
     for path in out.get("damaged", []):
         print(f"damaged (skipped): {path}")
     return 0
@@ -156,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     add_report_command(sub)
+    from .measures import registered
+
+    for cls in registered().values():
+        cls.add_commands(sub)
 
     p = sub.add_parser("demo", help="fine-tune a small packaged model on a generated corpus, offline, and film it")
     p.add_argument("--output-dir", default="layerwatch_demo", help="where the run goes (default: %(default)s)")

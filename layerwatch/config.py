@@ -169,6 +169,14 @@ class LayerwatchConfig:
             ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"`` (a half
             precision where the hardware runs it fast, else fp32). Stored vectors are
             float32 either way.
+        attention: Per-head attention statistics of every layer at every snapshot
+            (``attention.csv``, a heatmap film per statistic, a summary of how each head
+            moved, and a head-view page of the examples), from the same forward pass.
+        attention_examples: Rows whose full attention maps are kept at every snapshot
+            (for the head view and the heads' drift): a count, stratified by label, or
+            dataset row indices of ``attention_split``.
+        attention_split: The split of those rows; ``None``: ``"validation"`` when
+            monitored, else the reference split.
     """
 
     output_dir: str = "layerwatch_run"
@@ -197,6 +205,9 @@ class LayerwatchConfig:
     text_column: str | None = None
     report_text: bool = True
     precision: str = "fp32"
+    attention: bool = False
+    attention_examples: Any = 6
+    attention_split: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -221,6 +232,12 @@ class LayerwatchConfig:
         check_choice("on_error", self.on_error, ON_ERROR)
         check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
         check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.attention, bool):
+            raise ValueError(f"attention={self.attention!r} must be True or False")
+        if isinstance(self.attention_examples, (list, tuple)):
+            object.__setattr__(self, "attention_examples", tuple(self.attention_examples))
+        if self.attention_split is not None and not isinstance(self.attention_split, str):
+            raise ValueError(f"attention_split={self.attention_split!r} must be a split name or None")
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")

@@ -51,6 +51,8 @@ class Monitor:
         self.store = RunStore(config.output_dir)
         self.reference_split = "train" if "train" in self.splits else next(iter(self.splits))
         self.measurements = for_config(config)
+        for m in self.measurements:
+            m.check_splits(self.splits)
         self.vocab: LabelVocabulary | None = None
         self.head = HeadMatch(None, "the model has not been checked yet")
         self.layers: tuple[int, ...] | None = None
@@ -104,6 +106,8 @@ class Monitor:
             model_name=type(model).__name__, tokenizer=tokenizer, precision=self.precision,
             autocast=autocast_factory(self.precision, device),
         )
+        self.context["labels"] = self.labels
+        self.context["splits_indices"] = {name: s.indices for name, s in self.splits.items()}
         for m in self.measurements:
             m.prepare(model, self.context)
         self._checked = True

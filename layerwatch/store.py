@@ -231,12 +231,17 @@ class RunStore:
             return []
         return sorted(d for d in os.listdir(folder) if is_split_name(d) and os.path.isdir(os.path.join(folder, d)))
 
-    def keys(self, split: str, kind: str = "embeddings") -> list[SnapshotKey]:
-        """The snapshots of ``split`` that are complete on disk under ``kind``, in training order."""
+    def keys(self, split: str, kind: str = "embeddings", ext: str | None = None) -> list[SnapshotKey]:
+        """The snapshots of ``split`` that are complete on disk under ``kind``, in training order.
+
+        ``ext``: the files' extension; by default ``.png`` for folders of frames
+        (``frames``, ``attention_frames``, ...) and ``.npz`` for arrays.
+        """
         folder = os.path.join(self.root, kind, check_split_name(split))
         if not os.path.isdir(folder):
             return []
-        ext = ".png" if kind == "frames" else ".npz"
+        if ext is None:
+            ext = ".png" if kind.endswith("frames") else ".npz"
         keys = []
         for f in os.listdir(folder):
             stem, e = os.path.splitext(f)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .attention import Attention
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
 from .embeddings import Embeddings
 
@@ -70,3 +71,4 @@ def for_config(config: "LayerwatchConfig", names: list[str] | None = None) -> li
 
 
 register(Embeddings)
+register(Attention)

@@ -149,6 +149,40 @@ class Context:
             return None
 
 
+def pick_examples(setting: Any, name: str, split: str, indices: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Positions (in the subset) of the examples a measurement keeps whole.
+
+    Args:
+        setting: A count (stratified by label, drawn with ``seed``) or dataset row indices.
+        name: The setting's name, for messages.
+        split, indices, labels: The split and its monitored rows and label ids.
+
+    Raises:
+        ValueError: a bad count, or a row that is not among the monitored rows.
+    """
+    from ..data import stratified_subset
+
+    if isinstance(setting, (int, np.integer)) and not isinstance(setting, bool):
+        if setting < 1:
+            raise ValueError(f"{name}={setting!r} must be a positive count or a list of dataset rows")
+        kind = "class" if labels.dtype.kind in "iu" else "regression"
+        return stratified_subset(labels, int(setting), seed, kind)
+    try:
+        rows = [int(r) for r in setting]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={setting!r} must be a positive count or a list of dataset rows") from None
+    if not rows:
+        raise ValueError(f"{name}=[] names no row; pass a count or at least one dataset row")
+    where = {int(r): i for i, r in enumerate(indices)}
+    missing = [r for r in rows if r not in where]
+    if missing:
+        raise ValueError(
+            f"{name}={rows}: row {missing[0]} is not among the {len(indices)} monitored rows of split {split!r} "
+            f"(see watch.splits[{split!r}].indices); pass monitored rows, or a count"
+        )
+    return np.array(sorted({where[r] for r in rows}), dtype=np.int64)
+
+
 class Measurement:
     """One kind of measurement of a snapshot. Subclass it and register it in
     :mod:`layerwatch.measures`.
@@ -174,6 +208,10 @@ class Measurement:
         self.config = config
 
     # -- front half: the capture pass (training process; torch) ---------------------
+    def check_splits(self, splits: dict[str, Any]) -> None:
+        """Check the settings against the monitored splits when the callback is built
+        (``splits``: name -> :class:`~layerwatch.splits.MonitoredSplit`)."""
+
     def prepare(self, model: Any, context: dict[str, Any]) -> None:
         """Check the model before training (raise a ValueError that says what to do) and
         note in ``context`` what the capture needs (token ids, ...)."""
@@ -224,3 +262,7 @@ class Measurement:
     def summarize(self, store: "RunStore") -> dict[str, Any]:
         """What ``layerwatch info`` says of this measurement in a stored run."""
         return {}
+
+    @classmethod
+    def add_commands(cls, subparsers: Any) -> None:
+        """Add ``layerwatch`` subcommands of this measurement's own (none by default)."""

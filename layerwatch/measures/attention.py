@@ -1,0 +1,478 @@
+"""Attention over training: per-head statistics of every layer, filmed like the embeddings.
+
+Front half: the capture's forward pass also returns every layer's attention weights
+(eager attention for that pass only); each batch is reduced at once to per-head sums of
+the statistics of :mod:`~layerwatch.measures.attention_stats` (never a (rows, heads,
+tokens, tokens) tensor for all rows), and the full maps of a few fixed example rows of
+``attention_split`` are kept (float16, over their real tokens, with their tokens).
+
+Back half, per snapshot: ``attention.csv`` (split, epoch, step, layer 1..L, head 1..H,
+stat, value), the statistics in the Trainer's log history, one heatmap film per split and
+statistic (``attention_<split>_<stat>.gif``), the heads' drift (Jensen-Shannon divergence
+of the examples' maps against the first and the previous snapshot: ``drift_first``,
+``drift_prev``), a summary of how far each head moved with its dominant pattern at the
+start and now (``attention_summary.png``), and the head-view page of the examples over all
+snapshots (``attention_head_view.html``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..distributed import Part
+from ..film import Film, Frame
+from ..snapshot import SnapshotKey, epoch_value, sort_keys
+from .attention_stats import STATS, js_divergence, pattern_labels
+from .base import Accumulator, Batch, Context, Measurement, SplitPlan, pick_examples
+
+logger = logging.getLogger("layerwatch")
+
+FIELDS = ("split", "epoch", "step", "layer", "head", "stat", "value")
+TABLE = "attention.csv"
+DRIFT = ("drift_first", "drift_prev")
+FRAMES = "attention_frames"
+HEAD_VIEW = "attention_head_view.html"
+SUMMARY = "attention_summary.png"
+# Colour scales of the films: statistics that are shares of attention live in [0, 1].
+_FIXED_RANGE = {s: (0.0, 1.0) for s in ("entropy_norm", "max_weight", "first", "sep", "punct", "self", "prev", "next")}
+
+
+class _Stats(Accumulator):
+    def __init__(self, plan: SplitPlan, picked: set[int], sep_ids, punct_ids, to_tokens):
+        self.plan = plan
+        self.picked = picked  # positions in the whole subset
+        self.sep_ids, self.punct_ids = sep_ids, punct_ids
+        self.to_tokens = to_tokens
+        self.sums: np.ndarray | None = None
+        self.rows = 0
+        self.kept: dict[int, dict[str, np.ndarray]] = {}
+
+    def update(self, batch: Batch) -> None:
+        import torch
+
+        from .attention_stats import row_head_stats, token_class_masks
+
+        attentions = batch.output("attentions")
+        if not attentions:
+            raise ValueError(
+                "the model returned no attention weights with output_attentions=True (even in eager attention); "
+                "pass attention=False for this model"
+            )
+        ids = batch.inputs["input_ids"]
+        sep, punct = token_class_masks(ids, batch.mask, self.sep_ids, self.punct_ids)
+        per_layer = [row_head_stats(a, batch.mask, sep, punct).double().sum(0) for a in attentions]
+        total = torch.stack(per_layer).cpu().numpy()  # (layers, heads, stats)
+        self.sums = total if self.sums is None else self.sums + total
+        self.rows += len(batch.rows)
+        for b, row in enumerate(batch.rows):
+            position = int(self.plan.positions[row])
+            if position not in self.picked:
+                continue
+            n = int(batch.mask[b].sum())
+            maps = torch.stack([a[b, :, :n, :n] for a in attentions]).float().cpu().numpy().astype(np.float16)
+            token_ids = ids[b, :n].cpu().numpy()
+            self.kept[position] = {"maps": maps, "ids": token_ids, "tokens": np.array(self.to_tokens(token_ids))}
+
+    def finish(self) -> Part:
+        sums = self.sums if self.sums is not None else np.zeros((0, 0, len(STATS)))
+        return Part(sums={"stats_sum": sums, "rows": np.array(self.rows)}, picked=self.kept)
+
+
+@dataclass
+class _Heat:
+    values: np.ndarray  # (layers, heads)
+
+
+class Attention(Measurement):
+    """Per-head attention statistics (``attention=True``)."""
+
+    name = "attention"
+    output_flags = {"output_attentions": True}
+    eager_attention = True
+
+    @classmethod
+    def enabled(cls, config) -> bool:
+        return bool(getattr(config, "attention", False))
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.films: dict[tuple[str, str], Film] = {}
+        self._figures: dict[tuple, Any] = {}
+        self._first: dict[str, dict] = {}
+        self._latest: dict[str, dict] = {}
+        self._first_stats: dict[str, np.ndarray] = {}
+        self._latest_stats: dict[str, np.ndarray] = {}
+        self._latest_drift: dict[str, np.ndarray] = {}
+        self.examples: dict[str, np.ndarray] = {}
+        self.context: dict[str, Any] = {}
+
+    # -- front half -----------------------------------------------------------------------
+    def example_split(self, splits) -> str:
+        chosen = self.config.attention_split
+        if chosen is not None:
+            return chosen
+        names = list(splits)
+        return "validation" if "validation" in names else ("train" if "train" in names else names[0])
+
+    def check_splits(self, splits) -> None:
+        split = self.example_split(splits)
+        if split not in splits:
+            raise ValueError(f"attention_split={split!r} is not a monitored split; pass one of {sorted(splits)}")
+
+    def prepare(self, model, context) -> None:
+        from .attention_stats import punctuation_ids, special_token_ids
+
+        tokenizer = context.get("tokenizer")
+        self.context = context
+        context["attention_sep_ids"] = special_token_ids(getattr(model, "config", None), tokenizer)
+        context["attention_punct_ids"] = punctuation_ids(tokenizer) if tokenizer is not None else set()
+        if tokenizer is None:
+            logger.warning(
+                "layerwatch: attention statistics without the tokenizer: 'punct' is 0 and 'sep' comes from the model "
+                "config only; the Trainer hands its processing_class over, or pass tokenizer= to check_model"
+            )
+        labels = context.get("labels", {})
+        split = self.example_split(labels)
+        splits = context.get("splits_indices", {})
+        if split in labels and split in splits:
+            self.examples[split] = pick_examples(
+                self.config.attention_examples, "attention_examples", split, splits[split], labels[split], self.config.seed,
+            )
+
+    def start(self, plan: SplitPlan) -> Accumulator:
+        tokenizer = self.context.get("tokenizer")
+
+        def to_tokens(ids):
+            if tokenizer is not None and hasattr(tokenizer, "convert_ids_to_tokens"):
+                return [str(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
+            return [str(int(i)) for i in ids]
+
+        picked = set(int(p) for p in self.examples.get(plan.split, ()))
+        return _Stats(
+            plan, picked, self.context.get("attention_sep_ids", set()), self.context.get("attention_punct_ids", set()), to_tokens,
+        )
+
+    def assemble(self, part: Part, snap) -> None:
+        rows = int(part.sums["rows"])
+        out = {"stats": part.sums["stats_sum"] / max(rows, 1), "rows": np.array(rows)}
+        if part.picked:
+            positions = sorted(part.picked)
+            width = max(len(part.picked[p]["ids"]) for p in positions)
+            layers, heads = part.picked[positions[0]]["maps"].shape[:2]
+            maps = np.zeros((len(positions), layers, heads, width, width), dtype=np.float16)
+            tokens = np.full((len(positions), width), "", dtype=object)
+            lengths = np.zeros(len(positions), dtype=np.int64)
+            for r, p in enumerate(positions):
+                kept = part.picked[p]
+                n = len(kept["ids"])
+                maps[r, :, :, :n, :n] = kept["maps"]
+                tokens[r, :n] = kept["tokens"]
+                lengths[r] = n
+            out.update(positions=np.array(positions, dtype=np.int64), lengths=lengths, maps=maps, tokens=tokens.astype(str))
+        snap.results[self.name] = out
+
+    # -- back half ----------------------------------------------------------------------------
+    def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for split in ctx.drawn(snaps):
+            res = snaps[split].results.get(self.name)
+            if not res or "stats" not in res:
+                continue
+            stats = np.asarray(res["stats"], dtype=np.float64)
+            values = {s: stats[:, :, i] for i, s in enumerate(STATS)}
+            if "maps" in res:
+                values.update(self._drift(split, res))
+            self._first_stats.setdefault(split, stats)
+            self._latest_stats[split] = stats
+            rows = []
+            for stat, grid in values.items():
+                for (l, h), v in np.ndenumerate(grid):
+                    if np.isfinite(v):
+                        logs[f"layerwatch/{split}/attention_{stat}/layer_{l + 1}/head_{h + 1}"] = float(v)
+                        rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": l + 1, "head": h + 1, "stat": stat, "value": float(v)})
+            ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            for stat, grid in values.items():
+                film = self._film(ctx, split, stat)
+                frame = Frame(key, _Heat(grid))
+                if ctx.render:
+                    film.show(ctx, frame)
+                else:
+                    film.add(frame)
+        if ctx.render:
+            ctx.guard("drawing the attention summary", key, self.write_summary, ctx)
+            ctx.guard(f"writing {HEAD_VIEW}", key, self.write_head_view, ctx)
+        return logs
+
+    def _drift(self, split: str, res: dict) -> dict[str, np.ndarray]:
+        current = {k: res[k] for k in ("positions", "lengths", "maps", "tokens")}
+        out = {}
+        for name, memory in (("drift_first", self._first), ("drift_prev", self._latest)):
+            other = memory.get(split)
+            if other is not None and np.array_equal(other["positions"], current["positions"]) and np.array_equal(other["lengths"], current["lengths"]):
+                out[name] = js_divergence(current["maps"], other["maps"], current["lengths"])
+        if "drift_first" not in out:
+            self._first[split] = current
+            out["drift_first"] = np.zeros(current["maps"].shape[1:3])  # the start: no drift yet
+        self._latest[split] = current
+        self._latest_drift[split] = out["drift_first"]
+        return out
+
+    def _film(self, ctx: Context, split: str, stat: str) -> Film:
+        film = self.films.get((split, stat))
+        if film is None:
+            slot = f"{split}.{stat}"
+            film = self.films[(split, stat)] = Film(
+                ctx.store,
+                frame_path=lambda k, s=slot: ctx.store.array_path(FRAMES, s, k, ".png"),
+                gif_path=ctx.store.file_path(f"attention_{split}_{stat}.gif"),
+                draw=lambda f, scale, sp=split, st=stat: self._draw(sp, st, f, scale),
+                extent=None if stat in _FIXED_RANGE else _value_range,
+                duration=self.config.frame_duration,
+                frames_on_disk=lambda s=slot: ctx.store.keys(s, FRAMES),
+            )
+        return film
+
+    def _draw(self, split: str, stat: str, frame: Frame, scale) -> bytes:
+        from ..render import figure_png
+        from .attention_render import draw_head_heatmap, head_figure
+
+        grid = frame.data.values
+        vmin, vmax = _FIXED_RANGE.get(stat) or (scale[0] if scale else (float(np.nanmin(grid)), float(np.nanmax(grid))))
+        if not vmax > vmin:
+            vmax = vmin + 1e-6
+        shape = grid.shape
+        fig = self._figures.get(shape)
+        if fig is None:
+            fig = self._figures[shape] = head_figure(*shape, dpi=self.config.dpi)
+        fig.clear()
+        draw_head_heatmap(fig, grid, list(range(1, shape[0] + 1)), stat, f"{split} - {stat} - {frame.key.title}", vmin, vmax)
+        return figure_png(fig)
+
+    def write_summary(self, ctx: Context) -> None:
+        """``attention_summary.png``: how far each head of the examples' split moved, and how."""
+        from matplotlib.figure import Figure
+
+        from ..render import figure_png
+        from .attention_render import draw_head_summary
+
+        for split, drift in self._latest_drift.items():
+            if split not in self._first_stats:
+                continue
+            start = pattern_labels(_as_stats(self._first_stats[split]))
+            end = pattern_labels(_as_stats(self._latest_stats[split]))
+            layers, heads = drift.shape
+            fig = Figure(figsize=(max(4.0, heads * 0.55 + 2.2), max(3.0, layers * 0.55 + 1.8)), dpi=self.config.dpi)
+            draw_head_summary(fig, drift, start, end, list(range(1, layers + 1)), f"{split}: heads' drift since the first snapshot")
+            ctx.store.write_bytes(ctx.store.file_path(SUMMARY), figure_png(fig))
+            return
+
+    def write_head_view(self, ctx: Context) -> None:
+        """``attention_head_view.html``: the examples' maps over every stored snapshot."""
+        from .head_view import head_view_html
+
+        for split in self._latest:
+            keys = sort_keys(ctx.store.keys(split, self.name))
+            stored = []
+            for key in keys:
+                try:
+                    arrays = ctx.store.load_arrays(self.name, split, key)
+                    true_key = ctx.store.snapshot_key(split, key)
+                except (ValueError, FileNotFoundError) as exc:
+                    logger.warning("layerwatch: %s", exc)
+                    continue
+                if "maps" in arrays:
+                    stored.append((true_key, arrays))
+            if not stored:
+                continue
+            positions = stored[-1][1]["positions"]
+            stored = [(k, a) for k, a in stored if np.array_equal(a["positions"], positions)]
+            names = ctx.label_names
+            try:
+                snap = ctx.store.load_snapshot(split, keys[-1])
+                labels = snap.labels[positions]
+                rows = snap.indices[positions]
+            except (ValueError, FileNotFoundError):
+                labels, rows = np.zeros(len(positions), dtype=np.int64), positions
+            examples = []
+            for r in range(len(positions)):
+                n = int(stored[-1][1]["lengths"][r])
+                maps = np.stack([a["maps"][r, :, :, :n, :n].astype(np.float32) for _, a in stored])
+                label = names[int(labels[r])] if names and 0 <= int(labels[r]) < len(names) else str(labels[r])
+                examples.append({"tokens": [str(t) for t in stored[-1][1]["tokens"][r, :n]], "label": f"{split} row {int(rows[r])}: {label}", "maps": maps})
+            html = head_view_html(examples, [k.title for k, _ in stored], title=f"layerwatch: attention heads ({split})")
+            ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
+            return
+
+    def render_all(self, ctx: Context) -> None:
+        for film in self.films.values():
+            film.redraw(ctx)
+        ctx.guard("drawing the attention summary", None, self.write_summary, ctx)
+        ctx.guard(f"writing {HEAD_VIEW}", None, self.write_head_view, ctx)
+
+    def restore(self, ctx: Context, snaps: list) -> None:
+        for key, by_split in snaps:
+            for split, snap in by_split.items():
+                res = snap.results.get(self.name)
+                if not res or "stats" not in res:
+                    continue
+                stats = np.asarray(res["stats"], dtype=np.float64)
+                values = {s: stats[:, :, i] for i, s in enumerate(STATS)}
+                if "maps" in res:
+                    values.update(self._drift(split, res))
+                self._first_stats.setdefault(split, stats)
+                self._latest_stats[split] = stats
+                for stat, grid in values.items():
+                    self._film(ctx, split, stat).add(Frame(key, _Heat(grid)))
+
+    def load(self, store, snap, key) -> None:
+        try:
+            snap.results[self.name] = store.load_arrays(self.name, snap.split, key)
+        except FileNotFoundError:
+            pass
+
+    def summarize(self, store) -> dict[str, Any]:
+        return {"attention": heads_that_moved(store)} if store.read_table(TABLE) else {}
+
+    @classmethod
+    def add_commands(cls, subparsers) -> None:
+        p = subparsers.add_parser("attention", help="which attention heads changed most over training, and how")
+        p.add_argument("run_dir", help="the output_dir of a run with attention=True")
+        p.add_argument("--top", type=int, default=5, help="heads to list per split (default: %(default)s)")
+        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        p.add_argument("--bertviz", choices=("head", "model"), help="write bertviz's view of an example's stored maps to --output")
+        p.add_argument("--example", type=int, default=0, help="which stored example, 0-based (default: %(default)s)")
+        p.add_argument("--snapshot", type=int, default=-1, help="which snapshot, 0-based; -1 = the last (default)")
+        p.add_argument("-o", "--output", default="bertviz.html", help="file for --bertviz (default: %(default)s)")
+        p.set_defaults(func=_cmd_attention)
+
+
+def stored_example(root: str, example: int = 0, snapshot: int = -1) -> dict[str, Any]:
+    """One stored example's attention maps at one snapshot: ``{"maps": (layers, heads, T, T),
+    "tokens": [...], "split", "row", "title"}`` (for bertviz, or your own plots)."""
+    from ..store import RunStore
+
+    store = RunStore(root)
+    splits = [s for s in store.splits(Attention.name) if store.keys(s, Attention.name)]
+    for split in splits:
+        keys = store.keys(split, Attention.name)
+        stored = [k for k in keys if "maps" in store.load_arrays(Attention.name, split, k)]
+        if not stored:
+            continue
+        try:
+            key = stored[snapshot]
+        except IndexError:
+            raise ValueError(f"snapshot={snapshot} is out of range; the run holds {len(stored)} snapshots of examples") from None
+        arrays = store.load_arrays(Attention.name, split, key)
+        if not 0 <= example < len(arrays["positions"]):
+            raise ValueError(f"example={example} is out of range; the run keeps {len(arrays['positions'])} examples (0-based)")
+        n = int(arrays["lengths"][example])
+        snap = store.load_snapshot(split, key)
+        return {
+            "maps": arrays["maps"][example, :, :, :n, :n].astype(np.float32),
+            "tokens": [str(t) for t in arrays["tokens"][example, :n]],
+            "split": split, "row": int(snap.indices[int(arrays["positions"][example])]),
+            "title": store.snapshot_key(split, key).title,
+        }
+    raise ValueError(f"{root!r} holds no attention examples; train with attention=True")
+
+
+def show_stored_in_bertviz(root: str, example: int = 0, snapshot: int = -1, view: str = "head", **kwargs: Any) -> Any:
+    """Hand a stored example's maps to bertviz's ``head_view`` / ``model_view`` (in Jupyter)."""
+    from .head_view import show_bertviz
+
+    found = stored_example(root, example, snapshot)
+    return show_bertviz(found["maps"], found["tokens"], view=view, **kwargs)
+
+
+def _cmd_attention(args) -> int:
+    import json
+
+    from ..store import RunStore
+
+    store = RunStore(args.run_dir)
+    store.read_run()
+    if args.bertviz:
+        html = show_stored_in_bertviz(args.run_dir, args.example, args.snapshot, view=args.bertviz, html_action="return")
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(getattr(html, "data", str(html)))
+        print(f"bertviz {args.bertviz} view: {args.output}")
+        return 0
+    summary = heads_that_moved(store, top=args.top)
+    if not summary:
+        raise ValueError(f"{args.run_dir!r} holds no attention statistics; train with attention=True")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for split, s in summary.items():
+        print(f"split {split!r}: {s['snapshots']} snapshots")
+        print("  heads whose attention moved most since the first snapshot (Jensen-Shannon divergence, nats):")
+        for h in s["moved_most"]:
+            change = h["pattern_start"] if h["pattern_start"] == h["pattern_end"] else f"{h['pattern_start']} -> {h['pattern_end']}"
+            print(f"    layer {h['layer']} head {h['head']}: {h['drift_first']:.4f} ({change})")
+        means = ", ".join(f"{l}: {v:.4f}" for l, v in s["mean_drift_by_layer"].items())
+        print(f"  mean drift by layer: {means}")
+    return 0
+
+
+def _as_stats(stats: np.ndarray) -> dict[str, np.ndarray]:
+    return {s: stats[:, :, i] for i, s in enumerate(STATS)}
+
+
+def _value_range(frame: Frame) -> list:
+    vals = frame.data.values[np.isfinite(frame.data.values)]
+    if vals.size == 0:
+        return [(0.0, 1.0)]
+    lo, hi = float(vals.min()), float(vals.max())
+    return [(lo, hi if hi > lo else lo + 1e-6)]
+
+
+def heads_that_moved(store, top: int = 5) -> dict[str, Any]:
+    """The heads whose maps moved most since the first snapshot (drift_first at the last
+    snapshot), with their dominant pattern at the first and the last snapshot."""
+    rows = store.read_table(TABLE)
+    out: dict[str, Any] = {}
+    for split in sorted({r["split"] for r in rows}):
+        mine = [r for r in rows if r["split"] == split]
+        steps = sorted({(int(r["step"]), epoch_value(r["epoch"])) for r in mine})
+        if not steps:
+            continue
+        first, last = steps[0], steps[-1]
+
+        def grid(when, stat):
+            cells = {(int(r["layer"]), int(r["head"])): r["value"] for r in mine
+                     if (int(r["step"]), epoch_value(r["epoch"])) == when and r["stat"] == stat}
+            return cells
+
+        drift = grid(last, "drift_first")
+        if not drift:
+            continue
+        layers = max(l for l, _ in drift)
+        heads = max(h for _, h in drift)
+
+        def labels(when):
+            stats = {}
+            for s in STATS:
+                cells = grid(when, s)
+                arr = np.full((layers, heads), np.nan)
+                for (l, h), v in cells.items():
+                    arr[l - 1, h - 1] = v
+                stats[s] = arr
+            return pattern_labels(stats)
+
+        start, end = labels(first), labels(last)
+        ranked = sorted(drift.items(), key=lambda kv: -kv[1])[:top]
+        out[split] = {
+            "snapshots": len(steps),
+            "moved_most": [
+                {"layer": l, "head": h, "drift_first": round(v, 4), "pattern_start": str(start[l - 1, h - 1]), "pattern_end": str(end[l - 1, h - 1])}
+                for (l, h), v in ranked
+            ],
+            "mean_drift_by_layer": {
+                int(l): round(float(np.mean([v for (ll, _), v in drift.items() if ll == l])), 4) for l in range(1, layers + 1)
+            },
+        }
+    return out
