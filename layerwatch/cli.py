@@ -2,6 +2,7 @@
 
     layerwatch render RUN_DIR [--method pca|tsne|umap] [--splits ...] [--layers ...] [--no-align]
     layerwatch info RUN_DIR
+    layerwatch export RUN_DIR --tensorboard LOGDIR | --wandb DIR | --mlflow [--mlflow-uri URI]
     layerwatch demo [--output-dir DIR] [--epochs N] ...
 """
 
@@ -15,6 +16,7 @@ import sys
 from typing import Sequence
 
 from .config import METHODS, parse_layers
+from .integrations.export import add_export_command
 
 logger = logging.getLogger("layerwatch")
 
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_info)
+
+    add_export_command(sub)
 
     p = sub.add_parser("demo", help="fine-tune a small packaged model on a generated corpus, offline, and film it")
     p.add_argument("--output-dir", default="layerwatch_demo", help="where the run goes (default: %(default)s)")
