@@ -25,8 +25,9 @@ from ..store import DamagedFileError, RunStore
 logger = logging.getLogger("layerwatch")
 
 __all__ = [
-    "Integration", "RunInfo", "finish_all", "frame_paths", "label_texts", "metric_logs", "parse_projector_layers",
-    "prediction_texts", "send_snapshot", "snapshot_splits", "stored_keys", "text_of",
+    "Integration", "RunInfo", "finish_all", "frame_paths", "label_texts", "last_key", "load_snapshots", "metric_logs",
+    "parse_projector_layers", "prediction_texts", "projector_positions", "send_snapshot", "snapshot_splits",
+    "stored_keys", "text_of",
 ]
 
 # Texts in per-row metadata (TensorBoard's TSV, W&B tables) are cut to this many characters:

@@ -13,14 +13,11 @@ would have shown (the frames as they are on disk now).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import Any, Sequence
 
 from ..snapshot import SnapshotKey
 from .base import Integration, RunInfo, load_snapshots, metric_logs, parse_projector_layers, stored_keys
-
-logger = logging.getLogger("layerwatch")
 
 __all__ = ["add_export_command", "export_run", "send_run"]
 
@@ -186,7 +183,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         projector_layers=args.projector_layers, splits=args.splits,
     )
     if "tensorboard" in where:
-        print(f"tensorboard: {where['tensorboard']}   (open: tensorboard --logdir {where['tensorboard']} --samples_per_plugin images=0)")
+        print(f"tensorboard: {where['tensorboard']}   (open: tensorboard --logdir {where['tensorboard']} --samples_per_plugin images=1000)")
     if "wandb" in where:
         print(f"wandb: {where['wandb']}   (upload: wandb sync {where['wandb']})")
     if "mlflow" in where:

@@ -16,15 +16,12 @@ to through ``MlflowClient`` by its id, which MLflow allows for a finished run to
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any, Mapping
 
 from ..snapshot import Snapshot, SnapshotKey
 from .base import Integration, RunInfo
-
-logger = logging.getLogger("layerwatch")
 
 __all__ = ["MLflowIntegration", "require_mlflow"]
 

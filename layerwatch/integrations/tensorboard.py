@@ -21,7 +21,6 @@ would have written.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Mapping
 
@@ -30,8 +29,6 @@ from .base import (
     Integration, RunInfo, frame_paths, label_texts, load_snapshots, parse_projector_layers, prediction_texts,
     projector_positions, snapshot_splits, text_of,
 )
-
-logger = logging.getLogger("layerwatch")
 
 __all__ = ["TensorBoardIntegration", "require_tensorboard", "trainer_tensorboard_callback", "trainer_logging_dir"]
 
