@@ -533,3 +533,54 @@ def test_an_integration_that_fails_costs_only_itself(live, caplog):
     assert Counting.calls == 1
     assert failures == [f"layerwatch: sending snapshot {key.title} to broken failed (OSError: disk full); training goes on"]
     assert "disk full" in caplog.text
+
+
+def _regression_run(folder):
+    """A run written through the store: a regression, no frames, layouts, predictions or texts."""
+    from layerwatch.snapshot import Snapshot, SnapshotKey
+
+    store = RunStore(folder)
+    store.write_run({"label_kind": "regression", "label_names": None, "reference_split": "train", "config": {"method": "pca"}})
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=6).astype(np.float32)
+    for step in (0, 5):
+        key = SnapshotKey(step // 5, step, with_step=True)
+        snap = Snapshot(
+            pooled=rng.normal(size=(2, 6, 4)).astype(np.float32), labels=targets, layers=np.array([0, 4]),
+            indices=np.arange(10, 16), epoch=key.epoch, step=step, split="train",
+        )
+        store.save_snapshot(snap, key)
+    return targets
+
+
+def test_export_of_a_regression_run_to_tensorboard_sends_what_exists(tmp_path):
+    pytest.importorskip("tensorboard")
+    targets = _regression_run(tmp_path / "lw")
+    export_run(tmp_path / "lw", tensorboard=tmp_path / "tb")
+    acc = _accumulator(tmp_path / "tb")
+    assert acc.Tags()["images"] == [] and acc.Tags()["scalars"] == []
+    (first, second) = sorted(_projector(tmp_path / "tb"), key=lambda e: e.tensor_name)
+    assert [first.tensor_name, second.tensor_name] == ["layerwatch/train/layer_4:00000", "layerwatch/train/layer_4:00005"]
+    meta = _tsv(tmp_path / "tb" / second.metadata_path)
+    assert meta[0] == ["label", "row"]
+    assert [float(r[0]) for r in meta[1:]] == pytest.approx(targets.tolist(), rel=1e-3)
+    assert [r[1] for r in meta[1:]] == [str(i) for i in range(10, 16)]
+
+
+def test_export_of_a_regression_run_to_wandb_has_its_rows_without_places(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("wandb", reason='wandb is not installed; pip install "layerwatch[wandb]"')
+    for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        os.makedirs(tmp_path / var, exist_ok=True)
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    targets = _regression_run(tmp_path / "lw")
+    export_run(tmp_path / "lw", wandb_dir=tmp_path / "wb")
+    run_dir = _wandb_run_dir(tmp_path / "wb")
+    (path,) = glob.glob(os.path.join(run_dir, "files", "media", "table", "layerwatch", "rows", "train_*.table.json"))
+    table = json.load(open(path, encoding="utf-8"))
+    assert table["columns"] == ["row", "text", "label", "prediction", "correct"]
+    assert [r[0] for r in table["data"]] == list(range(10, 16))
+    assert [float(r[2]) for r in table["data"]] == pytest.approx(targets.tolist(), rel=1e-3)
+    assert all(r[3] is None and r[4] is None for r in table["data"])
+    assert "has no 2-D coordinates" in caplog.text
+    assert not glob.glob(os.path.join(run_dir, "files", "media", "videos", "**", "*"), recursive=True)
