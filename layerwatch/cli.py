@@ -3,6 +3,8 @@
     layerwatch render RUN_DIR [--method pca|tsne|umap] [--splits ...] [--layers ...] [--no-align]
     layerwatch info RUN_DIR
     layerwatch report RUN_DIR [-o FILE] [--splits ...] [--layers ...] [--no-text]
+    layerwatch attention RUN_DIR [--top N] [--bertviz head|model -o FILE]
+    layerwatch export RUN_DIR --tensorboard LOGDIR | --wandb DIR | --mlflow [--mlflow-uri URI]
     layerwatch demo [--output-dir DIR] [--epochs N] ...
 """
 
@@ -16,6 +18,7 @@ import sys
 from typing import Sequence
 
 from .config import METHODS, parse_layers
+from .integrations.export import add_export_command
 from .report import add_report_command
 
 logger = logging.getLogger("layerwatch")
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     add_report_command(sub)
+    add_export_command(sub)
     from .measures import registered
 
     for cls in registered().values():
