@@ -74,6 +74,9 @@ class LayerwatchCallback(TrainerCallback):
         attention: bool = False,
         attention_examples: Any = 6,
         attention_split: str | None = None,
+        report: bool = True,
+        tensorboard: str | None = None,
+        projector_layers: Any = "last",
         **unknown: Any,
     ):
         if unknown:
@@ -181,7 +184,7 @@ class LayerwatchCallback(TrainerCallback):
         if not _takes_part(state):
             return
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}") if state.global_step else None
-        self.monitor.open(model, state.global_step, checkpoint)
+        self.monitor.open(model, state.global_step, checkpoint, args=args)
         if state.global_step == 0:
             self.monitor.snapshot(model, SnapshotKey(0, 0, self._with_step), state, args, fatal=True)
 

@@ -177,6 +177,13 @@ class LayerwatchConfig:
             dataset row indices of ``attention_split``.
         attention_split: The split of those rows; ``None``: ``"validation"`` when
             monitored, else the reference split.
+        report: Rewrite ``report.html`` (one offline page of the whole run: hover a point
+            to read its row) after every snapshot.
+        tensorboard: A TensorBoard log directory for the frames, metrics and projector
+            embeddings, besides the integrations that ``report_to`` names (TensorBoard,
+            W&B, MLflow; see docs/integrations.md).
+        projector_layers: Layers whose pooled vectors go to TensorBoard's projector:
+            ``"last"``, ``"all"`` or hidden-state indices.
     """
 
     output_dir: str = "layerwatch_run"
@@ -208,6 +215,9 @@ class LayerwatchConfig:
     attention: bool = False
     attention_examples: Any = 6
     attention_split: str | None = None
+    report: bool = True
+    tensorboard: str | None = None
+    projector_layers: Any = "last"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -238,6 +248,13 @@ class LayerwatchConfig:
             object.__setattr__(self, "attention_examples", tuple(self.attention_examples))
         if self.attention_split is not None and not isinstance(self.attention_split, str):
             raise ValueError(f"attention_split={self.attention_split!r} must be a split name or None")
+        for name in ("report", "report_text"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.tensorboard is not None:
+            object.__setattr__(self, "tensorboard", os.fspath(self.tensorboard))
+        if self.projector_layers not in ("last", "all"):
+            object.__setattr__(self, "projector_layers", parse_layers(self.projector_layers))
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")
@@ -253,6 +270,8 @@ class LayerwatchConfig:
         out = dataclasses.asdict(self)
         out["layers"] = self.layers if self.layers == "all" else list(self.layers)
         out["label_names"] = list(self.label_names) if self.label_names is not None else None
+        if isinstance(self.projector_layers, tuple):
+            out["projector_layers"] = list(self.projector_layers)
         return out
 
     def replace(self, **changes: Any) -> "LayerwatchConfig":

@@ -65,6 +65,8 @@ class Monitor:
         self.failures: list[str] = []
         self.labels: dict[str, np.ndarray] = {}
         self.precision = config.precision
+        self.integrations: list = []
+        self.run_view = None
         self._checked = False
         self._warned: set[str] = set()
 
@@ -112,7 +114,7 @@ class Monitor:
             m.prepare(model, self.context)
         self._checked = True
 
-    def open(self, model: Any, global_step: int, checkpoint_dir: str | None = None) -> None:
+    def open(self, model: Any, global_step: int, checkpoint_dir: str | None = None, args: Any = None) -> None:
         """Prepare the run directory (main process), then agree with every rank.
 
         ``global_step > 0`` is a resume: the stored run must have been taken with the
@@ -120,6 +122,7 @@ class Monitor:
         to ``superseded/``.
         """
         resuming = global_step > 0
+        self._args = args
         dist.together(self._open_main if dist.is_main() else (lambda *a: None), model, resuming, global_step, checkpoint_dir)
         if resuming:
             self.last_step = int(global_step)
@@ -245,7 +248,30 @@ class Monitor:
             if texts is not None:
                 self.store.save_texts(s.name, s.indices, texts)
 
+    def _start_integrations(self) -> None:
+        """TensorBoard, W&B and MLflow, as ``report_to`` and ``tensorboard=`` ask (main process)."""
+        args = getattr(self, "_args", None)
+        if args is None and self.config.tensorboard is None:
+            return
+        from .integrations import RunInfo, integrations_for
+        from .trainer_log import reports
+
+        trainer = self.log.trainer
+        self.integrations = integrations_for(
+            args, trainer=trainer, tensorboard=self.config.tensorboard,
+            metrics_logged=trainer is not None and reports(self.config.trainer_log, args if args is not None else trainer.args),
+            projector_layers=self.config.projector_layers,
+        )
+        self.run_view = RunInfo.from_store(self.store) if self.integrations else None
+
+    def _send(self, key: SnapshotKey, snaps: dict | None, logs: dict) -> None:
+        if self.integrations:
+            from .integrations import send_snapshot
+
+            self.failures.extend(send_snapshot(self.integrations, self.run_view, key, snaps, logs))
+
     def _start_back_half(self, restore_up_to: int | None = None) -> None:
+        self._start_integrations()
         if self.config.background:
             from .worker import BackgroundWorker
 
@@ -386,6 +412,7 @@ class Monitor:
         if pipeline.failures:
             self.failures.append(_summary(key, "drawing", pipeline.failures))
         self.log.write(logs, key, state, args)
+        self._send(key, snaps, logs)
 
     def collect(self, state: Any = None, args: Any = None, block: bool = False) -> None:
         """Report what the background worker finished (everything, when ``block``)."""
@@ -403,6 +430,7 @@ class Monitor:
                 logger.warning("%s", msg)
                 self.failures.append(msg)
             self.log.write(result.logs, result.key, state, args)
+            self._send(result.key, None, result.logs)
         if self.worker.given_up:
             left = list(self.worker.pending)
             self.worker.close()
@@ -421,6 +449,10 @@ class Monitor:
                 if self.worker is not None:
                     self.worker.close()
                 self.worker = None
+        if self.integrations:
+            from .integrations import finish_all
+
+            self.failures.extend(finish_all(self.integrations, self.run_view))
         if self.failures:
             logger.warning("layerwatch: %d step(s) of snapshots failed during training; see the warnings above", len(self.failures))
 

@@ -48,7 +48,6 @@ class Pipeline:
         self.ctx = Context(store, config, label_names, regression, reference_split)
         self.measurements = list(measurements) if measurements is not None else for_config(config)
         self.failures: list[str] = []
-        self.sinks: list = []
 
     @property
     def label_names(self) -> list[str] | None:
@@ -98,10 +97,16 @@ class Pipeline:
             for m in bar if bar is not None else self.measurements:
                 out = self.ctx.guard(f"{m.name}", key, m.process, self.ctx, key, snaps)
                 logs.update(out or {})
-            for sink in self.sinks:
-                self.ctx.guard(f"{getattr(sink, 'name', 'output')}", key, sink.snapshot_done, self.ctx, key, snaps, logs)
+            if render:
+                self._write_report(key)
         self.failures = list(self.ctx.failures)
         return logs
+
+    def _write_report(self, key: SnapshotKey | None) -> None:
+        if self.config.report:
+            from .report import write_report
+
+            self.ctx.guard("writing report.html", key, write_report, self.store.root, texts=self.config.report_text)
 
     def render_all(self) -> None:
         """Redraw every remembered picture with scales that hold the whole film."""
@@ -110,6 +115,7 @@ class Pipeline:
         with thread_limit(self.config.threads):
             for m in self.measurements:
                 self.ctx.guard(f"{m.name}", None, m.render_all, self.ctx)
+            self._write_report(None)
         self.failures = list(self.ctx.failures)
 
     def restore(self, up_to_step: int | None = None) -> None:

@@ -95,27 +95,28 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 def read_texts(root: str, split: str) -> dict[int, str] | None:
     """The stored texts of ``split``: dataset row index -> text, or None when absent.
 
-    Reads ``<root>/texts/<split>.json``, ``{"indices": [...], "texts": [...]}``.
+    Reads ``<root>/texts/<split>.json`` through :meth:`RunStore.load_texts`.
 
     Raises:
-        ValueError: the file is not of that shape.
+        ValueError: the file is damaged (it names the file).
     """
-    path = os.path.join(os.fspath(root), TEXTS_FOLDER, check_split_name(split) + ".json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as fh:
-        try:
-            stored = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}); delete it to build the report without texts") from None
-    indices = stored.get("indices") if isinstance(stored, dict) else None
-    texts = stored.get("texts") if isinstance(stored, dict) else None
-    if not isinstance(indices, list) or not isinstance(texts, list) or len(indices) != len(texts):
-        raise ValueError(
-            f"{path} must hold {{'indices': [...], 'texts': [...]}} of equal length; "
-            "delete it to build the report without texts"
-        )
-    return {int(i): (t if isinstance(t, str) else str(t)) for i, t in zip(indices, texts)}
+    return RunStore(root).load_texts(split) or None
+
+
+def run_sections(store: RunStore) -> list[dict]:
+    """The sections that the run's measurements add to its report (attention, attribution, ...)."""
+    from .config import LayerwatchConfig
+    from .measures import for_config
+
+    info = store.read_run()
+    try:
+        config = LayerwatchConfig.from_dict(dict(info.get("config", {})), output_dir=store.root, background=False)
+    except (TypeError, ValueError):
+        return []
+    sections: list[dict] = []
+    for m in for_config(config, names=info.get("measurements")):
+        sections.extend(m.report_sections(store))
+    return sections
 
 
 def _limits(panels: Iterable[np.ndarray]) -> list[float]:
@@ -182,7 +183,7 @@ def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, te
     stored_layers = None
     for key in keys:
         try:
-            snap = store.load_snapshot(split, key)
+            snap = store.load_snapshot(split, key, pooled=False)
         except FileNotFoundError:
             continue  # a layout without its embeddings cannot be labelled; leave it out
         lay = store.load_layout(split, key)
@@ -432,6 +433,9 @@ def write_report(
     The file is written atomically; the same run directory gives a byte-identical file.
     Arguments are those of :func:`collect_report`.
     """
+    store = RunStore(root)
+    if sections is None:
+        sections = run_sections(store)
     data = collect_report(root, splits=splits, layers=layers, texts=texts, sections=sections)
     path = os.path.abspath(out) if out is not None else os.path.join(os.path.abspath(root), REPORT_FILE)
     if os.path.isdir(path):
@@ -444,7 +448,11 @@ def write_report(
         for sec in data["sections"]:
             for ln in sec["links"]:
                 ln["href"] = _rebase(ln["href"], root, out_dir)
-    atomic_write_text(path, report_html(data))
+    html = report_html(data)
+    if out_dir == os.path.abspath(root):
+        store.write_text(path, html)  # a run file: recorded, and never through a link out of the run
+    else:
+        atomic_write_text(path, html)
     return path
 
 

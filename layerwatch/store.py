@@ -74,6 +74,9 @@ class DamagedFileError(ValueError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self):
+        return (DamagedFileError, (self.path, self.reason))
+
 
 def _tmp_name(ext: str) -> str:
     return f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{ext}"
@@ -211,14 +214,17 @@ class RunStore:
         np.savez(buf, **arrays)
         return self.write_bytes(path, buf.getvalue())
 
-    def load_arrays(self, kind: str, split: str, key: SnapshotKey, path: str | None = None) -> dict[str, np.ndarray]:
-        """Read ``<kind>/<split>/<key>.npz``; raises :class:`DamagedFileError` naming a bad file."""
+    def load_arrays(
+        self, kind: str, split: str, key: SnapshotKey, path: str | None = None, skip: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """Read ``<kind>/<split>/<key>.npz`` (but the arrays named in ``skip``); raises
+        :class:`DamagedFileError` naming a bad file."""
         path = path or self.array_path(kind, split, key)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist")
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                return {k: z[k] for k in z.files if k not in skip}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
             raise DamagedFileError(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
 
@@ -265,20 +271,24 @@ class RunStore:
             arrays["predictions"] = np.asarray(snap.predictions, dtype=np.int64)
         return self.save_arrays("embeddings", snap.split, key, arrays)
 
-    def load_snapshot(self, split: str, key: SnapshotKey, label_names: Iterable[str] | None = None) -> Snapshot:
-        z = self.load_arrays("embeddings", split, key)
-        missing = [k for k in ("pooled", "labels", "layers", "indices") if k not in z]
+    def load_snapshot(
+        self, split: str, key: SnapshotKey, label_names: Iterable[str] | None = None, pooled: bool = True,
+    ) -> Snapshot:
+        """One split's stored snapshot (``pooled=False``: without the vectors, which is much
+        cheaper for readers that need only rows, labels and predictions)."""
+        z = self.load_arrays("embeddings", split, key, skip=() if pooled else ("pooled",))
+        missing = [k for k in (("pooled",) if pooled else ()) + ("labels", "layers", "indices") if k not in z]
         if missing:
             raise DamagedFileError(self.embedding_path(split, key), f"it lacks {missing}")
         return Snapshot(
-            pooled=z["pooled"], labels=z["labels"], layers=z["layers"], indices=z["indices"],
+            pooled=z.get("pooled"), labels=z["labels"], layers=z["layers"], indices=z["indices"],
             predictions=z.get("predictions"), epoch=float(z.get("epoch", key.epoch)), step=int(z.get("step", key.step)),
             split=split, label_names=tuple(label_names) if label_names is not None else None,
         )
 
     def snapshot_key(self, split: str, key: SnapshotKey) -> SnapshotKey:
         """``key`` with the epoch and step stored in its embeddings file (names may lack the step)."""
-        z = self.load_arrays("embeddings", split, key)
+        z = self.load_arrays("embeddings", split, key, skip=("pooled",))
         return key.named_like(float(z.get("epoch", key.epoch)), int(z.get("step", key.step)))
 
     def save_layout(
@@ -313,9 +323,13 @@ class RunStore:
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
-            return {int(i): str(t) for i, t in zip(data["indices"], data["texts"])}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DamagedFileError(path, f"{type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            raise DamagedFileError(path, f"not valid JSON: {exc}") from None
+        indices = data.get("indices") if isinstance(data, dict) else None
+        texts = data.get("texts") if isinstance(data, dict) else None
+        if not isinstance(indices, list) or not isinstance(texts, list) or len(indices) != len(texts):
+            raise DamagedFileError(path, "it must hold {'indices': [...], 'texts': [...]} of equal length; delete it")
+        return {int(i): str(t) for i, t in zip(indices, texts)}
 
     # -- tables ------------------------------------------------------------------
     def table_path(self, name: str) -> str:

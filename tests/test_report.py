@@ -191,7 +191,7 @@ def test_texts_are_read_per_dataset_row_and_a_bad_texts_file_is_named(run):
     assert read_texts(run, "test") is None
     with open(path, "w", encoding="utf-8") as fh:
         json.dump({"indices": [1, 2], "texts": ["a"]}, fh)
-    with pytest.raises(ValueError, match=r"train\.json must hold .* of equal length; delete it"):
+    with pytest.raises(ValueError, match=r"train\.json is damaged \(it must hold .* of equal length; delete it"):
         collect_report(run)
 
 

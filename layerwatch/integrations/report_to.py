@@ -85,11 +85,18 @@ def integrations_for(
         logger.info("layerwatch: report_to names %s, which layerwatch does not send its films to", unknown)
     out: list[Integration] = []
     if "tensorboard" in targets or tensorboard is not None:
-        from .tensorboard import TensorBoardIntegration
+        from .tensorboard import TensorBoardIntegration, trainer_logging_dir
 
-        out.append(TensorBoardIntegration(
-            tensorboard, trainer=trainer, args=args, metrics_logged=metrics_logged, projector_layers=projector_layers,
-        ))
+        own = os.path.abspath(os.fspath(tensorboard)) if tensorboard is not None else None
+        trainers = trainer_logging_dir(args) if "tensorboard" in targets else None
+        if "tensorboard" in targets:
+            # The Trainer's own log directory, through its callback's writer.
+            out.append(TensorBoardIntegration(
+                None, trainer=trainer, args=args, metrics_logged=metrics_logged, projector_layers=projector_layers,
+            ))
+        if own is not None and (trainers is None or os.path.abspath(trainers) != own):
+            # A log directory of the user's choosing, as well: a writer of its own.
+            out.append(TensorBoardIntegration(own, metrics_logged=False, projector_layers=projector_layers))
     if "wandb" in targets:
         from .wandb import WandbIntegration
 

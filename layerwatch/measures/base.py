@@ -263,6 +263,11 @@ class Measurement:
         """What ``layerwatch info`` says of this measurement in a stored run."""
         return {}
 
+    def report_sections(self, store: "RunStore") -> list[dict]:
+        """Sections this measurement adds to the run's report page: ``{"title", "text",
+        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}]}``."""
+        return []
+
     @classmethod
     def add_commands(cls, subparsers: Any) -> None:
         """Add ``layerwatch`` subcommands of this measurement's own (none by default)."""
