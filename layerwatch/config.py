@@ -177,6 +177,18 @@ class LayerwatchConfig:
             dataset row indices of ``attention_split``.
         attention_split: The split of those rows; ``None``: ``"validation"`` when
             monitored, else the reference split.
+        attribution: Token attributions (integrated gradients) and the conductance of every
+            layer for a few fixed examples at every snapshot, and the attention norms
+            ``||alpha f(x)||`` of every head (BERT family and DistilBERT).
+        attribution_examples: Those examples: a count, stratified by label, or dataset row
+            indices of ``attribution_split``.
+        attribution_split: Their split; ``None``: ``"validation"`` when monitored, else
+            the reference split.
+        attribution_steps: Intervals of the integration path (its cost: that many forward
+            and backward passes per example).
+        attribution_target: The logit explained: the row's ``"label"`` or the model's
+            ``"prediction"``.
+        attribution_batch_size: Points of the path per forward pass (memory grows with it).
         report: Rewrite ``report.html`` (one offline page of the whole run: hover a point
             to read its row) after every snapshot.
         tensorboard: A TensorBoard log directory for the frames, metrics and projector
@@ -215,6 +227,12 @@ class LayerwatchConfig:
     attention: bool = False
     attention_examples: Any = 6
     attention_split: str | None = None
+    attribution: bool = False
+    attribution_examples: Any = 8
+    attribution_split: str | None = None
+    attribution_steps: int = 32
+    attribution_target: str = "label"
+    attribution_batch_size: int = 8
     report: bool = True
     tensorboard: str | None = None
     projector_layers: Any = "last"
@@ -242,12 +260,22 @@ class LayerwatchConfig:
         check_choice("on_error", self.on_error, ON_ERROR)
         check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
         check_choice("precision", self.precision, PRECISIONS)
-        if not isinstance(self.attention, bool):
-            raise ValueError(f"attention={self.attention!r} must be True or False")
         if isinstance(self.attention_examples, (list, tuple)):
             object.__setattr__(self, "attention_examples", tuple(self.attention_examples))
         if self.attention_split is not None and not isinstance(self.attention_split, str):
             raise ValueError(f"attention_split={self.attention_split!r} must be a split name or None")
+        check_positive_int("attribution_steps", self.attribution_steps)
+        if self.attribution_steps < 2:
+            raise ValueError(f"attribution_steps={self.attribution_steps} must be at least 2 (32 is usual)")
+        check_positive_int("attribution_batch_size", self.attribution_batch_size)
+        check_choice("attribution_target", self.attribution_target, ("label", "prediction"))
+        if isinstance(self.attribution_examples, (list, tuple)):
+            object.__setattr__(self, "attribution_examples", tuple(self.attribution_examples))
+        for name in ("attention", "attribution"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.attribution_split is not None and not isinstance(self.attribution_split, str):
+            raise ValueError(f"attribution_split={self.attribution_split!r} must be a split name or None")
         for name in ("report", "report_text"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")

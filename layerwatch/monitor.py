@@ -110,6 +110,8 @@ class Monitor:
         )
         self.context["labels"] = self.labels
         self.context["splits_indices"] = {name: s.indices for name, s in self.splits.items()}
+        self.context["datasets"] = {name: s.dataset for name, s in self.splits.items()}
+        self.context["head_match"] = self.head
         for m in self.measurements:
             m.prepare(model, self.context)
         self._checked = True
@@ -223,6 +225,7 @@ class Monitor:
             "reference_split": self.reference_split,
             "precision": self.precision,
             "measurements": [m.name for m in self.measurements],
+            "methods": {m.name: m.describe() for m in self.measurements if m.describe()},
             "splits": {
                 s.name: {"rows": int(len(s.indices)), "label_column": s.column, "subset": s.digest()}
                 for s in self.splits.values()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .attention import Attention
+from .attribution import Attribution
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
 from .embeddings import Embeddings
 
@@ -72,3 +73,4 @@ def for_config(config: "LayerwatchConfig", names: list[str] | None = None) -> li
 
 register(Embeddings)
 register(Attention)
+register(Attribution)

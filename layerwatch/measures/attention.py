@@ -7,8 +7,8 @@ tokens, tokens) tensor for all rows), and the full maps of a few fixed example r
 ``attention_split`` are kept (float16, over their real tokens, with their tokens).
 
 Back half, per snapshot: ``attention.csv`` (split, epoch, step, layer 1..L, head 1..H,
-stat, value), the statistics in the Trainer's log history, one heatmap film per split and
-statistic (``attention_<split>_<stat>.gif``), the heads' drift (Jensen-Shannon divergence
+stat, value), the statistics in the Trainer's log history, one heatmap film per statistic with a panel
+per split (``attention_<stat>.gif``), the heads' drift (Jensen-Shannon divergence
 of the examples' maps against the first and the previous snapshot: ``drift_first``,
 ``drift_prev``), a summary of how far each head moved with its dominant pattern at the
 start and now (``attention_summary.png``), and the head-view page of the examples over all
@@ -84,7 +84,7 @@ class _Stats(Accumulator):
 
 @dataclass
 class _Heat:
-    values: np.ndarray  # (layers, heads)
+    values: dict  # split -> (layers, heads)
 
 
 class Attention(Measurement):
@@ -100,7 +100,7 @@ class Attention(Measurement):
 
     def __init__(self, config):
         super().__init__(config)
-        self.films: dict[tuple[str, str], Film] = {}
+        self.films: dict[str, Film] = {}
         self._figures: dict[tuple, Any] = {}
         self._first: dict[str, dict] = {}
         self._latest: dict[str, dict] = {}
@@ -178,6 +178,7 @@ class Attention(Measurement):
     # -- back half ----------------------------------------------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
         logs: dict[str, float] = {}
+        grids: dict[str, dict[str, np.ndarray]] = {}
         for split in ctx.drawn(snaps):
             res = snaps[split].results.get(self.name)
             if not res or "stats" not in res:
@@ -196,12 +197,14 @@ class Attention(Measurement):
                         rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": l + 1, "head": h + 1, "stat": stat, "value": float(v)})
             ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
             for stat, grid in values.items():
-                film = self._film(ctx, split, stat)
-                frame = Frame(key, _Heat(grid))
-                if ctx.render:
-                    film.show(ctx, frame)
-                else:
-                    film.add(frame)
+                grids.setdefault(stat, {})[split] = grid
+        for stat, by_split in grids.items():
+            film = self._film(ctx, stat)
+            frame = Frame(key, _Heat(by_split))
+            if ctx.render:
+                film.show(ctx, frame)
+            else:
+                film.add(frame)
         if ctx.render:
             ctx.guard("drawing the attention summary", key, self.write_summary, ctx)
             ctx.guard(f"writing {HEAD_VIEW}", key, self.write_head_view, ctx)
@@ -221,35 +224,50 @@ class Attention(Measurement):
         self._latest_drift[split] = out["drift_first"]
         return out
 
-    def _film(self, ctx: Context, split: str, stat: str) -> Film:
-        film = self.films.get((split, stat))
+    def _film(self, ctx: Context, stat: str) -> Film:
+        film = self.films.get(stat)
         if film is None:
-            slot = f"{split}.{stat}"
-            film = self.films[(split, stat)] = Film(
+            film = self.films[stat] = Film(
                 ctx.store,
-                frame_path=lambda k, s=slot: ctx.store.array_path(FRAMES, s, k, ".png"),
-                gif_path=ctx.store.file_path(f"attention_{split}_{stat}.gif"),
-                draw=lambda f, scale, sp=split, st=stat: self._draw(sp, st, f, scale),
+                frame_path=lambda k, st=stat: ctx.store.array_path(FRAMES, st, k, ".png"),
+                gif_path=ctx.store.file_path(f"attention_{stat}.gif"),
+                draw=lambda f, scale, st=stat: self._draw(ctx, st, f, scale),
                 extent=None if stat in _FIXED_RANGE else _value_range,
                 duration=self.config.frame_duration,
-                frames_on_disk=lambda s=slot: ctx.store.keys(s, FRAMES),
+                frames_on_disk=lambda st=stat: ctx.store.keys(st, FRAMES),
             )
         return film
 
-    def _draw(self, split: str, stat: str, frame: Frame, scale) -> bytes:
+    def _draw(self, ctx: Context, stat: str, frame: Frame, scale) -> bytes:
+        """One frame of a statistic's film: a layers x heads heatmap per split, one colour scale."""
         from ..render import figure_png
         from .attention_render import draw_head_heatmap, head_figure
 
-        grid = frame.data.values
-        vmin, vmax = _FIXED_RANGE.get(stat) or (scale[0] if scale else (float(np.nanmin(grid)), float(np.nanmax(grid))))
+        grids = frame.data.values
+        splits = sorted(grids, key=lambda s: (s != ctx.reference_split, s))
+        if stat in _FIXED_RANGE:
+            vmin, vmax = _FIXED_RANGE[stat]
+        elif scale:
+            vmin, vmax = scale[0]
+        else:
+            vmin, vmax = _value_range(frame)[0]
         if not vmax > vmin:
             vmax = vmin + 1e-6
-        shape = grid.shape
-        fig = self._figures.get(shape)
+        shape = grids[splits[0]].shape
+        size = (tuple(shape), len(splits))
+        fig = self._figures.get(size)
         if fig is None:
-            fig = self._figures[shape] = head_figure(*shape, dpi=self.config.dpi)
+            one = head_figure(*shape, dpi=self.config.dpi)
+            w, h = one.get_size_inches()
+            from matplotlib.figure import Figure
+
+            fig = self._figures[size] = Figure(figsize=(w * len(splits), h + 0.4), dpi=self.config.dpi)
         fig.clear()
-        draw_head_heatmap(fig, grid, list(range(1, shape[0] + 1)), stat, f"{split} - {stat} - {frame.key.title}", vmin, vmax)
+        panels = fig.subfigures(1, len(splits), squeeze=False)[0]
+        for sub, split in zip(panels, splits):
+            grid = grids[split]
+            draw_head_heatmap(sub, grid, list(range(1, grid.shape[0] + 1)), stat, split, vmin, vmax)
+        fig.suptitle(f"attention {stat} - {frame.key.title}", parse_math=False)
         return figure_png(fig)
 
     def write_summary(self, ctx: Context) -> None:
@@ -315,6 +333,7 @@ class Attention(Measurement):
 
     def restore(self, ctx: Context, snaps: list) -> None:
         for key, by_split in snaps:
+            grids: dict[str, dict[str, np.ndarray]] = {}
             for split, snap in by_split.items():
                 res = snap.results.get(self.name)
                 if not res or "stats" not in res:
@@ -326,7 +345,9 @@ class Attention(Measurement):
                 self._first_stats.setdefault(split, stats)
                 self._latest_stats[split] = stats
                 for stat, grid in values.items():
-                    self._film(ctx, split, stat).add(Frame(key, _Heat(grid)))
+                    grids.setdefault(stat, {})[split] = grid
+            for stat, by_split in grids.items():
+                self._film(ctx, stat).add(Frame(key, _Heat(by_split)))
 
     def load(self, store, snap, key) -> None:
         try:
@@ -423,7 +444,7 @@ def _as_stats(stats: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _value_range(frame: Frame) -> list:
-    vals = frame.data.values[np.isfinite(frame.data.values)]
+    vals = np.concatenate([g[np.isfinite(g)] for g in frame.data.values.values()])
     if vals.size == 0:
         return [(0.0, 1.0)]
     lo, hi = float(vals.min()), float(vals.max())

@@ -216,6 +216,10 @@ class Measurement:
         """Check the model before training (raise a ValueError that says what to do) and
         note in ``context`` what the capture needs (token ids, ...)."""
 
+    def describe(self) -> dict[str, Any]:
+        """What ``run.json`` records of this measurement's method (beyond the settings)."""
+        return {}
+
     def hooks(self, model: Any, record: dict[str, Any]) -> list:
         """``(module, forward_hook)`` pairs installed for the capture pass only; a hook
         writes what it needs into ``record`` (handed to batches as ``Batch.hooked``)."""

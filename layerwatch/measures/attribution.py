@@ -1,0 +1,442 @@
+"""Attribution over training: which layers and which tokens decide, epoch by epoch.
+
+Two parts (``attribution=True``; see :mod:`~layerwatch.measures.attribution_math` for
+the definitions):
+
+- **Norms** ride on the capture pass: hooks on every layer's value projection give
+  ``||f_h(x_j)||`` and, with the attention weights of the same pass, the shares of
+  attention weight and of ``||alpha f(x)||`` that go to [CLS], [SEP], punctuation and other
+  tokens, summed over all monitored rows (``norms.csv``), and full maps for the examples.
+- **Attributions** of a few fixed examples of ``attribution_split`` (stratified by label,
+  the same rows every time): integrated gradients of the target logit over the tokens and
+  the conductance of every layer, from one interpolation path, computed on the main
+  process after the capture (others wait), in eval mode, never touching parameters'
+  gradients, modes or the random state.
+
+Pictures: per example a film of its layers x tokens conductance with the tokens' attribution
+as a coloured sentence (``attribution_<split>_<row>.gif``), and the weight against norm
+shares per token class over training (``norm_shares_<split>.png``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..distributed import Part
+from ..film import Film, Frame
+from ..snapshot import SnapshotKey, epoch_value
+from .base import Accumulator, Batch, Context, Measurement, SplitPlan, pick_examples
+
+logger = logging.getLogger("layerwatch")
+
+FIELDS = ("split", "epoch", "step", "layer", "head", "stat", "value")
+TABLE = "norms.csv"
+FRAMES = "attribution_frames"
+TARGETS = ("label", "prediction")
+
+
+class _Norms(Accumulator):
+    def __init__(self, plan: SplitPlan, heads: int, class_ids: tuple, record: dict):
+        self.plan = plan
+        self.heads = heads
+        self.class_ids = class_ids
+        self.record = record
+        self.sums: np.ndarray | None = None
+        self.rows = 0
+
+    def update(self, batch: Batch) -> None:
+        import torch
+
+        from .attribution_math import norm_shares, token_class_masks
+
+        attentions = batch.output("attentions")
+        fnorms = batch.hooked.get("attribution_fnorms", {})
+        if not attentions or len(fnorms) != len(attentions):
+            raise ValueError(
+                "attention norms need the attention weights and every layer's value projection of the capture pass; "
+                "this model gave neither (pass attribution=False)"
+            )
+        classes = token_class_masks(batch.inputs["input_ids"], batch.mask, *self.class_ids)
+        shares = torch.stack([norm_shares(a, fnorms[i].to(a.device), batch.mask, classes) for i, a in enumerate(attentions)])
+        total = shares.double().sum(1).cpu().numpy()  # (layers, heads, classes, 2)
+        self.sums = total if self.sums is None else self.sums + total
+        self.rows += len(batch.rows)
+
+    def finish(self) -> Part:
+        sums = self.sums if self.sums is not None else np.zeros((0, self.heads, 4, 2))
+        return Part(sums={"shares_sum": sums, "rows": np.array(self.rows)})
+
+
+@dataclass
+class _Cond:
+    conductance: np.ndarray
+    tokens: list
+    attributions: np.ndarray
+    label: str
+
+
+class Attribution(Measurement):
+    """Token attributions, layer conductance and attention norms (``attribution=True``)."""
+
+    name = "attribution"
+    output_flags = {"output_attentions": True}
+    eager_attention = True
+
+    @classmethod
+    def enabled(cls, config) -> bool:
+        return bool(getattr(config, "attribution", False))
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.films: dict[tuple[str, int], Film] = {}
+        self._figures: dict[tuple, Any] = {}
+        self.examples: dict[str, np.ndarray] = {}
+        self.context: dict[str, Any] = {}
+        self._heads = 0
+
+    # -- front half ---------------------------------------------------------------------------
+    def example_split(self, splits) -> str:
+        chosen = self.config.attribution_split
+        if chosen is not None:
+            return chosen
+        names = list(splits)
+        return "validation" if "validation" in names else ("train" if "train" in names else names[0])
+
+    def check_splits(self, splits) -> None:
+        split = self.example_split(splits)
+        if split not in splits:
+            raise ValueError(f"attribution_split={split!r} is not a monitored split; pass one of {sorted(splits)}")
+        if self.config.attribution_target not in TARGETS:
+            raise ValueError(f"attribution_target={self.config.attribution_target!r} is not one of 'label', 'prediction'")
+
+    def prepare(self, model, context) -> None:
+        from ..capture import unwrap
+        from .attention_stats import punctuation_ids
+        from .attribution_math import find_layers
+
+        self.context = context
+        inner = unwrap(model)
+        handles = find_layers(inner)  # a clear ValueError for models it does not support
+        missing = [i for i, (v, o) in enumerate(zip(handles.values, handles.outputs)) if v is None or o is None]
+        if missing:
+            raise ValueError(
+                f"attribution=True: the layers {missing} of {type(inner).__name__} have no value and output "
+                "projections to take attention norms from; pass attribution=False for this model"
+            )
+        self._heads = handles.num_heads
+        tokenizer = context.get("tokenizer")
+        config = getattr(inner, "config", None)
+        pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+        pad = pad if pad is not None else getattr(config, "pad_token_id", None)
+        if pad is None:
+            raise ValueError(
+                "attribution=True needs a padding token for its baseline: the tokenizer and the model config have no "
+                "pad_token_id; set model.config.pad_token_id"
+            )
+        cls_ids = [i for i in (getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "bos_token_id", None)) if i is not None]
+        sep_ids = [i for i in (getattr(tokenizer, "sep_token_id", None), getattr(tokenizer, "eos_token_id", None)) if i is not None]
+        special = list(getattr(tokenizer, "all_special_ids", []) or []) if tokenizer is not None else []
+        if tokenizer is None:
+            logger.warning(
+                "layerwatch: attribution without the tokenizer: token classes and the baseline's special tokens come "
+                "from the model config only; the Trainer hands its processing_class over"
+            )
+            for name in ("cls_token_id", "bos_token_id"):
+                if getattr(config, name, None) is not None:
+                    cls_ids.append(getattr(config, name))
+            for name in ("sep_token_id", "eos_token_id"):
+                if getattr(config, name, None) is not None:
+                    sep_ids.append(getattr(config, name))
+            special = cls_ids + sep_ids
+        context["attribution_classes"] = (tuple(cls_ids), tuple(sep_ids), tuple(sorted(punctuation_ids(tokenizer))) if tokenizer is not None else ())
+        context["attribution_special"] = tuple(sorted(set(int(i) for i in special if i is not None)))
+        context["attribution_pad"] = int(pad)
+        labels = context.get("labels", {})
+        splits = context.get("splits_indices", {})
+        split = self.example_split(labels)
+        if split in labels:
+            self.examples[split] = pick_examples(
+                self.config.attribution_examples, "attribution_examples", split, splits[split], labels[split], self.config.seed,
+            )
+        self.context["attribution_split"] = split
+        if self.config.attribution_target == "label" and getattr(context.get("head_match"), "to_label", None) is None:
+            reason = getattr(context.get("head_match"), "reason", "")
+            raise ValueError(
+                f"attribution_target='label' explains the logit of each row's label, but the head's outputs cannot be "
+                f"matched to the labels ({reason}); pass attribution_target='prediction'"
+            )
+
+    def hooks(self, model, record) -> list:
+        from ..capture import unwrap
+        from .attribution_math import _head_norms, find_layers
+
+        handles = find_layers(unwrap(model))
+        record_norms = record
+
+        def make(i, w_out):
+            def hook(_module, _inputs, output):
+                record_norms.setdefault("attribution_fnorms", {})[i] = _head_norms(
+                    output.detach().float(), w_out.weight.detach().float(), handles.num_heads,
+                )
+
+            return hook
+
+        return [(v, make(i, o)) for i, (v, o) in enumerate(zip(handles.values, handles.outputs))]
+
+    def start(self, plan: SplitPlan) -> Accumulator:
+        return _Norms(plan, self._heads, self.context.get("attribution_classes", ((), (), ())), {})
+
+    def assemble(self, part: Part, snap) -> None:
+        rows = int(part.sums["rows"])
+        snap.results[self.name] = {"shares": part.sums["shares_sum"] / max(rows, 1), "rows": np.array(rows)}
+
+    def after_capture(self, model, snaps, key, context) -> None:
+        import torch
+
+        from ..capture import unwrap
+        from ..data import read_inputs
+        from .attribution_math import attribute, baseline_ids, norm_maps
+
+        split = context.get("attribution_split")
+        positions = self.examples.get(split)
+        if positions is None or split not in snaps:
+            return
+        snap = snaps[split]
+        dataset = context["datasets"][split]
+        inner = unwrap(model)
+        rows = snap.indices[positions]
+        inputs = read_inputs(dataset, rows, context.get("attribution_pad"))
+        tokenizer = context.get("tokenizer")
+        head = context.get("head_match")
+        results = []
+        for r, position in enumerate(positions):
+            ids = torch.as_tensor(inputs["input_ids"][r])[None]
+            mask = torch.as_tensor(inputs["attention_mask"][r])[None]
+            types = torch.as_tensor(inputs["token_type_ids"][r])[None] if "token_type_ids" in inputs else None
+            if self.config.attribution_target == "label":
+                target = _head_output(head, int(snap.labels[position]))
+            else:
+                target = None
+            base = baseline_ids(ids, context.get("attribution_special", ()), context["attribution_pad"])
+            result = attribute(inner, ids, mask, types, target=target, steps=self.config.attribution_steps,
+                               batch_size=self.config.attribution_batch_size, baseline=base)
+            maps = norm_maps(inner, ids, mask, types)
+            token_ids = ids[0].numpy()
+            tokens = (tokenizer.convert_ids_to_tokens([int(i) for i in token_ids]) if tokenizer is not None
+                      and hasattr(tokenizer, "convert_ids_to_tokens") else [str(int(i)) for i in token_ids])
+            results.append((result, maps, token_ids, [str(t) for t in tokens]))
+        n = max(len(t) for *_, t in results)
+        layers = results[0][0].conductance.shape[0]
+        heads = results[0][1].fnorm.shape[1]
+        count = len(results)
+        out = snap.results.setdefault(self.name, {})
+        out.update(
+            positions=np.asarray(positions, dtype=np.int64),
+            lengths=np.array([len(t) for *_, t in results], dtype=np.int64),
+            tokens=_padded([t for *_, t in results], n, ""),
+            token_ids=_padded([x for _, _, x, _ in results], n, 0).astype(np.int64),
+            token_attributions=_padded([res.token_attributions for res, *_ in results], n, 0.0),
+            conductance=np.stack([np.pad(res.conductance, ((0, 0), (0, n - res.conductance.shape[1]))) for res, *_ in results]),
+            f_x=np.array([res.f_x for res, *_ in results]),
+            f_baseline=np.array([res.f_baseline for res, *_ in results]),
+            completeness_gap=np.array([res.completeness_gap for res, *_ in results]),
+            target=np.array([res.target for res, *_ in results], dtype=np.int64),
+            steps=np.int64(self.config.attribution_steps),
+            fnorm=np.zeros((count, layers - 1, heads, n), dtype=np.float16),
+            weighted=np.zeros((count, layers - 1, heads, n, n), dtype=np.float16),
+        )
+        for r, (_, maps, _, tokens) in enumerate(results):
+            t = len(tokens)
+            out["fnorm"][r, :, :, :t] = maps.fnorm
+            out["weighted"][r, :, :, :t, :t] = maps.weighted
+
+    def describe(self) -> dict[str, Any]:
+        from .attribution_math import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, METHOD
+
+        return {
+            "steps": self.config.attribution_steps, "target": self.config.attribution_target,
+            "baseline": "the same positions, token types and mask; every real token but the special ones made the pad token",
+            "rule": METHOD, "captum_ig_method": CAPTUM_IG_METHOD, "captum_conductance_method": CAPTUM_CONDUCTANCE_METHOD,
+            "split": self.context.get("attribution_split"),
+        }
+
+    # -- back half ----------------------------------------------------------------------------------
+    def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
+        from .attribution_math import TOKEN_CLASSES
+
+        logs: dict[str, float] = {}
+        for split in ctx.drawn(snaps):
+            res = snaps[split].results.get(self.name)
+            if not res or "shares" not in res:
+                continue
+            shares = np.asarray(res["shares"], dtype=np.float64)  # (layers, heads, classes, 2)
+            rows = []
+            for (l, h, c, kind), v in np.ndenumerate(shares):
+                if np.isfinite(v):
+                    stat = f"{'weight' if kind == 0 else 'norm'}_share_{TOKEN_CLASSES[c]}"
+                    rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": l + 1, "head": h + 1, "stat": stat, "value": float(v)})
+            for c, cls in enumerate(TOKEN_CLASSES):
+                for kind, what in ((0, "weight"), (1, "norm")):
+                    logs[f"layerwatch/{split}/{what}_share_{cls}"] = float(np.nanmean(shares[:, :, c, kind]))
+            ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            if "conductance" in res:
+                labels = snaps[split].labels
+                for r, position in enumerate(res["positions"]):
+                    row = int(snaps[split].indices[position])
+                    n = int(res["lengths"][r])
+                    name = ctx.label_names[int(labels[position])] if ctx.label_names and 0 <= int(labels[position]) < len(ctx.label_names) else str(labels[position])
+                    frame = Frame(key, _Cond(res["conductance"][r][:, :n], [str(t) for t in res["tokens"][r][:n]],
+                                             res["token_attributions"][r][:n], name))
+                    film = self._film(ctx, split, row)
+                    if ctx.render:
+                        film.show(ctx, frame)
+                    else:
+                        film.add(frame)
+                    logs[f"layerwatch/{split}/attribution_gap/row_{row}"] = float(res["completeness_gap"][r])
+        if ctx.render:
+            ctx.guard("drawing the norm shares", key, self.write_shares, ctx)
+        return logs
+
+    def _film(self, ctx: Context, split: str, row: int) -> Film:
+        film = self.films.get((split, row))
+        if film is None:
+            slot = f"{split}.{row}"
+            film = self.films[(split, row)] = Film(
+                ctx.store,
+                frame_path=lambda k, s=slot: ctx.store.array_path(FRAMES, s, k, ".png"),
+                gif_path=ctx.store.file_path(f"attribution_{split}_{row}.gif"),
+                draw=lambda f, scale, sp=split, rw=row: self._draw(sp, rw, f, scale),
+                extent=_symmetric,
+                duration=self.config.frame_duration,
+                frames_on_disk=lambda s=slot: ctx.store.keys(s, FRAMES),
+            )
+        return film
+
+    def _draw(self, split: str, row: int, frame: Frame, scale) -> bytes:
+        from matplotlib.figure import Figure
+
+        from ..render import figure_png
+        from .attribution_render import draw_conductance
+
+        d = frame.data
+        vmax = max(abs(scale[0][0]), abs(scale[0][1])) if scale else None
+        size = (max(6.0, 0.45 * len(d.tokens) + 2.5), 5.0)
+        fig = self._figures.get(size)
+        if fig is None:
+            fig = self._figures[size] = Figure(figsize=size, dpi=self.config.dpi)
+        draw_conductance(fig, d.conductance, d.tokens, d.attributions,
+                         title=f"{split} row {row} ({d.label}) - {frame.key.title}", vmax=vmax)
+        return figure_png(fig)
+
+    def write_shares(self, ctx: Context) -> None:
+        """``norm_shares_<split>.png``: attention weight against norm share per token class, over training."""
+        from matplotlib.figure import Figure
+
+        from ..render import figure_png
+        from .attribution_math import TOKEN_CLASSES
+        from .attribution_render import draw_norm_shares
+
+        rows = ctx.store.read_table(TABLE)
+        for split in sorted({r["split"] for r in rows}):
+            if ctx.draw_splits is not None and split not in ctx.draw_splits:
+                continue
+            mine = [r for r in rows if r["split"] == split]
+            when = sorted({(int(r["step"]), epoch_value(r["epoch"])) for r in mine})
+            layers = sorted({int(r["layer"]) for r in mine})
+            weight = np.full((len(when), len(layers), len(TOKEN_CLASSES)), np.nan)
+            norm = np.full_like(weight, np.nan)
+            sums: dict[tuple, list] = {}
+            for r in mine:
+                kind, _, cls = r["stat"].partition("_share_")
+                sums.setdefault((when.index((int(r["step"]), epoch_value(r["epoch"]))), layers.index(int(r["layer"])), kind, cls), []).append(r["value"])
+            for (s, l, kind, cls), values in sums.items():
+                if cls in TOKEN_CLASSES:
+                    (weight if kind == "weight" else norm)[s, l, TOKEN_CLASSES.index(cls)] = float(np.mean(values))
+            fig = Figure(figsize=(10, 1.2 + 1.6 * len(layers)), dpi=self.config.dpi)
+            draw_norm_shares(fig, [e for _, e in when], weight, norm, list(TOKEN_CLASSES),
+                             title=f"{split}: attention weight (solid) and norm ||alpha f(x)|| (dashed) shares by token class")
+            ctx.store.write_bytes(ctx.store.file_path(f"norm_shares_{split}.png"), figure_png(fig))
+
+    def render_all(self, ctx: Context) -> None:
+        for film in self.films.values():
+            film.redraw(ctx)
+        ctx.guard("drawing the norm shares", None, self.write_shares, ctx)
+
+    def restore(self, ctx: Context, snaps: list) -> None:
+        for key, by_split in snaps:
+            for split, snap in by_split.items():
+                res = snap.results.get(self.name)
+                if not res or "conductance" not in res:
+                    continue
+                for r, position in enumerate(res["positions"]):
+                    n = int(res["lengths"][r])
+                    row = int(snap.indices[position])
+                    label = str(snap.labels[position])
+                    if ctx.label_names and 0 <= int(snap.labels[position]) < len(ctx.label_names):
+                        label = ctx.label_names[int(snap.labels[position])]
+                    self._film(ctx, split, row).add(Frame(key, _Cond(
+                        res["conductance"][r][:, :n], [str(t) for t in res["tokens"][r][:n]], res["token_attributions"][r][:n], label,
+                    )))
+
+    def summarize(self, store) -> dict[str, Any]:
+        rows = store.read_table(TABLE)
+        if not rows:
+            return {}
+        out: dict[str, Any] = {}
+        for split in store.splits(self.name):
+            keys = store.keys(split, self.name)
+            if not keys:
+                continue
+            arrays = store.load_arrays(self.name, split, keys[-1])
+            if "completeness_gap" in arrays:
+                out[split] = {"examples": int(len(arrays["positions"])), "steps": int(arrays["steps"]),
+                              "largest_completeness_gap": round(float(np.max(arrays["completeness_gap"])), 6)}
+        return {"attribution": out} if out else {}
+
+    def report_sections(self, store) -> list[dict]:
+        links = [{"text": f, "href": f} for f in sorted(os.listdir(store.root)) if f.startswith("attribution_") and f.endswith(".gif")]
+        images = []
+        for f in sorted(os.listdir(store.root)):
+            if f.startswith("norm_shares_") and f.endswith(".png"):
+                with open(os.path.join(store.root, f), "rb") as fh:
+                    images.append({"caption": f, "src": "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")})
+        if not links and not images:
+            return []
+        return [{"title": "Attribution", "text": "Which layers and tokens decide for the chosen rows, snapshot by snapshot "
+                 "(conductance films), and where attention weight and attention norm go.", "images": images, "links": links}]
+
+
+def _head_output(head: Any, label: int) -> int:
+    """The head's output index of label id ``label`` (attribution_target='label')."""
+    table = getattr(head, "to_label", None)
+    if table is None:
+        raise ValueError(
+            "attribution_target='label' needs the head's outputs matched to the labels "
+            f"({getattr(head, 'reason', '')}); pass attribution_target='prediction'"
+        )
+    try:
+        return list(table).index(label)
+    except ValueError:
+        raise ValueError(f"label id {label} matches no output of the classification head") from None
+
+
+def _padded(items: list, n: int, fill: Any) -> np.ndarray:
+    if isinstance(fill, str):
+        out = np.full((len(items), n), "", dtype=object)
+    else:
+        out = np.full((len(items), n), fill, dtype=np.float64)
+    for i, item in enumerate(items):
+        out[i, : len(item)] = item
+    return out.astype(str) if isinstance(fill, str) else out
+
+
+def _symmetric(frame: Frame) -> list:
+    v = float(np.nanmax(np.abs(frame.data.conductance))) if frame.data.conductance.size else 1.0
+    v = v if v > 0 else 1e-6
+    return [(-v, v)]
