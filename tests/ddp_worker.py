@@ -20,6 +20,12 @@ from layerwatch import LayerwatchCallback  # noqa: E402
 NAMES = ("ham", "spam", "zebra")
 
 
+# Every measurement on: each rank reduces its own rows, rank 0 gathers (and attributes).
+SETTINGS = dict(method="pca", max_samples=30, progress=False, label_column="label_text", attention=True,
+                attention_examples=3, attribution=True, attribution_examples=2, attribution_steps=4,
+                attribution_target="prediction")
+
+
 def with_names(ds):
     names = [NAMES[l] for l in ds["labels"]]
     names[3] = "zebra"
@@ -31,8 +37,7 @@ def main(out: str, mode: str) -> None:
 
     train, val = with_names(toy_dataset(40)), with_names(toy_dataset(21, seed=1))
     model = tiny_bert(seed=0)
-    watch = LayerwatchCallback({"train": train, "validation": val}, os.path.join(out, "lw"), method="pca",
-                               max_samples=30, progress=False, label_column="label_text")
+    watch = LayerwatchCallback({"train": train, "validation": val}, os.path.join(out, "lw"), **SETTINGS)
     rank = int(os.environ.get("RANK", "0"))
     if mode == "fail-open" and rank == 0:
         def broken(*a, **k):

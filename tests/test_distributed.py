@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import tiny_bert, toy_dataset
-from ddp_worker import NAMES, with_names
+from ddp_worker import NAMES, SETTINGS, with_names
 
 import layerwatch
 from layerwatch import RunStore
@@ -82,3 +82,24 @@ def test_a_capture_failure_on_one_rank_is_skipped_by_all_ranks(tmp_path):
     assert "rank 1: RuntimeError: CUDA out of memory (injected on rank 1)" in failures
     store = RunStore(tmp_path / "lw")
     assert [k.name for k in store.keys("train")] == ["epoch_000"]
+
+
+def test_every_measurement_of_the_gathered_run_equals_a_single_process(ddp_run, tmp_path):
+    from layerwatch import LayerwatchCallback
+
+    splits = {"train": with_names(toy_dataset(40)), "validation": with_names(toy_dataset(21, seed=1))}
+    solo = LayerwatchCallback(splits, tmp_path / "solo", **SETTINGS)
+    model = tiny_bert(seed=0)
+    solo.setup(model)
+    solo.snapshot(model, SnapshotKey(0))
+    ddp, one = RunStore(ddp_run / "lw"), RunStore(tmp_path / "solo")
+    for split in ("train", "validation"):
+        a, b = ddp.load_arrays("attention", split, SnapshotKey(0)), one.load_arrays("attention", split, SnapshotKey(0))
+        np.testing.assert_allclose(a["stats"], b["stats"], atol=1e-6)
+        assert int(a["rows"]) == int(b["rows"]) == len(ddp.load_snapshot(split, SnapshotKey(0)).indices)
+        a, b = ddp.load_arrays("attribution", split, SnapshotKey(0)), one.load_arrays("attribution", split, SnapshotKey(0))
+        np.testing.assert_allclose(a["shares"], b["shares"], atol=1e-6)
+    a, b = ddp.load_arrays("attention", "validation", SnapshotKey(0)), one.load_arrays("attention", "validation", SnapshotKey(0))
+    np.testing.assert_allclose(a["maps"].astype(float), b["maps"].astype(float), atol=1e-3)
+    a, b = ddp.load_arrays("attribution", "validation", SnapshotKey(0)), one.load_arrays("attribution", "validation", SnapshotKey(0))
+    np.testing.assert_allclose(a["conductance"], b["conductance"], atol=1e-6)
