@@ -195,3 +195,26 @@ def test_a_resumed_run_continues_the_attention_films(tmp_path):
     # The drift after the resume is measured against the first snapshot of the whole run.
     assert all(r["value"] == 0 for r in drift if r["step"] == 0)
     assert any(r["value"] > 0 for r in drift if r["step"] == 12)
+
+
+def test_the_head_view_carries_the_neuron_view_of_the_first_examples(attention_run):
+    import base64
+
+    from layerwatch.measures.head_view import MAX_NEURON_EXAMPLES
+
+    page = (attention_run["dir"] / "attention_head_view.html").read_text(encoding="utf-8")
+    data = json.loads(page.split('id="layerwatch-data">')[1].split("</script>")[0])
+    with_neuron = [e for e in data["examples"] if e["neuron"] is not None]
+    assert len(with_neuron) == MAX_NEURON_EXAMPLES
+    store = RunStore(attention_run["dir"])
+    arrays = store.load_arrays("attention", "validation", SnapshotKey(2))
+    for r in range(MAX_NEURON_EXAMPLES):
+        n = int(arrays["lengths"][r])
+        q, k = arrays["neuron_q"][r, :, :, :n], arrays["neuron_k"][r, :, :, :n]
+        scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+        softmax = np.exp(scores - scores.max(-1, keepdims=True))
+        softmax /= softmax.sum(-1, keepdims=True)
+        np.testing.assert_allclose(softmax, arrays["maps"][r, :, :, :n, :n].astype(np.float32), atol=2e-3)
+        entry = with_neuron[r]["neuron"]
+        assert entry["snapshots"] == [0, 1, 2] and entry["d"] == q.shape[-1]
+        assert len(base64.b64decode(entry["q"])) == 3 * q.size * 4

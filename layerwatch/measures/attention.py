@@ -42,9 +42,10 @@ _FIXED_RANGE = {s: (0.0, 1.0) for s in ("entropy_norm", "max_weight", "first", "
 
 
 class _Stats(Accumulator):
-    def __init__(self, plan: SplitPlan, picked: set[int], sep_ids, punct_ids, to_tokens):
+    def __init__(self, plan: SplitPlan, picked: set[int], sep_ids, punct_ids, to_tokens, neuron: set[int] = frozenset()):
         self.plan = plan
         self.picked = picked  # positions in the whole subset
+        self.neuron = neuron  # of those, the ones whose query and key vectors are kept
         self.sep_ids, self.punct_ids = sep_ids, punct_ids
         self.to_tokens = to_tokens
         self.sums: np.ndarray | None = None
@@ -76,6 +77,15 @@ class _Stats(Accumulator):
             maps = torch.stack([a[b, :, :n, :n] for a in attentions]).float().cpu().numpy().astype(np.float16)
             token_ids = ids[b, :n].cpu().numpy()
             self.kept[position] = {"maps": maps, "ids": token_ids, "tokens": np.array(self.to_tokens(token_ids))}
+            qs, ks = batch.hooked.get("attention_q", {}), batch.hooked.get("attention_k", {})
+            if position in self.neuron and len(qs) == len(ks) == len(attentions):
+                heads = attentions[0].shape[1]
+
+                def per_head(x):  # (tokens, hidden) -> (heads, tokens, d_head)
+                    return x.reshape(x.shape[0], heads, -1).permute(1, 0, 2)
+
+                self.kept[position]["q"] = torch.stack([per_head(qs[l][b, :n]) for l in range(len(qs))]).float().cpu().numpy()
+                self.kept[position]["k"] = torch.stack([per_head(ks[l][b, :n]) for l in range(len(ks))]).float().cpu().numpy()
 
     def finish(self) -> Part:
         sums = self.sums if self.sums is not None else np.zeros((0, 0, len(STATS)))
@@ -151,9 +161,12 @@ class Attention(Measurement):
                 return [str(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
             return [str(int(i)) for i in ids]
 
-        picked = set(int(p) for p in self.examples.get(plan.split, ()))
+        from .head_view import MAX_NEURON_EXAMPLES
+
+        examples = [int(p) for p in self.examples.get(plan.split, ())]
         return _Stats(
-            plan, picked, self.context.get("attention_sep_ids", set()), self.context.get("attention_punct_ids", set()), to_tokens,
+            plan, set(examples), self.context.get("attention_sep_ids", set()), self.context.get("attention_punct_ids", set()),
+            to_tokens, neuron=set(examples[:MAX_NEURON_EXAMPLES]),
         )
 
     def assemble(self, part: Part, snap) -> None:
@@ -173,7 +186,33 @@ class Attention(Measurement):
                 tokens[r, :n] = kept["tokens"]
                 lengths[r] = n
             out.update(positions=np.array(positions, dtype=np.int64), lengths=lengths, maps=maps, tokens=tokens.astype(str))
+            with_qk = [p for p in positions if "q" in part.picked[p]]
+            if with_qk:
+                d = part.picked[with_qk[0]]["q"].shape[-1]
+                q = np.zeros((len(with_qk), layers, heads, width, d), dtype=np.float32)
+                k = np.zeros_like(q)
+                for r, p in enumerate(with_qk):
+                    n = len(part.picked[p]["ids"])
+                    q[r, :, :, :n] = part.picked[p]["q"]
+                    k[r, :, :, :n] = part.picked[p]["k"]
+                out.update(neuron_q=q, neuron_k=k)
         snap.results[self.name] = out
+
+    def hooks(self, model, record) -> list:
+        """Query and key projections, for the neuron view of the first examples (BERT family):
+        their outputs are read during the same forward pass."""
+        from ..capture import unwrap
+        from .neuron_capture import _projection_pairs
+
+        pairs = _projection_pairs(unwrap(model))
+        out = []
+        for layer, (q, k) in enumerate(pairs):
+            for kind, module in (("q", q), ("k", k)):
+                def hook(_module, _inputs, output, kind=kind, layer=layer):
+                    record.setdefault(f"attention_{kind}", {})[layer] = output
+
+                out.append((module, hook))
+        return out
 
     # -- back half ----------------------------------------------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
@@ -320,7 +359,15 @@ class Attention(Measurement):
                 n = int(stored[-1][1]["lengths"][r])
                 maps = np.stack([a["maps"][r, :, :, :n, :n].astype(np.float32) for _, a in stored])
                 label = names[int(labels[r])] if names and 0 <= int(labels[r]) < len(names) else str(labels[r])
-                examples.append({"tokens": [str(t) for t in stored[-1][1]["tokens"][r, :n]], "label": f"{split} row {int(rows[r])}: {label}", "maps": maps})
+                example = {"tokens": [str(t) for t in stored[-1][1]["tokens"][r, :n]], "label": f"{split} row {int(rows[r])}: {label}", "maps": maps}
+                with_qk = [(i, a) for i, (_, a) in enumerate(stored) if "neuron_q" in a and r < len(a["neuron_q"])]
+                if with_qk:
+                    example["neuron"] = {
+                        "q": np.stack([a["neuron_q"][r, :, :, :n] for _, a in with_qk]),
+                        "k": np.stack([a["neuron_k"][r, :, :, :n] for _, a in with_qk]),
+                        "snapshots": [i for i, _ in with_qk],
+                    }
+                examples.append(example)
             html = head_view_html(examples, [k.title for k, _ in stored], title=f"layerwatch: attention heads ({split})")
             ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
             return
@@ -357,6 +404,23 @@ class Attention(Measurement):
 
     def summarize(self, store) -> dict[str, Any]:
         return {"attention": heads_that_moved(store)} if store.read_table(TABLE) else {}
+
+    def report_sections(self, store) -> list[dict]:
+        import base64
+        import os
+
+        images = []
+        path = store.file_path(SUMMARY)
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                images.append({"caption": "how far each head moved since the first snapshot, and its pattern then and now",
+                               "src": "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")})
+        links = [{"text": "head view of the examples (every head, every snapshot)", "href": HEAD_VIEW}] if os.path.exists(store.file_path(HEAD_VIEW)) else []
+        links += [{"text": f, "href": f} for f in sorted(os.listdir(store.root)) if f.startswith("attention_") and f.endswith(".gif")]
+        if not images and not links:
+            return []
+        return [{"title": "Attention", "text": "Per-head attention statistics over training (attention.csv; "
+                 "`layerwatch attention RUN` lists the heads that changed most).", "images": images, "links": links}]
 
     @classmethod
     def add_commands(cls, subparsers) -> None:
