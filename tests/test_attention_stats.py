@@ -387,3 +387,28 @@ def test_pattern_labels_need_their_statistics():
     stats["sep"] = np.zeros((2, 3))
     with pytest.raises(ValueError, match=r"stats\['sep'\] has shape \(2, 3\)"):
         pattern_labels(stats)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_the_fast_path_equals_the_general_one(monkeypatch, side):
+    # Contiguous rows take the fast path; forcing the general path must give the same numbers.
+    from layerwatch.measures import attention_stats as st
+
+    torch.manual_seed(3)
+    batch, heads, width = 6, 3, 15
+    attn = torch.softmax(torch.randn(batch, heads, width, width), -1)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    for b in range(batch):
+        n = width - 2 * b
+        if side == "right":
+            mask[b, :n] = 1
+        else:
+            mask[b, width - n:] = 1
+    attn = attn * mask[:, None, None, :] + 0.3 * (1 - mask[:, None, None, :])  # garbage on padded keys
+    sep = torch.rand(batch, width) > 0.7
+    punct = torch.rand(batch, width) > 0.7
+    fast = st.row_head_stats(attn, mask, sep, punct)
+    assert st._fast_stats(attn, mask != 0, sep, punct, (mask != 0).sum(1), torch.float32) is not None
+    monkeypatch.setattr(st, "_fast_stats", lambda *a: None)
+    general = st.row_head_stats(attn, mask, sep, punct)
+    torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-5)

@@ -135,6 +135,9 @@ def row_head_stats(
         raise ValueError(f"mask row {row} has no real token; drop empty rows before measuring attention")
 
     dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
+    fast = _fast_stats(attn, real, sep, punct, n, dtype)
+    if fast is not None:
+        return fast
     # A private copy: everything below works in place on it.
     a = attn.to(dtype=dtype, copy=True)
     # masked_fill rather than a product, so NaN or inf garbage in padding cannot leak;
@@ -161,6 +164,13 @@ def row_head_stats(
     distance = torch.mul(a, offset.abs(), out=buf).sum(-1)
     del buf
 
+    return _row_means(n, dtype, entropy, max_weight, first, sep_mass, punct_mass, self_mass, prev, nxt, distance)
+
+
+def _row_means(n, dtype, entropy, max_weight, first, sep_mass, punct_mass, self_mass, prev, nxt, distance) -> "torch.Tensor":
+    """Per-query statistics (zero at padded queries) averaged over each row's real queries."""
+    import torch
+
     count = n.to(dtype)[:, None]  # (batch, 1)
 
     def mean(per_query: "torch.Tensor") -> "torch.Tensor":
@@ -182,6 +192,55 @@ def row_head_stats(
         "distance": mean(distance),
     }
     return torch.stack([columns[s] for s in STATS], dim=-1).to(torch.float32)
+
+
+def _fast_stats(attn, real, sep, punct, n, dtype) -> "torch.Tensor | None":
+    """The same statistics in fewer passes over the attention tensor, for the usual case.
+
+    Rows whose real tokens are contiguous (padded on the right, as the capture pads them,
+    or on the left) and finite weights: the masks are products (no masked copy), each
+    query's weights are normalised after the reductions (``-sum p log p = log r - sum w
+    log w / r`` with ``r`` the mass on real keys), and ``self``, ``prev`` and ``next`` are
+    diagonals. Returns None when the rows have holes or a result is not finite, and the
+    caller takes the general path.
+    """
+    import torch
+
+    width = real.shape[1]
+    start = real.to(torch.int8).argmax(1)
+    # Contiguous rows: the real tokens are exactly positions start .. start + n - 1.
+    index = torch.arange(width, device=real.device)
+    if not bool((((index >= start[:, None]) & (index < (start + n)[:, None])) == real).all()):
+        return None
+    keys = real.to(dtype)
+    w = attn.to(dtype) * keys[:, None, None, :]  # weights on real keys only
+    r = w.sum(-1)
+    safe_r = r.clamp_min(torch.finfo(dtype).tiny)
+    # Weights below 1e-30 add less than 1e-28 to the entropy; clamping there (rather than
+    # at the smallest normal float) keeps log() away from subnormal numbers, which some
+    # CPUs compute many times slower.
+    logged = w.clamp_min(1e-30)
+    logged.log_()
+    logged.mul_(w)
+    entropy = (torch.log(safe_r) - logged.sum(-1) / safe_r)
+    del logged
+    queries = keys[:, None, :]
+    max_weight = w.amax(-1) / safe_r
+    first = w.gather(-1, start.view(-1, 1, 1, 1).expand(w.shape[0], w.shape[1], width, 1)).squeeze(-1) / safe_r
+    sep_mass = (w * (sep & real).to(dtype)[:, None, None, :]).sum(-1) / safe_r
+    punct_mass = (w * (punct & real).to(dtype)[:, None, None, :]).sum(-1) / safe_r
+    # Diagonals: a[i, i], a[i, i-1] and a[i, i+1], zero where the neighbour is padding
+    # (w is zero there) or outside the row.
+    diag = w.diagonal(0, -2, -1)
+    below = torch.nn.functional.pad(w.diagonal(-1, -2, -1), (1, 0))
+    above = torch.nn.functional.pad(w.diagonal(1, -2, -1), (0, 1))
+    distance_weights = (index[:, None] - index[None, :]).abs().to(dtype)  # contiguous: |i - j|
+    distance = (w * distance_weights).sum(-1) / safe_r
+    stats = [entropy, max_weight, first, sep_mass, punct_mass, diag / safe_r, below / safe_r, above / safe_r, distance]
+    # Padded queries contribute nothing (their rows of w may hold any finite values).
+    stats = [s * queries for s in stats]
+    out = _row_means(n, dtype, *stats)
+    return out if bool(torch.isfinite(out).all()) else None
 
 
 def token_class_masks(
