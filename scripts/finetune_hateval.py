@@ -157,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="token pooling: mean over real tokens, the first ([CLS]) token, or the last real token "
         "(decoder-only models) (default: %(default)s)",
     )
+    watch.add_argument(
+        "--attention", action=argparse.BooleanOptionalAction, default=True,
+        help="per-head attention statistics of every layer at every snapshot, their films, and the head view of "
+        "a few tweets (LayerwatchCallback attention; default: on; --no-attention to leave them out)",
+    )
+    watch.add_argument(
+        "--attribution", action=argparse.BooleanOptionalAction, default=False,
+        help="token attributions and layer conductance of 8 validation tweets, and attention norms, at every "
+        "snapshot (LayerwatchCallback attribution; default: off)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output-dir", default="hateval_run", metavar="FOLDER",
@@ -361,6 +371,8 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
             pooling=args.pooling,
             seed=args.seed,
             overwrite=args.overwrite,
+            attention=args.attention,
+            attribution=args.attribution,
         )
         # Layers out of range, a pooling this model cannot use, ...: before any training.
         watch.check_model(model, tokenizer)
@@ -462,6 +474,10 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
         "torch_threads": torch.get_num_threads(),
         "layerwatch_dir": str(output_dir / LAYERWATCH_DIR),
         "gifs": {split: path for split, path in gifs.items() if os.path.exists(path)},
+        "pages": {
+            name: watch.store.file_path(file) for name, file in (("report", "report.html"), ("head_view", "attention_head_view.html"))
+            if os.path.exists(watch.store.file_path(file))
+        },
         "layerwatch_failures": list(watch.failures),
         "versions": {"layerwatch": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }
@@ -474,6 +490,8 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
     missing = sorted(set(gifs) - set(results["gifs"]))
     for split, path in results["gifs"].items():
         print(f"GIF ({split}): {path}")
+    for name, path in results["pages"].items():
+        print(f"{'report page' if name == 'report' else 'attention head view'} (open it in a browser): {path}")
     if missing:
         print(f"no GIF for {', '.join(missing)}: see the layerwatch warnings above", file=sys.stderr)
     return results

@@ -403,6 +403,10 @@ def test_script_end_to_end_on_a_tiny_model(tmp_path, script, capsys):
     assert f"test: accuracy {results['test']['accuracy']:.4f}" in printed
     assert str(gifs["train"]) in printed
     assert "train_text.txt: kept 24 rows, skipped 0" in printed
+    # The report page and the attention head view (on by default in the script).
+    assert set(results["pages"]) == {"report", "head_view"}
+    assert all(Path(p).is_file() and f"(open it in a browser): {p}" in printed for p in results["pages"].values())
+    assert (out / "layerwatch" / "attention.csv").is_file()
 
     # A second run into the same folder is refused before training unless --overwrite.
     with pytest.raises(SystemExit) as info:
