@@ -120,8 +120,9 @@ def check_pooling(model: Any, pooling: str) -> None:
 
 
 @contextlib.contextmanager
-def eager_attention(model: Any, wanted: bool) -> Iterator[None]:
-    """Switch the model to eager attention (the only one that returns weights), and back."""
+def eager_attention(model: Any, wanted: bool = True) -> Iterator[None]:
+    """Switch the model to eager attention (the only one that returns weights) inside the
+    block when ``wanted``, and back afterwards, also when the block raises."""
     target = unwrap(model)
     config = getattr(target, "config", None)
     before = getattr(config, "_attn_implementation", None)

@@ -289,6 +289,14 @@ class HeadMatch:
         return out
 
 
+def _outputs_to_labels(output_of_label: Sequence[int], n: int) -> tuple[int, ...]:
+    """Invert "label id -> head output" into "head output -> label id" (-1: no label)."""
+    to_label = [-1] * n
+    for label_id, out in enumerate(output_of_label):
+        to_label[out] = label_id
+    return tuple(to_label)
+
+
 def match_head(vocab: LabelVocabulary, id2label: Any = None, num_labels: int | None = None) -> HeadMatch:
     """Match the head's outputs to ``vocab`` (see :class:`HeadMatch`).
 
@@ -305,24 +313,17 @@ def match_head(vocab: LabelVocabulary, id2label: Any = None, num_labels: int | N
     if vocab.source == "int":
         if n == vocab.num_classes:
             return HeadMatch(tuple(range(n)))
-        if head is not None:
-            found = _match_names(vocab.names, head)
-            if found is not None:
-                to_label = [-1] * n
-                for label_id, out in enumerate(found):
-                    to_label[out] = label_id
-                return HeadMatch(tuple(to_label))
+        found = _match_names(vocab.names, head) if head is not None else None
+        if found is not None:
+            return HeadMatch(_outputs_to_labels(found, n))
         return HeadMatch(
             None,
             f"the classification head has {n} outputs but the labels have {vocab.num_classes} classes; pass "
             "label_names= with one name per output (as in the model's id2label) so they can be matched",
         )
-    if head is not None and _match_names(vocab.keys, head) is not None:
-        found = _match_names(vocab.keys, head)
-        to_label = [-1] * n
-        for label_id, out in enumerate(found):
-            to_label[out] = label_id
-        return HeadMatch(tuple(to_label))
+    found = _match_names(vocab.keys, head) if head is not None else None
+    if found is not None:
+        return HeadMatch(_outputs_to_labels(found, n))
     return HeadMatch(
         None,
         f"the labels are strings ({', '.join(map(repr, vocab.keys[:5]))}{', ...' if len(vocab.keys) > 5 else ''}) "

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import math
 import os
 import posixpath
@@ -72,7 +71,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .config import check_split_name, parse_layers
+from .config import parse_layers
 from .pages import asset, render_page
 from .store import RunStore, atomic_write_text
 

@@ -27,7 +27,7 @@ from ..distributed import Part
 from ..film import Film, Frame
 from ..snapshot import SnapshotKey, epoch_value, sort_keys
 from .attention_stats import STATS, js_divergence, pattern_labels
-from .base import Accumulator, Batch, Context, Measurement, SplitPlan, pick_examples
+from .base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
 
@@ -104,9 +104,7 @@ class Attention(Measurement):
     output_flags = {"output_attentions": True}
     eager_attention = True
 
-    @classmethod
-    def enabled(cls, config) -> bool:
-        return bool(getattr(config, "attention", False))
+    enabled_by = "attention"
 
     def __init__(self, config):
         super().__init__(config)
@@ -121,17 +119,8 @@ class Attention(Measurement):
         self.context: dict[str, Any] = {}
 
     # -- front half -----------------------------------------------------------------------
-    def example_split(self, splits) -> str:
-        chosen = self.config.attention_split
-        if chosen is not None:
-            return chosen
-        names = list(splits)
-        return "validation" if "validation" in names else ("train" if "train" in names else names[0])
-
     def check_splits(self, splits) -> None:
-        split = self.example_split(splits)
-        if split not in splits:
-            raise ValueError(f"attention_split={split!r} is not a monitored split; pass one of {sorted(splits)}")
+        check_example_split("attention_split", self.config.attention_split, splits)
 
     def prepare(self, model, context) -> None:
         from .attention_stats import punctuation_ids, special_token_ids
@@ -146,7 +135,7 @@ class Attention(Measurement):
                 "config only; the Trainer hands its processing_class over, or pass tokenizer= to check_model"
             )
         labels = context.get("labels", {})
-        split = self.example_split(labels)
+        split = example_split(self.config.attention_split, labels)
         splits = context.get("splits_indices", {})
         if split in labels and split in splits:
             self.examples[split] = pick_examples(
@@ -219,15 +208,9 @@ class Attention(Measurement):
         logs: dict[str, float] = {}
         grids: dict[str, dict[str, np.ndarray]] = {}
         for split in ctx.drawn(snaps):
-            res = snaps[split].results.get(self.name)
-            if not res or "stats" not in res:
+            values = self._values(split, snaps[split].results.get(self.name))
+            if values is None:
                 continue
-            stats = np.asarray(res["stats"], dtype=np.float64)
-            values = {s: stats[:, :, i] for i, s in enumerate(STATS)}
-            if "maps" in res:
-                values.update(self._drift(split, res))
-            self._first_stats.setdefault(split, stats)
-            self._latest_stats[split] = stats
             rows = []
             for stat, grid in values.items():
                 for (l, h), v in np.ndenumerate(grid):
@@ -248,6 +231,19 @@ class Attention(Measurement):
             ctx.guard("drawing the attention summary", key, self.write_summary, ctx)
             ctx.guard(f"writing {HEAD_VIEW}", key, self.write_head_view, ctx)
         return logs
+
+    def _values(self, split: str, res: dict | None) -> dict[str, np.ndarray] | None:
+        """Every statistic's (layers, heads) grid of one split's snapshot, the drift included;
+        remembers what the next snapshot is compared with."""
+        if not res or "stats" not in res:
+            return None
+        stats = np.asarray(res["stats"], dtype=np.float64)
+        values = {s: stats[:, :, i] for i, s in enumerate(STATS)}
+        if "maps" in res:
+            values.update(self._drift(split, res))
+        self._first_stats.setdefault(split, stats)
+        self._latest_stats[split] = stats
+        return values
 
     def _drift(self, split: str, res: dict) -> dict[str, np.ndarray]:
         current = {k: res[k] for k in ("positions", "lengths", "maps", "tokens")}
@@ -382,15 +378,9 @@ class Attention(Measurement):
         for key, by_split in snaps:
             grids: dict[str, dict[str, np.ndarray]] = {}
             for split, snap in by_split.items():
-                res = snap.results.get(self.name)
-                if not res or "stats" not in res:
+                values = self._values(split, snap.results.get(self.name))
+                if values is None:
                     continue
-                stats = np.asarray(res["stats"], dtype=np.float64)
-                values = {s: stats[:, :, i] for i, s in enumerate(STATS)}
-                if "maps" in res:
-                    values.update(self._drift(split, res))
-                self._first_stats.setdefault(split, stats)
-                self._latest_stats[split] = stats
                 for stat, grid in values.items():
                     grids.setdefault(stat, {})[split] = grid
             for stat, by_split in grids.items():

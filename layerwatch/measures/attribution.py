@@ -31,7 +31,7 @@ import numpy as np
 from ..distributed import Part
 from ..film import Film, Frame
 from ..snapshot import SnapshotKey, epoch_value
-from .base import Accumulator, Batch, Context, Measurement, SplitPlan, pick_examples
+from .base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
 
@@ -88,9 +88,7 @@ class Attribution(Measurement):
     output_flags = {"output_attentions": True}
     eager_attention = True
 
-    @classmethod
-    def enabled(cls, config) -> bool:
-        return bool(getattr(config, "attribution", False))
+    enabled_by = "attribution"
 
     def __init__(self, config):
         super().__init__(config)
@@ -101,17 +99,8 @@ class Attribution(Measurement):
         self._heads = 0
 
     # -- front half ---------------------------------------------------------------------------
-    def example_split(self, splits) -> str:
-        chosen = self.config.attribution_split
-        if chosen is not None:
-            return chosen
-        names = list(splits)
-        return "validation" if "validation" in names else ("train" if "train" in names else names[0])
-
     def check_splits(self, splits) -> None:
-        split = self.example_split(splits)
-        if split not in splits:
-            raise ValueError(f"attribution_split={split!r} is not a monitored split; pass one of {sorted(splits)}")
+        check_example_split("attribution_split", self.config.attribution_split, splits)
         if self.config.attribution_target not in TARGETS:
             raise ValueError(f"attribution_target={self.config.attribution_target!r} is not one of 'label', 'prediction'")
 
@@ -159,7 +148,7 @@ class Attribution(Measurement):
         context["attribution_pad"] = int(pad)
         labels = context.get("labels", {})
         splits = context.get("splits_indices", {})
-        split = self.example_split(labels)
+        split = example_split(self.config.attribution_split, labels)
         if split in labels:
             self.examples[split] = pick_examples(
                 self.config.attribution_examples, "attribution_examples", split, splits[split], labels[split], self.config.seed,

@@ -48,6 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..capture import eager_attention
+
 __all__ = [
     "CAPTUM_CONDUCTANCE_METHOD",
     "CAPTUM_IG_METHOD",
@@ -198,21 +200,6 @@ def _untouched(model: nn.Module) -> Iterator[None]:
         torch.random.set_rng_state(rng_torch)
         if rng_cuda is not None:
             torch.cuda.set_rng_state_all(rng_cuda)
-
-
-@contextlib.contextmanager
-def _attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
-    """Switch the attention implementation (``"eager"`` returns the probabilities), then back."""
-    config = getattr(model, "config", None)
-    previous = getattr(config, "_attn_implementation", None)
-    switch = previous is not None and previous != name and hasattr(model, "set_attn_implementation")
-    try:
-        if switch:
-            model.set_attn_implementation(name)
-        yield
-    finally:
-        if switch:
-            model.set_attn_implementation(previous)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -627,7 +614,7 @@ class NormHooks:
         stack = contextlib.ExitStack()
         try:
             if self.eager:
-                stack.enter_context(_attention_implementation(self.model, "eager"))
+                stack.enter_context(eager_attention(self.model))
             for i, v in enumerate(self.handles.values):
                 self._hooks.append(v.register_forward_hook(self._hook(i)))
         except BaseException:

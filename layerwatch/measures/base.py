@@ -149,6 +149,22 @@ class Context:
             return None
 
 
+def example_split(chosen: str | None, splits) -> str:
+    """The split whose examples a measurement keeps: ``chosen``, else validation, train or the first."""
+    if chosen is not None:
+        return chosen
+    names = list(splits)
+    return "validation" if "validation" in names else ("train" if "train" in names else names[0])
+
+
+def check_example_split(setting: str, chosen: str | None, splits) -> str:
+    """:func:`example_split`, refusing a split that is not monitored (naming ``setting``)."""
+    split = example_split(chosen, splits)
+    if split not in splits:
+        raise ValueError(f"{setting}={split!r} is not a monitored split; pass one of {sorted(splits)}")
+    return split
+
+
 def pick_examples(setting: Any, name: str, split: str, indices: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     """Positions (in the subset) of the examples a measurement keeps whole.
 
@@ -189,6 +205,7 @@ class Measurement:
 
     Class attributes:
         name: Its name: the key of ``Snapshot.results`` and its folder in the run directory.
+        enabled_by: The boolean setting that turns it on (None: always on).
         output_flags: Keyword arguments the capture's forward pass needs
             (``{"output_hidden_states": True}``).
         eager_attention: The pass needs attention weights, which only the eager
@@ -198,11 +215,12 @@ class Measurement:
     name: ClassVar[str] = ""
     output_flags: ClassVar[dict[str, Any]] = {}
     eager_attention: ClassVar[bool] = False
+    enabled_by: ClassVar[str | None] = None
 
     @classmethod
     def enabled(cls, config: "LayerwatchConfig") -> bool:
-        """Whether the settings turn this measurement on."""
-        return True
+        """Whether the settings turn this measurement on (the setting named ``enabled_by``, or always)."""
+        return cls.enabled_by is None or bool(getattr(config, cls.enabled_by, False))
 
     def __init__(self, config: "LayerwatchConfig"):
         self.config = config

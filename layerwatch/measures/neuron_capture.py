@@ -13,12 +13,13 @@ MiniLM, ...) and DistilBERT's ``q_lin`` / ``k_lin``.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..capture import eager_attention
 
 __all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
 
@@ -28,26 +29,6 @@ SUPPORTED_ATTENTION = (
 )
 # Attribute names of the query and key projections, per family.
 _PROJECTIONS = (("query", "key"), ("q_lin", "k_lin"))
-
-
-@contextlib.contextmanager
-def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Switch ``model`` to eager attention inside the block, and back afterwards.
-
-    transformers' SDPA and flash attention return no weights; eager attention does. The
-    previous implementation is restored even when the block raises.
-    """
-    config = getattr(model, "config", None)
-    before = getattr(config, "_attn_implementation", None)
-    setter = getattr(model, "set_attn_implementation", None)
-    switch = setter is not None and before is not None and before != "eager"
-    if switch:
-        setter("eager")
-    try:
-        yield model
-    finally:
-        if switch:
-            setter(before)
 
 
 def _projection_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
