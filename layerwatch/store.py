@@ -382,7 +382,10 @@ class RunStore:
             try:
                 old = self.read_table(name)
             except DamagedFileError as exc:
-                logger.warning("layerwatch: %s; writing it anew", exc)
+                # Kept beside the new table, never overwritten: it may still be read by hand.
+                aside = f"{exc.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(exc.path, aside)
+                logger.warning("layerwatch: %s; it was moved to %s and the table is written anew", exc, aside)
             self.write_table(name, fields, [r for r in old if not replaced(r)] + list(rows))
 
     def read_metrics(self) -> list[dict]:

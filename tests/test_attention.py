@@ -217,3 +217,25 @@ def test_the_head_view_carries_the_neuron_view_of_the_first_examples(attention_r
         entry = with_neuron[r]["neuron"]
         assert entry["snapshots"] == [0, 1, 2] and entry["d"] == q.shape[-1]
         assert len(base64.b64decode(entry["q"])) == 3 * q.size * 4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_attention_statistics_of_models_without_a_bert_attention_module(tmp_path, family):
+    # Statistics for any model that returns attention weights; the neuron view needs
+    # BERT-style query and key projections and is left out elsewhere.
+    from test_models import left_padded, tiny_gpt2, tiny_llama
+
+    from conftest import toy_rows
+
+    model = (tiny_gpt2 if family == "gpt2" else tiny_llama)()
+    rows = toy_rows(16, seed=2)
+    watch = LayerwatchCallback({"train": left_padded(rows, 20)}, tmp_path / "lw", method="pca", progress=False,
+                               attention=True, pooling="last", attention_examples=3)
+    watch.setup(model)
+    watch.snapshot(model, SnapshotKey(0))
+    arrays = RunStore(tmp_path / "lw").load_arrays("attention", "train", SnapshotKey(0))
+    assert arrays["stats"].shape == (2, 2, len(STATS)) and np.isfinite(arrays["stats"]).all()
+    # Causal attention: no query attends to the token after it.
+    assert np.allclose(arrays["stats"][:, :, STATS.index("next")], 0.0)
+    assert "neuron_q" not in arrays
+    assert (tmp_path / "lw" / "attention_head_view.html").exists()

@@ -238,3 +238,18 @@ def test_the_last_gif_writer_includes_every_frame_present(run_copy):
     frames = [k.name for k in store_a.keys("train", "frames")]
     assert "epoch_005" in frames and "epoch_006" in frames
     assert gif_frames(run_copy / "train.gif") == len(frames)
+
+
+def test_a_damaged_metrics_table_is_moved_aside_not_overwritten(run_copy, caplog):
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.pipeline import Pipeline
+
+    (run_copy / "metrics.csv").write_bytes(b"split,epoch\nnot,a,table,\x00")
+    store = RunStore(run_copy)
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        Pipeline(store, LayerwatchConfig(output_dir=str(run_copy), method="pca", progress=False), reference_split="train").process(
+            {"train": store.load_snapshot("train", SnapshotKey(0))}, SnapshotKey(9, 99), render=False)
+    aside = [p for p in run_copy.iterdir() if p.name.startswith("metrics.csv.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == b"split,epoch\nnot,a,table,\x00"
+    assert any("moved to" in r.message for r in caplog.records)
+    assert {r["step"] for r in store.read_metrics()} == {99}

@@ -193,7 +193,10 @@ class Attention(Measurement):
         from ..capture import unwrap
         from .neuron_capture import _projection_pairs
 
-        pairs = _projection_pairs(unwrap(model))
+        try:
+            pairs = _projection_pairs(unwrap(model))
+        except ValueError:  # no query/key projections to read: statistics, but no neuron view
+            return []
         out = []
         for layer, (q, k) in enumerate(pairs):
             for kind, module in (("q", q), ("k", k)):
