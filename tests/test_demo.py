@@ -156,6 +156,7 @@ def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
 
     printed = capsys.readouterr().out
     assert str((out / "validation.gif").resolve()) in printed
+    assert result["report"] == str((out / "report.html").resolve()) and result["report"] in printed
     assert "epoch 1: validation kNN accuracy, layer 0..2:" in printed
     assert "layerwatch/" not in printed  # the per-layer log entries are not dumped
 

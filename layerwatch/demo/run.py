@@ -183,6 +183,7 @@ def _result(watch: Any, output_dir: str, seconds: float) -> dict:
     return {
         "output_dir": os.path.abspath(output_dir),
         "gifs": {s: os.path.abspath(p) for s, p in gifs.items() if os.path.exists(p)},
+        "report": os.path.abspath(watch.store.file_path("report.html")) if os.path.exists(watch.store.file_path("report.html")) else None,
         "metrics_csv": os.path.abspath(watch.store.metrics_path),
         "knn_accuracy": knn,
         "accuracy": accuracy,
@@ -200,6 +201,8 @@ def _print_result(result: dict) -> None:
         print(f"  {split}: {path}")
     print(f"  frames:  {os.path.join(result['output_dir'], 'frames')}")
     print(f"  metrics: {result['metrics_csv']}")
+    if result.get("report"):
+        print(f"  report:  {result['report']}  (open it in a browser: point at a dot to read its sentence)")
     print(f"  summary: layerwatch info {result['output_dir']}")
 
 
