@@ -70,7 +70,7 @@ class LayerwatchCallback(TrainerCallback):
         trainer_log: str = "auto",
         text_column: str | None = None,
         report_text: bool = True,
-        precision: str = "fp32",
+        precision: str = "auto",
         **unknown: Any,
     ):
         if unknown:

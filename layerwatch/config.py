@@ -166,9 +166,10 @@ class LayerwatchConfig:
         report_text: Store the rows' texts at all; ``False`` for data that must not leave
             the machine.
         precision: Numeric precision of the capture's forward pass (training is untouched):
-            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"`` (a half
-            precision where the hardware runs it fast, else fp32). Stored vectors are
-            float32 either way.
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"`` (the default: a
+            half precision where the hardware runs it fast, else fp32; see
+            :mod:`layerwatch.precision`). Stored vectors are float32 either way; pass
+            ``"fp32"`` for vectors that equal a plain forward pass bit for bit.
     """
 
     output_dir: str = "layerwatch_run"
@@ -196,7 +197,7 @@ class LayerwatchConfig:
     trainer_log: str = "auto"
     text_column: str | None = None
     report_text: bool = True
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
