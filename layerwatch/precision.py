@@ -25,7 +25,7 @@ from .config import PRECISIONS, check_choice
 
 logger = logging.getLogger("layerwatch")
 
-__all__ = ["autocast_factory", "cpu_has_bf16", "cuda_half", "resolve_precision"]
+__all__ = ["autocast_available", "autocast_factory", "cpu_has_bf16", "cuda_half", "resolve_precision"]
 
 # x86 feature flags of bf16 matrix instructions, as /proc/cpuinfo names them. Without them
 # torch emulates bf16 matrix products on the CPU, which is no faster than fp32.
