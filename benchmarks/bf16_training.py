@@ -50,7 +50,7 @@ def _sampling() -> dict:
 
 def _run(mode: str, data_dir: str, train_rows: int, epochs: int, seed: int, max_length: int) -> dict:
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     from layerwatch.data import stratified_subset
@@ -85,6 +85,7 @@ def _run(mode: str, data_dir: str, train_rows: int, epochs: int, seed: int, max_
         )
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
                           data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics)
+        trainer.remove_callback(PrinterCallback)  # it prints every log line
         load = common.load_average()
         with common.Timer() as t:
             result = trainer.train()

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     path = common.model_path()
 
     import torch
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     import layerwatch
@@ -127,6 +127,7 @@ def main(argv=None) -> int:
         )
         trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=val, processing_class=tok,
                           data_collator=DataCollatorWithPadding(tok))
+        trainer.remove_callback(PrinterCallback)  # it prints every evaluation's numbers
         hooks = PoolingHooks(model)
         rows = np.arange(len(val))
 

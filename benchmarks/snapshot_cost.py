@@ -20,18 +20,24 @@ all-MiniLM-L6-v2 (6 layers, hidden 384) with a fresh 2-class head:
    ``--repeats`` interleaved runs. Targets: <= 1.1x bare, and >= 1.5x faster than the seed.
 3. Whole snapshot, train + validation, 1,000 rows each, t-SNE, every layer: the callback's
    ``snapshot()`` (capture, store, layouts, metrics, frames, GIF, heatmaps) at layerwatch's
-   defaults, against the seed's pipeline on the same rows. The first snapshot (fresh
-   t-SNE) and the second (warm-started t-SNE) are timed; the seed costs the same every
-   epoch. Target: >= 5x faster than the seed. Printed with it: the ceiling (the seed's
-   time over layerwatch's capture alone, which no choice of layouts, metrics or drawing
-   removes) and, for reference, the same snapshots with ``method="pca"``.
+   defaults (``precision="auto"``: a bf16 capture on a CPU with bf16 instructions),
+   against the seed's pipeline on the same rows. The first snapshot (fresh t-SNE) and the
+   second (warm-started t-SNE, after ``--train-steps`` untimed training steps, so that it
+   lays out changed vectors as in training) are timed; the seed costs the same every
+   epoch. ``--rounds`` rounds, layerwatch and the seed alternating, each in a fresh
+   process; the fastest run of each is compared (the one least slowed by other work), and
+   every run is printed with the load average and its CPU seconds. Target: >= 5x faster
+   than the seed. Printed with it: the ceiling (the seed's time over layerwatch's capture
+   alone, which no choice of layouts, metrics or drawing removes) and, for reference, the
+   same snapshots with ``method="pca"``.
 
 Nothing is asserted: figures, ratios, targets and PASS/FAIL are printed. The load average
 is printed too; timings taken while other work runs on the machine are inflated.
 
 Usage::
 
-    python benchmarks/snapshot_cost.py            # full (about 15 minutes on 2 idle cores)
+    python benchmarks/snapshot_cost.py            # full (about 20 minutes on 2 idle cores)
+    python benchmarks/snapshot_cost.py --only snapshot --rounds 3 --no-pca-reference
     python benchmarks/snapshot_cost.py --quick    # 500 / 300 rows, one repeat
     python benchmarks/snapshot_cost.py --only memory,time
 """
@@ -139,20 +145,24 @@ def _capture_times(data_dir: str, n: int, batch_size: int, repeats: int) -> dict
     def lw() -> None:
         capture(model, ds, batch_size=batch_size, progress=False)
 
+    def lw_auto() -> None:
+        capture(model, ds, batch_size=batch_size, progress=False, precision="auto")
+
     def seed() -> None:
         ids, mask = seed_tokenize(tok, texts)
         seed_pool(seed_capture(model, ids, mask, batch_size), mask)
 
     bare()  # warm-up, not counted
-    runs: dict[str, list[float]] = {"bare": [], "layerwatch": [], "seed": []}
+    runs: dict[str, list[float]] = {"bare": [], "layerwatch": [], "layerwatch auto": [], "seed": []}
     for _ in range(repeats):
-        for name, fn in (("bare", bare), ("layerwatch", lw), ("seed", seed)):
+        for name, fn in (("bare", bare), ("layerwatch", lw), ("layerwatch auto", lw_auto), ("seed", seed)):
             with common.Timer() as t:
                 fn()
             runs[name].append(t.seconds)
     tokens = {"sorted": int(sum(b["attention_mask"].numel() for b in batches)), "real": int(sum(sum(m) for m in ds["attention_mask"])),
               "fixed": n * common.MAX_LENGTH}
-    return {"runs": runs, "tokens": tokens}
+    from layerwatch.precision import resolve_precision
+    return {"runs": runs, "tokens": tokens, "auto": resolve_precision("auto", torch.device("cpu"))}
 
 
 class _StageClock:
@@ -327,11 +337,16 @@ def section_time(args) -> dict:
     tok = out["tokens"]
     rows = [
         ["bare no-grad forward (same batches)", f"{med['bare']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["bare"]), f"{tok['sorted']:,}"],
-        ["layerwatch.capture", f"{med['layerwatch']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch"]), f"{tok['sorted']:,}"],
+        ["layerwatch.capture (fp32, its default)", f"{med['layerwatch']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch"]), f"{tok['sorted']:,}"],
+        [f"layerwatch.capture(precision='auto'): {out['auto']}", f"{med['layerwatch auto']:.2f}",
+         " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch auto"]), f"{tok['sorted']:,}"],
         ["seed capture + pool (padded to 64)", f"{med['seed']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["seed"]), f"{tok['fixed']:,}"],
     ]
     common.print_table(rows, ["", "median s", "runs", "tokens fed"])
-    print(f"real tokens: {tok['real']:,}; rows/s: layerwatch {n / med['layerwatch']:.0f}, seed {n / med['seed']:.0f}")
+    print(f"real tokens: {tok['real']:,}; rows/s: layerwatch {n / med['layerwatch']:.0f}, seed {n / med['seed']:.0f}; "
+          f"load {common.load_average():.2f}")
+    print(f"precision='auto' ({out['auto']}) / fp32 capture: {med['layerwatch'] / med['layerwatch auto']:.2f}x faster "
+          "(information; the callback captures at 'auto' by default)")
     r_bare = med["layerwatch"] / med["bare"]
     r_seed = med["seed"] / med["layerwatch"]
     results = [

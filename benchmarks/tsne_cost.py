@@ -190,9 +190,11 @@ def section_schedules(args, v: dict) -> None:
 def section_overlap(args, v: dict) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from threadpoolctl import threadpool_limits
+
     from layerwatch import capture
     from layerwatch.config import LayerwatchConfig, resolve_jobs
-    from layerwatch.reduce import Reducer, start_layouts, thread_limit
+    from layerwatch.reduce import Reducer, start_layouts
 
     jobs = max(1, resolve_jobs(LayerwatchConfig(output_dir=".")))
     train_ds, train_pick = v["sets"]["train"]
@@ -200,18 +202,20 @@ def section_overlap(args, v: dict) -> None:
     model = v["model"]
     train = capture(model, train_ds, indices=train_pick, precision="auto").pooled
     reducer = Reducer("tsne", seed=0)
-    with common.quiet_warnings():
+    with common.quiet_warnings(), threadpool_limits(limits=1):
         previous = np.stack([reducer(p) for p in train])  # the frame before (fresh fits), not timed
     print(f"\n== 2. overlap: train's {train.shape[0]} warm layouts ({jobs} at once) and validation's capture "
           f"({len(val_pick)} rows, precision 'auto'), wall seconds, fastest of {args.repeats}")
 
+    # As in a snapshot: the capture at torch's own thread count, each layout job holding
+    # its own OpenMP threads to one (a per-thread setting, see layerwatch.reduce._job).
     def sequential() -> None:
         capture(model, val_ds, indices=val_pick, precision="auto")
-        with ThreadPoolExecutor(max_workers=jobs) as pool, thread_limit(1):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             start_layouts(train, reducer, previous, pool=pool, threads=1)()
 
     def overlapped() -> None:
-        with ThreadPoolExecutor(max_workers=jobs) as pool, thread_limit(1):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             collect = start_layouts(train, reducer, previous, pool=pool, threads=1)
             capture(model, val_ds, indices=val_pick, precision="auto")
             collect()
