@@ -19,8 +19,9 @@ Per split and hidden state, against the fp32 vectors of the same rows:
   train, validation scored against train; cosine silhouette): bar |change| <= 0.01.
 
 Capture time: each precision's capture of both splits, interleaved, ``--repeats`` times;
-the fastest run of each is compared (ratios within one run; the load average is printed
-next to them, since other work on the machine inflates every figure).
+the fastest run of each is compared, in wall and in CPU seconds (ratios within one run;
+the load average is printed next to them, since other work on the machine inflates every
+figure, CPU seconds less than wall time).
 
 Nothing is asserted; PASS/FAIL is printed per bar, and the exit status is 0.
 
@@ -100,12 +101,13 @@ def load(data_dir: str, val_rows: int, train_rows: int, seed: int):
     return tok, model, splits, picks
 
 
-def capture_all(model, splits: dict, picks: dict, precision: str) -> tuple[dict, float]:
+def capture_all(model, splits: dict, picks: dict, precision: str) -> tuple[dict, float, float]:
+    """Both splits captured at ``precision``: the snapshots, wall seconds and CPU seconds."""
     from layerwatch import capture
 
-    started = time.perf_counter()
-    snaps = {s: capture(model, splits[s], indices=picks[s], precision=precision, split=s) for s in splits}
-    return snaps, time.perf_counter() - started
+    with common.Timer() as t, common.CpuTimer() as c:
+        snaps = {s: capture(model, splits[s], indices=picks[s], precision=precision, split=s) for s in splits}
+    return snaps, t.seconds, c.seconds
 
 
 def finetune(model, tok, data_dir: str, rows: int, exclude: np.ndarray, seed: int, lr: float = 1e-4, batch_size: int = 32) -> float:
@@ -206,22 +208,27 @@ def main(argv=None) -> int:
             seconds = finetune(model, tok, args.data, rows, picks["train"], args.seed)
             print(f"\nfine-tuned one epoch on {rows} other train tweets in {seconds:.0f} s")
         times = {p: [] for p in ["fp32", *precisions]}
+        cpu = {p: [] for p in times}
         snaps = {}
         # Interleaved, so that load from other work falls on every precision alike; the
         # first round also pays one-time set-up (kernels, oneDNN primitives).
         for r in range(max(1, args.repeats)):
             for p in times:
-                snaps[p], seconds = capture_all(model, splits, picks, p)
+                snaps[p], seconds, cpu_seconds = capture_all(model, splits, picks, p)
                 times[p].append(seconds)
+                cpu[p].append(cpu_seconds)
         n = sum(len(v) for v in picks.values())
         print(f"\n{moment}: capture of train + validation ({n} rows), seconds per run (load {common.load_average():.2f})")
-        table = [[p, f"{min(v):.2f}", " ".join(f"{t:.2f}" for t in v), f"{min(times['fp32']) / min(v):.2f}x"] for p, v in times.items()]
-        common.print_table(table, ["precision", "fastest", "runs", "fp32 / this"])
+        table = [[p, f"{min(v):.2f}", " ".join(f"{t:.2f}" for t in v), f"{min(times['fp32']) / min(v):.2f}x",
+                  f"{min(cpu[p]):.2f}", f"{min(cpu['fp32']) / min(cpu[p]):.2f}x"] for p, v in times.items()]
+        common.print_table(table, ["precision", "fastest s", "runs", "fp32 / this", "CPU s (fastest)", "fp32 / this, CPU"])
         for p in precisions:
             ratio = min(times["fp32"]) / min(times[p])
+            ratio_cpu = min(cpu["fp32"]) / min(cpu[p])
             summary += compare(moment, snaps["fp32"], snaps[p], p)
-            summary.append([f"{moment}, {p}: capture speed-up over fp32 (fastest runs; load {common.load_average():.2f})",
+            summary.append([f"{moment}, {p}: capture speed-up over fp32, wall (fastest runs; load {common.load_average():.2f})",
                             f"{ratio:.2f}x", "(information)", ""])
+            summary.append([f"{moment}, {p}: the same in CPU seconds", f"{ratio_cpu:.2f}x", "(information)", ""])
     common.print_load(" at the end")
     print("\n== summary")
     common.print_table(summary, ["figure", "value", "bar", "verdict"])
