@@ -44,6 +44,7 @@ Usage::
     python benchmarks/alignment.py --quick    # synthetic only
     python benchmarks/alignment.py --run-dir /tmp/lw-align   # keep the MiniLM snapshots, reuse them next time
     python benchmarks/alignment.py --variants # also the t-SNE tie-ins that were not chosen (slow)
+    python benchmarks/alignment.py --before   # also the warm-start schedule before #18 (400 iterations)
     python benchmarks/alignment.py --threads 1   # on a machine busy with other work (t-SNE's OpenMP
                                                  # threads spin-wait: 5x slower there with 2 threads)
 """
@@ -140,7 +141,7 @@ def minilm_run(
     """
     from layerwatch import RunStore, capture
     from layerwatch.data import stratified_subset
-    from layerwatch.store import SnapshotKey
+    from layerwatch.snapshot import SnapshotKey
 
     store = RunStore(run_dir)
     keys = [SnapshotKey(e) for e in range(epochs + 1)]
@@ -234,24 +235,26 @@ class Figures:
     recall: np.ndarray  # (layers, epochs)
     sil: np.ndarray  # (layers, epochs)
     seconds: float
+    cpu: float = float("nan")  # CPU seconds of the layouts (less sensitive to other work than wall time)
 
 
 def measure(run: Run, fit: LayoutFn, high: list[list[np.ndarray]]) -> Figures:
     """Lay out every epoch of every layer with ``fit(x, previous)`` and take the figures."""
     n_layers, n_epochs = len(run.layer_names), len(run.pooled)
     move, recall, sil = np.full((n_layers, n_epochs), np.nan), np.zeros((n_layers, n_epochs)), np.zeros((n_layers, n_epochs))
-    seconds = 0.0
+    seconds = cpu = 0.0
     for j in range(n_layers):
         layouts: list[np.ndarray] = []
         for t, pooled in enumerate(run.pooled):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             layouts.append(fit(pooled[j], layouts[-1] if layouts else None))
             seconds += time.perf_counter() - t0
+            cpu += time.process_time() - c0
             if t:
                 move[j, t] = movement(layouts[t], layouts[t - 1])
             recall[j, t] = neighbour_recall(high[t][j], layouts[t])
             sil[j, t] = silhouette_2d(layouts[t], run.labels)
-    return Figures(move, recall, sil, seconds)
+    return Figures(move, recall, sil, seconds, cpu)
 
 
 # -- ways of tying a frame to the previous one -------------------------------------------
@@ -294,10 +297,14 @@ def tsne_variants(seed: int = 0) -> dict[str, LayoutFn]:
         "continue at full size, no exaggeration, 250 it (freezes)": _raw_tsne(seed, 1.0, 250),
         "continue at full size, exaggeration 4, 250 it": _raw_tsne(seed, 4.0, 250),
         "shrunk start, exaggeration 4, 500 it, 250 in phase 1": reducer_fit(
-            "tsne", True, seed, warm_exaggeration=4.0, warm_iter=500, n_iter=750, exaggeration_iter=250
+            "tsne", True, seed, warm_exaggeration=4.0, warm_iter=500, n_iter=750, warm_exaggeration_iter=250,
+            warm_min_grad_norm=0.0,
         ),
-        "shrunk start, no exaggeration, 400 it, 250 in phase 1": reducer_fit(
-            "tsne", True, seed, warm_iter=400, n_iter=750, exaggeration_iter=250
+        "shrunk start, no exaggeration, 400 it, 250 in phase 1 (the schedule before #18)": reducer_fit(
+            "tsne", True, seed, warm_iter=400, n_iter=750, warm_exaggeration_iter=250, warm_min_grad_norm=0.0
+        ),
+        "shrunk start, no exaggeration, 250 it, 50 in phase 1, no early stop": reducer_fit(
+            "tsne", True, seed, warm_iter=250, warm_exaggeration_iter=50, warm_min_grad_norm=0.0
         ),
         "independent fits on sklearn's schedule (1000 it, 250 exaggerated)": reducer_fit(
             "tsne", False, seed, n_iter=1000, exaggeration_iter=250
@@ -354,7 +361,8 @@ def print_epochs(run: Run, a: Figures, b: Figures) -> None:
 
 def report(title: str, run: Run, a: Figures, b: Figures, cells: bool = True, move_bar: bool = True) -> bool:
     print(f"\n--- {title} ---")
-    print(f"layout time: tied {a.seconds:.0f} s, independent {b.seconds:.0f} s (al = tied, in = independent)")
+    print(f"layout time: tied {a.seconds:.0f} s ({a.cpu:.0f} CPU s), independent {b.seconds:.0f} s ({b.cpu:.0f} CPU s); "
+          f"load {common.load_average():.2f} (al = tied, in = independent)")
     if cells:
         print_cells(run, a, b)
         print("per epoch, over layers (means; worst = over layers):")
@@ -365,7 +373,7 @@ def report(title: str, run: Run, a: Figures, b: Figures, cells: bool = True, mov
     return all(ok for *_, ok in results if ok is not None)
 
 
-def bench(run: Run, methods: list[str], variants: bool, seed: int) -> dict[str, bool]:
+def bench(run: Run, methods: list[str], variants: bool | str, seed: int) -> dict[str, bool]:
     print(f"\n=== {run.name} ===")
     for line in run.info:
         print(line)
@@ -388,7 +396,10 @@ def bench(run: Run, methods: list[str], variants: bool, seed: int) -> dict[str, 
                 "  3x bar is t-SNE's (the default, whose independent fits land anywhere); PCA's ratio is shown."
             )
         if variants and method == "tsne":
-            for label, fit in tsne_variants(seed).items():
+            chosen = tsne_variants(seed)
+            if variants == "before":
+                chosen = {k: v for k, v in chosen.items() if "before #18" in k}
+            for label, fit in chosen.items():
                 with common.quiet_warnings():
                     other = measure(run, fit, high)
                 ok = report(f"{run.name}, tsne variant: {label} vs independent fits", run, other, base, cells=False)
@@ -403,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=None, help="keep the MiniLM snapshots here and reuse them next time")
     parser.add_argument("--methods", default="tsne,pca", help="comma-separated reducers (default: %(default)s)")
     parser.add_argument("--variants", action="store_true", help="also measure the t-SNE tie-ins that were not chosen")
+    parser.add_argument("--before", action="store_true", help="also measure the t-SNE warm-start schedule before #18 (400 iterations)")
     parser.add_argument("--train-rows", type=int, default=600, help="tweets to fine-tune on (default: %(default)s)")
     parser.add_argument("--eval-rows", type=int, default=1000, help="validation tweets to capture (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default: %(default)s)")
@@ -426,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     methods = [m for m in args.methods.split(",") if m]
 
-    results = bench(synthetic_run(seed=args.seed), methods, args.variants, args.seed)
+    variants = True if args.variants else "before" if args.before else False
+    results = bench(synthetic_run(seed=args.seed), methods, variants, args.seed)
     if args.quick:
         print("\n=== MiniLM / HatEval ===\nskipped (--quick)")
     elif not os.path.exists(os.path.join(args.data, "val_text.txt")):
@@ -443,7 +456,7 @@ def _run(args: argparse.Namespace) -> int:
                     args.data, args.run_dir or tmp, n_train=args.train_rows, n_eval=args.eval_rows,
                     epochs=args.epochs, seed=args.seed,
                 )
-                results.update(bench(run, methods, args.variants, args.seed))
+                results.update(bench(run, methods, variants, args.seed))
 
     print("\n=== summary ===")
     chosen_ok = True

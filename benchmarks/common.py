@@ -168,6 +168,22 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+class CpuTimer:
+    """``with CpuTimer() as t: ...``; then ``t.seconds``: this process's CPU time (all threads).
+
+    Less sensitive than wall time to other work on a shared machine (though not immune:
+    spinning OpenMP threads count, and so does a slower shared cache).
+    """
+
+    def __enter__(self) -> "CpuTimer":
+        self.start = time.process_time()
+        self.seconds = float("nan")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.process_time() - self.start
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

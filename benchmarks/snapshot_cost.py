@@ -20,18 +20,24 @@ all-MiniLM-L6-v2 (6 layers, hidden 384) with a fresh 2-class head:
    ``--repeats`` interleaved runs. Targets: <= 1.1x bare, and >= 1.5x faster than the seed.
 3. Whole snapshot, train + validation, 1,000 rows each, t-SNE, every layer: the callback's
    ``snapshot()`` (capture, store, layouts, metrics, frames, GIF, heatmaps) at layerwatch's
-   defaults, against the seed's pipeline on the same rows. The first snapshot (fresh
-   t-SNE) and the second (warm-started t-SNE) are timed; the seed costs the same every
-   epoch. Target: >= 5x faster than the seed. Printed with it: the ceiling (the seed's
-   time over layerwatch's capture alone, which no choice of layouts, metrics or drawing
-   removes) and, for reference, the same snapshots with ``method="pca"``.
+   defaults (``precision="auto"``: a bf16 capture on a CPU with bf16 instructions),
+   against the seed's pipeline on the same rows. The first snapshot (fresh t-SNE) and the
+   second (warm-started t-SNE, after ``--train-steps`` untimed training steps, so that it
+   lays out changed vectors as in training) are timed; the seed costs the same every
+   epoch. ``--rounds`` rounds, layerwatch and the seed alternating, each in a fresh
+   process; the fastest run of each is compared (the one least slowed by other work), and
+   every run is printed with the load average and its CPU seconds. Target: >= 5x faster
+   than the seed. Printed with it: the ceiling (the seed's time over layerwatch's capture
+   alone, which no choice of layouts, metrics or drawing removes) and, for reference, the
+   same snapshots with ``method="pca"``.
 
 Nothing is asserted: figures, ratios, targets and PASS/FAIL are printed. The load average
 is printed too; timings taken while other work runs on the machine are inflated.
 
 Usage::
 
-    python benchmarks/snapshot_cost.py            # full (about 15 minutes on 2 idle cores)
+    python benchmarks/snapshot_cost.py            # full (about 20 minutes on 2 idle cores)
+    python benchmarks/snapshot_cost.py --only snapshot --rounds 3 --no-pca-reference
     python benchmarks/snapshot_cost.py --quick    # 500 / 300 rows, one repeat
     python benchmarks/snapshot_cost.py --only memory,time
 """
@@ -139,20 +145,24 @@ def _capture_times(data_dir: str, n: int, batch_size: int, repeats: int) -> dict
     def lw() -> None:
         capture(model, ds, batch_size=batch_size, progress=False)
 
+    def lw_auto() -> None:
+        capture(model, ds, batch_size=batch_size, progress=False, precision="auto")
+
     def seed() -> None:
         ids, mask = seed_tokenize(tok, texts)
         seed_pool(seed_capture(model, ids, mask, batch_size), mask)
 
     bare()  # warm-up, not counted
-    runs: dict[str, list[float]] = {"bare": [], "layerwatch": [], "seed": []}
+    runs: dict[str, list[float]] = {"bare": [], "layerwatch": [], "layerwatch auto": [], "seed": []}
     for _ in range(repeats):
-        for name, fn in (("bare", bare), ("layerwatch", lw), ("seed", seed)):
+        for name, fn in (("bare", bare), ("layerwatch", lw), ("layerwatch auto", lw_auto), ("seed", seed)):
             with common.Timer() as t:
                 fn()
             runs[name].append(t.seconds)
     tokens = {"sorted": int(sum(b["attention_mask"].numel() for b in batches)), "real": int(sum(sum(m) for m in ds["attention_mask"])),
               "fixed": n * common.MAX_LENGTH}
-    return {"runs": runs, "tokens": tokens}
+    from layerwatch.precision import resolve_precision
+    return {"runs": runs, "tokens": tokens, "auto": resolve_precision("auto", torch.device("cpu"))}
 
 
 class _StageClock:
@@ -187,26 +197,52 @@ class _StageClock:
 LW_STAGES = ("capture", "store", "layouts", "metrics", "frames", "gif", "heatmaps")
 
 
-def _layerwatch_snapshots(data_dir: str, rows: int, snapshots: int = 2, method: str = "tsne") -> dict:
-    """The callback's ``snapshot()`` at its defaults (or another ``method``), timed per stage (one fresh process)."""
-    import layerwatch.callback as lw_callback
-    import layerwatch.pipeline as lw_pipeline
+def _train_steps(model, tok, data_dir: str, steps: int, exclude: set, seed: int, batch_size: int = 32, lr: float = 5e-5) -> None:
+    """A few AdamW steps on train tweets outside the monitored rows, so that the next
+    snapshot's vectors differ from the last one's as they do during training (not timed)."""
+    import numpy as np
+    import torch
+
+    texts, labels = common.read_split(data_dir, "train")
+    rng = np.random.default_rng(seed)
+    pool = np.array([i for i in range(len(texts)) if i not in exclude])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        rows = rng.choice(pool, size=batch_size, replace=False)
+        enc = tok([texts[i] for i in rows], truncation=True, max_length=common.MAX_LENGTH, padding=True, return_tensors="pt")
+        out = model(**enc, labels=torch.tensor(labels[rows]))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
+def _layerwatch_snapshots(
+    data_dir: str, rows: int, snapshots: int = 2, method: str = "tsne", precision: str | None = None, train_steps: int = 0,
+) -> dict:
+    """The callback's ``snapshot()`` at its defaults (or another ``method`` / ``precision``),
+    timed per stage (one fresh process); ``train_steps`` training steps between snapshots."""
+    import layerwatch.capture as lw_capture
+    import layerwatch.film as lw_film
+    import layerwatch.measures.embeddings as lw_emb
     import layerwatch.store as lw_store
     from layerwatch import LayerwatchCallback
-    from layerwatch.store import SnapshotKey
+    from layerwatch.snapshot import SnapshotKey
 
     clock = _StageClock()
-    clock.wrap(lw_callback, "capture", "capture")
+    # The monitor imports capture_split from layerwatch.capture when it captures.
+    clock.wrap(lw_capture, "capture_split", "capture")
     for attr in ("save_snapshot", "save_layout", "replace_metrics"):
         clock.wrap(lw_store.RunStore, attr, "store")
     # The t-SNE layouts run in a thread pool while the metrics are computed: "layouts" is
     # the time spent starting them plus waiting for them once the metrics are done.
-    start_layouts = clock.timed(lw_pipeline.start_layouts, "layouts")
-    lw_pipeline.start_layouts = lambda *args, **kwargs: clock.timed(start_layouts(*args, **kwargs), "layouts")
-    clock.wrap(lw_pipeline, "layer_metrics", "metrics")
-    clock.wrap(lw_pipeline.Pipeline, "_draw", "frames")
-    clock.wrap(lw_pipeline.Pipeline, "write_gif", "gif")
-    clock.wrap(lw_pipeline.Pipeline, "write_heatmaps", "heatmaps")
+    start_layouts = clock.timed(lw_emb.start_layouts, "layouts")
+    lw_emb.start_layouts = lambda *args, **kwargs: clock.timed(start_layouts(*args, **kwargs), "layouts")
+    clock.wrap(lw_emb, "layer_metrics", "metrics")
+    clock.wrap(lw_emb.Embeddings, "_draw", "frames")
+    clock.wrap(lw_film.Film, "write_gif", "gif")
+    clock.wrap(lw_emb.Embeddings, "write_heatmaps", "heatmaps")
 
     path = common.model_path()
     tok = common.load_tokenizer(path)
@@ -216,19 +252,24 @@ def _layerwatch_snapshots(data_dir: str, rows: int, snapshots: int = 2, method: 
         texts, labels = common.read_split(data_dir, split)
         splits[split] = common.tokenized_dataset(tok, texts, labels, padding=False)
     out = []
+    settings = {"precision": precision} if precision else {}
     with tempfile.TemporaryDirectory(prefix="lw-snapshot-") as run_dir:
-        cb = LayerwatchCallback(splits, output_dir=run_dir, max_samples=rows, progress=False, overwrite=True, method=method)
+        cb = LayerwatchCallback(splits, output_dir=run_dir, max_samples=rows, progress=False, overwrite=True, method=method, **settings)
         from layerwatch.config import resolve_jobs
 
         jobs = resolve_jobs(cb.config)
         indices = {name: s.indices.tolist() for name, s in cb.splits.items()}
         for i in range(snapshots):
-            with common.quiet_warnings(), common.PeakRSS() as mem, common.Timer() as t:
+            if i and train_steps:
+                _train_steps(model, tok, data_dir, train_steps, set(indices["train"]), seed=i)
+            load = common.load_average()
+            with common.quiet_warnings(), common.PeakRSS() as mem, common.Timer() as t, common.CpuTimer() as cpu:
                 cb.snapshot(model, SnapshotKey(epoch=i, step=i * 100))
             stages = clock.take()
-            out.append({"seconds": t.seconds, "stages": stages, "rss_growth": mem.growth})
+            out.append({"seconds": t.seconds, "cpu": cpu.seconds, "stages": stages, "rss_growth": mem.growth, "load": load})
         files = sorted(os.path.relpath(os.path.join(d, f), run_dir) for d, _, fs in os.walk(run_dir) for f in fs)
-    return {"snapshots": out, "indices": indices, "files": len(files), "failures": list(cb.failures), "jobs": jobs}
+    return {"snapshots": out, "indices": indices, "files": len(files), "failures": list(cb.failures), "jobs": jobs,
+            "precision": cb.monitor.precision}
 
 
 def _seed_snapshots(data_dir: str, indices: dict, epochs: int = 2) -> dict:
@@ -245,9 +286,10 @@ def _seed_snapshots(data_dir: str, indices: dict, epochs: int = 2) -> dict:
     out = []
     with tempfile.TemporaryDirectory(prefix="lw-seed-") as run_dir:
         for epoch in range(epochs):
-            with common.quiet_warnings(), common.PeakRSS() as mem, common.Timer() as t:
+            load = common.load_average()
+            with common.quiet_warnings(), common.PeakRSS() as mem, common.Timer() as t, common.CpuTimer() as cpu:
                 stages = seed_epoch(model, tok, splits, run_dir, epoch)
-            out.append({"seconds": t.seconds, "stages": stages, "rss_growth": mem.growth})
+            out.append({"seconds": t.seconds, "cpu": cpu.seconds, "stages": stages, "rss_growth": mem.growth, "load": load})
     return {"snapshots": out}
 
 
@@ -295,11 +337,16 @@ def section_time(args) -> dict:
     tok = out["tokens"]
     rows = [
         ["bare no-grad forward (same batches)", f"{med['bare']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["bare"]), f"{tok['sorted']:,}"],
-        ["layerwatch.capture", f"{med['layerwatch']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch"]), f"{tok['sorted']:,}"],
+        ["layerwatch.capture (fp32, its default)", f"{med['layerwatch']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch"]), f"{tok['sorted']:,}"],
+        [f"layerwatch.capture(precision='auto'): {out['auto']}", f"{med['layerwatch auto']:.2f}",
+         " ".join(f"{v:.2f}" for v in out["runs"]["layerwatch auto"]), f"{tok['sorted']:,}"],
         ["seed capture + pool (padded to 64)", f"{med['seed']:.2f}", " ".join(f"{v:.2f}" for v in out["runs"]["seed"]), f"{tok['fixed']:,}"],
     ]
     common.print_table(rows, ["", "median s", "runs", "tokens fed"])
-    print(f"real tokens: {tok['real']:,}; rows/s: layerwatch {n / med['layerwatch']:.0f}, seed {n / med['seed']:.0f}")
+    print(f"real tokens: {tok['real']:,}; rows/s: layerwatch {n / med['layerwatch']:.0f}, seed {n / med['seed']:.0f}; "
+          f"load {common.load_average():.2f}")
+    print(f"precision='auto' ({out['auto']}) / fp32 capture: {med['layerwatch'] / med['layerwatch auto']:.2f}x faster "
+          "(information; the callback captures at 'auto' by default)")
     r_bare = med["layerwatch"] / med["bare"]
     r_seed = med["seed"] / med["layerwatch"]
     results = [
@@ -312,47 +359,65 @@ def section_time(args) -> dict:
 
 def section_snapshot(args) -> dict:
     n = args.snapshot_rows
-    print(f"\n== 3. whole snapshot: train + validation, {n} rows each, t-SNE, every layer (each side in a fresh process)")
-    lw = common.in_fresh_process(_layerwatch_snapshots, args.data, n, 2)
-    seed = common.in_fresh_process(_seed_snapshots, args.data, lw["indices"], 2)
-    if lw["failures"]:
-        print("layerwatch reported failures:", *lw["failures"], sep="\n  ")
+    print(f"\n== 3. whole snapshot: train + validation, {n} rows each, t-SNE, every layer; {args.rounds} round(s), each "
+          f"side in a fresh process per round, the two sides alternating; {args.train_steps} training steps between "
+          "layerwatch's snapshots (not timed) so that the later one lays out changed vectors")
+    lw_runs, seed_runs = [], []
+    for r in range(args.rounds):
+        lw = common.in_fresh_process(_layerwatch_snapshots, args.data, n, 2, "tsne", args.precision, args.train_steps)
+        seed = common.in_fresh_process(_seed_snapshots, args.data, lw["indices"], 2)
+        lw_runs.append(lw)
+        seed_runs.append(seed)
+        print(f"  round {r}: layerwatch " + ", ".join(f"{s['seconds']:.1f} s (load {s['load']:.1f})" for s in lw["snapshots"])
+              + "; seed " + ", ".join(f"{s['seconds']:.1f} s (load {s['load']:.1f})" for s in seed["snapshots"]), flush=True)
+        if lw["failures"]:
+            print("  layerwatch reported failures:", *lw["failures"], sep="\n    ")
     rows = []
-    for i, s in enumerate(lw["snapshots"]):
-        st = s["stages"]
-        other = s["seconds"] - sum(st.values())
-        rows.append([f"layerwatch snapshot {i} ({'fresh' if i == 0 else 'warm'} t-SNE)", f"{s['seconds']:.1f}"]
-                    + [f"{st.get(k, 0.0):.1f}" for k in LW_STAGES] + [f"{other:.1f}", common.mib(s["rss_growth"])])
-    print(f"layerwatch (seconds; 7 hidden states incl. embeddings, metrics on; t-SNE layouts {lw['jobs']} at once "
-          "(n_jobs='auto'), while the metrics are computed: 'layouts' is the time spent waiting for them)")
-    common.print_table(rows, ["", "total", *LW_STAGES, "other", "peak RSS growth"])
+    for r, lw in enumerate(lw_runs):
+        for i, s in enumerate(lw["snapshots"]):
+            st = s["stages"]
+            other = s["seconds"] - sum(st.values())
+            rows.append([f"round {r}, snapshot {i} ({'fresh' if i == 0 else 'warm'} t-SNE)", f"{s['seconds']:.1f}", f"{s['cpu']:.1f}"]
+                        + [f"{st.get(k, 0.0):.1f}" for k in LW_STAGES] + [f"{other:.1f}", common.mib(s["rss_growth"]), f"{s['load']:.2f}"])
+    print(f"layerwatch (seconds; capture precision {lw_runs[0]['precision']!r}; 7 hidden states incl. embeddings, metrics on; "
+          f"t-SNE layouts {lw_runs[0]['jobs']} at once (n_jobs='auto'), while the metrics are computed: 'layouts' is the "
+          "time spent waiting for them; cpu = this process's CPU seconds)")
+    common.print_table(rows, ["", "total", "cpu", *LW_STAGES, "other", "peak RSS growth", "load"])
     rows = []
     from seed_pipeline import STAGES
 
-    for i, s in enumerate(seed["snapshots"]):
-        st = s["stages"]
-        rows.append([f"seed epoch {i}", f"{s['seconds']:.1f}"] + [f"{st[k]:.1f}" for k in STAGES] + [common.mib(s["rss_growth"])])
+    for r, seed in enumerate(seed_runs):
+        for i, s in enumerate(seed["snapshots"]):
+            st = s["stages"]
+            rows.append([f"round {r}, seed epoch {i}", f"{s['seconds']:.1f}", f"{s['cpu']:.1f}"] + [f"{st[k]:.1f}" for k in STAGES]
+                        + [common.mib(s["rss_growth"]), f"{s['load']:.2f}"])
     print("seed (seconds; 6 transformer layers, no metrics)")
-    common.print_table(rows, ["", "total", *STAGES, "peak RSS growth"])
-    seed_t = common.median([s["seconds"] for s in seed["snapshots"]])
+    common.print_table(rows, ["", "total", "cpu", *STAGES, "peak RSS growth", "load"])
+    # The fastest run of each kind: the one least slowed by other work on the machine.
+    seed_all = [s for run in seed_runs for s in run["snapshots"]]
+    seed_t = min(s["seconds"] for s in seed_all)
     results = []
-    for i, s in enumerate(lw["snapshots"]):
-        r = seed_t / s["seconds"]
-        results.append([f"seed / layerwatch, snapshot {i} ({'fresh' if i == 0 else 'warm'})", f"{r:.2f}x", f">= {SNAPSHOT_VS_SEED:.0f}x", common.verdict(r >= SNAPSHOT_VS_SEED)])
+    for i, kind in enumerate(("first (fresh t-SNE)", "later (warm t-SNE)")):
+        best = min((run["snapshots"][i] for run in lw_runs), key=lambda s: s["seconds"])
+        r = seed_t / best["seconds"]
+        results.append([f"seed / layerwatch, {kind}: {seed_t:.1f} / {best['seconds']:.1f} s (fastest runs; load {best['load']:.1f})",
+                        f"{r:.2f}x", f">= {SNAPSHOT_VS_SEED:.0f}x", common.verdict(r >= SNAPSHOT_VS_SEED)])
+        cpu_seed = min(s["cpu"] for s in seed_all)
+        results.append([f"  the same in CPU seconds (information): {cpu_seed:.1f} / {best['cpu']:.1f}", f"{cpu_seed / best['cpu']:.2f}x", "", ""])
     common.print_table(results, ["figure", "ratio", "target", "verdict"])
     # What no back half could beat: the capture of both splits is a forward pass of the
     # model over 2 x rows tweets, which no choice of layouts, metrics or drawing removes.
-    capture_t = min(s["stages"].get("capture", float("nan")) for s in lw["snapshots"])
+    capture_t = min(s["stages"].get("capture", float("nan")) for run in lw_runs for s in run["snapshots"])
     print(f"ceiling: seed / layerwatch's capture alone = {seed_t:.1f} / {capture_t:.1f} s = {seed_t / capture_t:.1f}x "
           "(a snapshot whose layouts, metrics, frames and GIFs cost nothing); 5x leaves "
           f"{seed_t / SNAPSHOT_VS_SEED - capture_t:.1f} s for the layouts, metrics and frames of "
           f"{2 * 7} layer maps")
     if args.pca_reference:
-        pca = common.in_fresh_process(_layerwatch_snapshots, args.data, n, 2, "pca")
+        pca = common.in_fresh_process(_layerwatch_snapshots, args.data, n, 2, "pca", args.precision, args.train_steps)
         rows = [[f"layerwatch snapshot {i}, method='pca'", f"{s['seconds']:.1f}"] + [f"{s['stages'].get(k, 0.0):.1f}" for k in LW_STAGES]
-                + [f"{seed_t / s['seconds']:.2f}x"] for i, s in enumerate(pca["snapshots"])]
+                + [f"{seed_t / s['seconds']:.2f}x", f"{s['load']:.2f}"] for i, s in enumerate(pca["snapshots"])]
         print("for reference (not the target, which is at t-SNE): the same snapshots with method='pca'")
-        common.print_table(rows, ["", "total", *LW_STAGES, "seed / this"])
+        common.print_table(rows, ["", "total", *LW_STAGES, "seed / this", "load"])
     return {"results": results}
 
 
@@ -367,11 +432,15 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="capture-time runs of each kind (default: %(default)s)")
     parser.add_argument("--memory-repeats", type=int, default=3, help="fresh-process memory runs of each kind (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=common.BATCH_SIZE)
+    parser.add_argument("--rounds", type=int, default=2, help="whole-snapshot rounds, layerwatch and seed alternating (default: %(default)s)")
+    parser.add_argument("--train-steps", type=int, default=20,
+                        help="training steps between layerwatch's two snapshots (not timed; default: %(default)s)")
+    parser.add_argument("--precision", default=None, help="layerwatch's capture precision (default: its default, 'auto')")
     parser.add_argument("--no-pca-reference", dest="pca_reference", action="store_false",
                         help="skip the whole snapshot with method='pca' printed for reference")
     args = parser.parse_args(argv)
     if args.quick:
-        args.memory_rows, args.time_rows, args.snapshot_rows, args.repeats, args.memory_repeats = 500, 500, 300, 1, 1
+        args.memory_rows, args.time_rows, args.snapshot_rows, args.repeats, args.memory_repeats, args.rounds = 500, 500, 300, 1, 1, 1
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown:

@@ -6,7 +6,8 @@ evaluation or checkpoints) three times, each in a fresh process:
 
 - ``none``: without layerwatch;
 - ``foreground``: ``LayerwatchCallback`` at its defaults (train + validation monitored,
-  max_samples 1000, t-SNE, metrics on; ``progress=False`` to keep the output readable);
+  max_samples 1000, t-SNE, metrics on, ``precision="auto"``: bf16 capture on a CPU with
+  bf16 instructions; ``progress=False`` to keep the output readable);
 - ``background``: the same with ``background=True`` (layouts, metrics and frames in a
   worker process while training goes on).
 
@@ -78,7 +79,10 @@ def _stopwatches():
     return start, Stop(start)
 
 
-def _train(mode: str, data_dir: str, train_rows: int, epochs: int, max_samples: int, batch_size: int, lr: float, seed: int) -> dict:
+def _train(
+    mode: str, data_dir: str, train_rows: int, epochs: int, max_samples: int, batch_size: int, lr: float, seed: int,
+    precision: str | None = None,
+) -> dict:
     """One fine-tuning run (in a fresh process); returns its wall time and layerwatch's waits."""
     import logging
 
@@ -110,6 +114,7 @@ def _train(mode: str, data_dir: str, train_rows: int, epochs: int, max_samples: 
             lw = LayerwatchCallback(
                 {"train": train, "validation": val}, output_dir=os.path.join(out, "layerwatch"),
                 max_samples=max_samples, progress=False, background=(mode == "background"),
+                **({"precision": precision} if precision else {}),
             )
             callbacks.append(lw)
         callbacks.append(stop)
@@ -132,6 +137,7 @@ def _train(mode: str, data_dir: str, train_rows: int, epochs: int, max_samples: 
         "mode": mode, "seconds": t.seconds, "train_runtime": float(result.metrics.get("train_runtime", float("nan"))),
         "steps": int(result.global_step), "waits": stop.waits, "gifs": gifs, "failures": failures,
         "load": (load_before, common.load_average()), "threads": torch.get_num_threads(),
+        "precision": lw.monitor.precision if lw else None,
     }
 
 
@@ -146,6 +152,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--precision", default=None, help="layerwatch's capture precision (default: its default, 'auto')")
     parser.add_argument("--quick", action="store_true", help="smoke version: 600 training tweets, max_samples 200")
     args = parser.parse_args(argv)
     if args.quick:
@@ -163,10 +170,12 @@ def main(argv=None) -> None:
     common.print_load()
     runs = {}
     for mode in modes:
-        r = common.in_fresh_process(_train, mode, args.data, rows, args.epochs, args.max_samples, args.batch_size, args.lr, args.seed)
+        r = common.in_fresh_process(_train, mode, args.data, rows, args.epochs, args.max_samples, args.batch_size, args.lr, args.seed,
+                                    args.precision)
         runs[mode] = r
-        print(f"  {mode:<10} {r['seconds']:8.1f} s  ({r['steps']} steps, load {r['load'][0]:.1f} -> {r['load'][1]:.1f})"
-              + (f"  failures: {r['failures']}" if r["failures"] else ""))
+        print(f"  {mode:<10} {r['seconds']:8.1f} s  ({r['steps']} steps, load {r['load'][0]:.1f} -> {r['load'][1]:.1f}"
+              + (f", capture precision {r['precision']!r})" if r["precision"] else ")")
+              + (f"  failures: {r['failures']}" if r["failures"] else ""), flush=True)
     base = runs["none"]["seconds"]
 
     print("\ntraining wall time (trainer.train(), seconds)")

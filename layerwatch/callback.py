@@ -70,7 +70,7 @@ class LayerwatchCallback(TrainerCallback):
         trainer_log: str = "auto",
         text_column: str | None = None,
         report_text: bool = True,
-        precision: str = "fp32",
+        precision: str = "auto",
         attention: bool = False,
         attention_examples: Any = 6,
         attention_split: str | None = None,

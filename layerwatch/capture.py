@@ -258,6 +258,7 @@ def capture(
     seed: int = 0,
     progress: bool = False,
     split: str = "",
+    precision: str = "fp32",
 ) -> Snapshot:
     """Run ``model`` over rows of ``dataset`` and keep each layer's pooled vectors.
 
@@ -275,6 +276,11 @@ def capture(
             subset of ``max_samples`` drawn with ``seed`` when ``max_samples`` is given.
         progress: Show a progress bar.
         split: Name used in messages and stored with the snapshot.
+        precision: Numeric precision of the forward pass: ``"fp32"`` (the default here:
+            the vectors of a plain forward pass), ``"bf16"`` or ``"fp16"`` (autocast), or
+            ``"auto"`` (a half precision where the hardware runs it fast, as the callback
+            does by default; see :mod:`layerwatch.precision`). The pooled vectors are
+            float32 either way.
 
     Returns:
         A :class:`Snapshot` whose ``pooled`` is float32 (layers, rows, hidden). Labels are
@@ -283,9 +289,12 @@ def capture(
         head's outputs cannot be matched to the labels.
     """
     from .config import LayerwatchConfig, parse_layers
+    from .precision import autocast_factory, resolve_precision
 
     check_positive_int("batch_size", batch_size)
     check_pooling(model, pooling)
+    device = model_device(model)
+    autocast = autocast_factory(resolve_precision(precision, device), device)
     column = resolve_label_column(dataset, label_column, split)
     kind, raw = classify(get_column(dataset, column), split, column)
     cfg = getattr(model, "config", None)
@@ -306,7 +315,7 @@ def capture(
         labels=all_labels[indices], layers=layers, config=config, context={"model_name": type(model).__name__},
     )
     emb = Embeddings(config)
-    parts = capture_split(model, dataset, plan, [emb], batch_size=batch_size, progress=progress)
+    parts = capture_split(model, dataset, plan, [emb], batch_size=batch_size, progress=progress, autocast=autocast)
     snap = Snapshot(labels=all_labels[indices], indices=indices, split=split, label_names=vocab.names or None)
     emb.assemble(parts[Embeddings.name], snap)
     common = parts[COMMON]
@@ -325,3 +334,5 @@ class _CallableModule(type(__import__("sys"))):
 
 
 __import__("sys").modules[__name__].__class__ = _CallableModule
+# ``inspect.signature(layerwatch.capture)`` and ``help`` show the function's parameters.
+__signature__ = __import__("inspect").signature(capture)

@@ -166,9 +166,10 @@ class LayerwatchConfig:
         report_text: Store the rows' texts at all; ``False`` for data that must not leave
             the machine.
         precision: Numeric precision of the capture's forward pass (training is untouched):
-            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"`` (a half
-            precision where the hardware runs it fast, else fp32). Stored vectors are
-            float32 either way.
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast), or ``"auto"`` (the default: a
+            half precision where the hardware runs it fast, else fp32; see
+            :mod:`layerwatch.precision`). Stored vectors are float32 either way; pass
+            ``"fp32"`` for vectors that equal a plain forward pass bit for bit.
         attention: Per-head attention statistics of every layer at every snapshot
             (``attention.csv``, a heatmap film per statistic, a summary of how each head
             moved, and a head-view page of the examples), from the same forward pass.
@@ -223,7 +224,7 @@ class LayerwatchConfig:
     trainer_log: str = "auto"
     text_column: str | None = None
     report_text: bool = True
-    precision: str = "fp32"
+    precision: str = "auto"
     attention: bool = False
     attention_examples: Any = 6
     attention_split: str | None = None

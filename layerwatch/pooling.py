@@ -1,11 +1,24 @@
 """Pure tensor functions that turn token states into one vector per row.
 
-Each takes ``hidden`` of shape (batch, tokens, dim) and returns (batch, dim) in float32.
+Each takes ``hidden`` of shape (batch, tokens, dim) and returns (batch, dim) in float32,
+also when called under ``torch.autocast`` (a half precision capture): the sums are taken
+in float32 whatever the dtype of ``hidden``.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+
+def _full_precision(device: torch.device):
+    """Autocast switched off on ``device``: under it ``bmm`` would run in bf16/fp16."""
+    from .precision import autocast_available
+
+    if autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -13,12 +26,13 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
     A row with no unmasked token gives a vector of zeros rather than NaN.
     """
-    mask = attention_mask.to(dtype=torch.float32)
-    # (batch, 1, tokens) @ (batch, tokens, dim): the masked sum without a masked copy of
-    # ``hidden`` (no temporary as large as the hidden states themselves).
-    summed = torch.bmm(mask.unsqueeze(1), hidden.to(torch.float32)).squeeze(1)
-    count = mask.sum(dim=1, keepdim=True).clamp_min(1.0)
-    return summed / count
+    with _full_precision(hidden.device):
+        mask = attention_mask.to(device=hidden.device, dtype=torch.float32)
+        # (batch, 1, tokens) @ (batch, tokens, dim): the masked sum without a masked copy of
+        # ``hidden`` (no temporary as large as the hidden states themselves).
+        summed = torch.bmm(mask.unsqueeze(1), hidden.to(torch.float32)).squeeze(1)
+        count = mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return summed / count
 
 
 def cls_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
