@@ -122,18 +122,40 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
         raise ValueError(f"linear_cka needs two (rows, dim) arrays of the same rows, got {x.shape} and {y.shape}")
-    # A side whose rows are (numerically) one vector is constant: see the docstring.
-    cx, cy = _constant(x), _constant(y)
-    if cx or cy:
-        return 1.0 if cx and cy else 0.0
+    return _cka(_side(x), _side(y))
+
+
+class _Side:
+    """One representation ready for CKA: centred and scaled in float64 (``None`` when its
+    rows are one vector) and its ``||Xc^T Xc||_F``, which every pair it is in reuses."""
+
+    __slots__ = ("x", "norm")
+
+    def __init__(self, x: np.ndarray | None, norm: float):
+        self.x, self.norm = x, norm
+
+
+def _side(x: np.ndarray, norm: float | None = None) -> _Side:
+    x = np.asarray(x, dtype=np.float64)
+    # A side whose rows are (numerically) one vector is constant: see linear_cka.
+    if _constant(x):
+        return _Side(None, 0.0)
     x = x - x.mean(axis=0, keepdims=True)
-    y = y - y.mean(axis=0, keepdims=True)
-    # Scale each side first (CKA is scale-free): sums of squares stay in range for any magnitude.
-    x, y = x / np.abs(x).max(), y / np.abs(y).max()
-    cross = np.linalg.norm(y.T @ x) ** 2
-    norm = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    # Scale first (CKA is scale-free): sums of squares stay in range for any magnitude.
+    x = x / np.abs(x).max()
+    if norm is None or not np.isfinite(norm):
+        # ||Xc^T Xc||_F = ||Xc Xc^T||_F: the smaller of the two products.
+        norm = float(np.linalg.norm(x.T @ x if x.shape[1] <= x.shape[0] else x @ x.T))
+    return _Side(x, float(norm))
+
+
+def _cka(a: _Side, b: _Side) -> float:
+    if a.x is None or b.x is None:
+        return 1.0 if a.x is None and b.x is None else 0.0
+    norm = a.norm * b.norm
     if not norm > 0:
         return 0.0
+    cross = np.linalg.norm(b.x.T @ a.x) ** 2
     return float(np.clip(cross / norm, 0.0, 1.0))
 
 
@@ -143,23 +165,42 @@ def _constant(x: np.ndarray) -> bool:
     return float(np.ptp(x, axis=0).max()) <= 1e-7 * max(1.0, float(np.abs(x).max()))
 
 
-def layer_cka(pooled: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """``linear_cka`` of each layer of ``pooled`` (layers, rows, dim) with the same layer of ``other``."""
+def cka_norms(pooled: np.ndarray) -> np.ndarray:
+    """(layers,) ``||Xc^T Xc||_F`` of each layer as ``linear_cka`` scales it (NaN where a
+    layer is not finite, 0 where it is constant): pass them to ``layer_cka`` and
+    ``cka_matrix`` to compute them once for every pair a snapshot is in."""
     out = np.full(pooled.shape[0], np.nan)
     for j in range(pooled.shape[0]):
-        if np.isfinite(pooled[j]).all() and np.isfinite(other[j]).all():
-            out[j] = linear_cka(pooled[j], other[j])
+        if np.isfinite(pooled[j]).all():
+            out[j] = _side(pooled[j]).norm
     return out
 
 
-def cka_matrix(pooled: np.ndarray) -> np.ndarray:
+def layer_cka(
+    pooled: np.ndarray, other: np.ndarray, norms: np.ndarray | None = None, other_norms: np.ndarray | None = None,
+) -> np.ndarray:
+    """``linear_cka`` of each layer of ``pooled`` (layers, rows, dim) with the same layer of
+    ``other``; ``norms`` / ``other_norms`` from :func:`cka_norms` save recomputing them."""
+    out = np.full(pooled.shape[0], np.nan)
+    for j in range(pooled.shape[0]):
+        if np.isfinite(pooled[j]).all() and np.isfinite(other[j]).all():
+            out[j] = _cka(
+                _side(pooled[j], None if norms is None else norms[j]),
+                _side(other[j], None if other_norms is None else other_norms[j]),
+            )
+    return out
+
+
+def cka_matrix(pooled: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
     """(layers, layers) linear CKA between every pair of layers of one snapshot."""
     n = pooled.shape[0]
     out = np.full((n, n), np.nan)
-    for i in range(n):
-        for j in range(i, n):
-            if np.isfinite(pooled[i]).all() and np.isfinite(pooled[j]).all():
-                out[i, j] = out[j, i] = linear_cka(pooled[i], pooled[j])
+    finite = [j for j in range(n) if np.isfinite(pooled[j]).all()]
+    for a, i in enumerate(finite):
+        side = _side(pooled[i], None if norms is None else norms[i])
+        out[i, i] = 1.0  # a representation with itself, constant or not (see linear_cka)
+        for j in finite[a + 1:]:
+            out[i, j] = out[j, i] = _cka(side, _side(pooled[j], None if norms is None else norms[j]))
     return out
 
 

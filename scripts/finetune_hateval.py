@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch tweets of similar length together: less padding, so less time, most of all on a CPU "
         "(default: on; --no-group-by-length draws batches uniformly at random)",
     )
+    train.add_argument(
+        "--bf16", action="store_true",
+        help="train in bf16 autocast (weights, gradients and optimizer stay float32): much faster on a CPU "
+        "with bf16 instructions (avx512_bf16, amx_bf16) or a GPU with bf16; see docs/hateval.md for its "
+        "speed and accuracy beside fp32 (default: fp32)",
+    )
     train.add_argument("--seed", type=_seed, default=42, help="seed of the subsets, the classifier head, the shuffling and the 2-D layouts (default: %(default)s)")
     watch = parser.add_argument_group("layerwatch")
     watch.add_argument(
@@ -382,6 +388,22 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     return _Prepared(output_dir, report, available, model_name, tokenizer, model, encoded, watch)
 
 
+def _check_bf16(use_cpu: bool) -> None:
+    """Say before training when ``--bf16`` will not be the speed-up it is meant to be."""
+    import torch
+
+    from layerwatch.precision import cpu_has_bf16
+
+    if use_cpu and not cpu_has_bf16():
+        print(
+            "warning: --bf16 on a CPU without bf16 instructions (avx512_bf16 or amx_bf16): bf16 is emulated "
+            "there and training is likely slower than fp32; drop --bf16",
+            file=sys.stderr, flush=True,
+        )
+    elif not use_cpu and not torch.cuda.is_bf16_supported():
+        raise UsageError("--bf16: this GPU does not run bf16; drop --bf16 (or train on a GPU with bf16, compute capability 8.0 or newer)")
+
+
 def run(args: argparse.Namespace, started: float | None = None, command: Sequence[str] | None = None) -> dict:
     """Load the data and the model, fine-tune, evaluate on test and write ``results.json``.
 
@@ -413,6 +435,8 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
     history: list[dict] = []
     stopwatch = _Stopwatch()
     use_cpu = not torch.cuda.is_available()
+    if args.bf16:
+        _check_bf16(use_cpu)
     training_args = TrainingArguments(
         **_sampling(args.group_by_length),
         output_dir=str(output_dir),
@@ -425,6 +449,7 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
         save_strategy="no",
         report_to="none",
         use_cpu=use_cpu,
+        bf16=args.bf16,
         seed=args.seed,
     )
     trainer = Trainer(
@@ -439,7 +464,7 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
     )
     print(
         f"fine-tuning {model_name} on {len(encoded['train'])} tweets for {args.epochs} epoch(s) "
-        f"on {'the CPU' if use_cpu else 'the GPU'}; layerwatch watches {args.monitor_samples} per split "
+        f"on {'the CPU' if use_cpu else 'the GPU'}{' in bf16' if args.bf16 else ''}; layerwatch watches {args.monitor_samples} per split "
         f"({args.method}, {args.pooling} pooling)",
         flush=True,
     )
@@ -472,6 +497,7 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
         "elapsed_seconds": round(time.perf_counter() - started, 1),
         "device": "cpu" if use_cpu else torch.cuda.get_device_name(0),
         "torch_threads": torch.get_num_threads(),
+        "training_precision": "bf16" if training_args.bf16 else "fp32",
         "layerwatch_dir": str(output_dir / LAYERWATCH_DIR),
         "gifs": {split: path for split, path in gifs.items() if os.path.exists(path)},
         "pages": {

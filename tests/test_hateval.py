@@ -415,6 +415,23 @@ def test_script_end_to_end_on_a_tiny_model(tmp_path, script, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_script_trains_in_bf16_when_asked(tmp_path, script, capsys):
+    data = _tweeteval_folder(tmp_path / "data", sizes=(("train", 16), ("val", 8), ("test", 8)))
+    model = _tiny_model(tmp_path / "model")
+    out = tmp_path / "run"
+    argv = [
+        "--data", str(data), "--model", str(model), "--epochs", "1", "--method", "pca", "--no-attention",
+        "--monitor-samples", "8", "--batch-size", "8", "--max-length", "32", "--bf16", "--output-dir", str(out),
+    ]
+    assert script.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training_precision"] == "bf16" and results["settings"]["bf16"] is True
+    assert "in bf16" in capsys.readouterr().out
+    # Without the flag, training stays in fp32.
+    assert script.main([*argv[:-3], "--output-dir", str(tmp_path / "fp32")]) == 0
+    assert json.loads((tmp_path / "fp32" / "results.json").read_text())["training_precision"] == "fp32"
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

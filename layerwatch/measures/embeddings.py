@@ -23,7 +23,7 @@ import numpy as np
 from ..config import resolve_jobs, resolve_layers
 from ..distributed import Part
 from ..film import Film, Frame
-from ..metrics import cka_matrix, layer_cka, layer_metrics, model_accuracy
+from ..metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
 from ..reduce import Reducer, is_degenerate, start_layouts, thread_limit
 from ..snapshot import SnapshotKey, epoch_value
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
@@ -135,15 +135,17 @@ class Embeddings(Measurement):
         ref = snaps.get(ctx.reference_split) if ctx.reference_split else None
         logs: dict[str, float] = {}
         with self._layout_pool() as pool:
-            # Every split's layouts start at once (in the pool, when there is one); the
-            # metrics are computed meanwhile, then each split's layouts are collected,
-            # stored and drawn in order.
+            # Every split's layouts start at once (in the pool, when there is one). Meanwhile
+            # every split's metrics are computed and written, and the heatmaps drawn (they
+            # need no layout); then each split's layouts are collected, stored and drawn in
+            # order.
             started = {s: ctx.guard(f"laying out {s}", key, self._start, snaps[s], key, pool) for s in order}
+            values = {s: self._measure(ctx, key, snaps[s], ref if s != ctx.reference_split else None, logs) for s in order}
+            if ctx.render and self.config.metrics:
+                ctx.guard("drawing the metric heatmaps", key, self.write_heatmaps, ctx)
+                ctx.guard("drawing the layer-by-layer CKA", key, self.write_cka_layers, ctx)
             for split in order:
-                self._finish(ctx, key, snaps[split], ref if split != ctx.reference_split else None, started[split], logs)
-        if ctx.render and self.config.metrics:
-            ctx.guard("drawing the metric heatmaps", key, self.write_heatmaps, ctx)
-            ctx.guard("drawing the layer-by-layer CKA", key, self.write_cka_layers, ctx)
+                self._finish(ctx, key, snaps[split], values[split], started[split])
         return logs
 
     def _layout_pool(self):
@@ -195,7 +197,8 @@ class Embeddings(Measurement):
         collect = start_layouts(snap.pooled, self.reducer, previous, skip=bad | degenerate, pool=pool, threads=self.config.threads)
         return collect, degenerate
 
-    def _finish(self, ctx: Context, key: SnapshotKey, snap, ref, started, logs: dict) -> None:
+    def _measure(self, ctx: Context, key: SnapshotKey, snap, ref, logs: dict) -> dict[str, np.ndarray]:
+        """The split's metrics and drift, logged and written to the metrics table."""
         split = snap.split
         values = ctx.guard(f"computing the metrics of {split}", key, self._metrics, ctx, snap, ref) or {}
         if self.config.metrics:
@@ -209,6 +212,11 @@ class Embeddings(Measurement):
         if self.config.metrics:
             # Written now, before anything is drawn: numbers once computed are kept.
             ctx.guard(f"writing the metrics of {split}", key, ctx.store.replace_metrics, split, key, rows, [int(l) for l in snap.layers])
+        return values
+
+    def _finish(self, ctx: Context, key: SnapshotKey, snap, values: dict, started) -> None:
+        """The split's layouts: collected, stored and drawn."""
+        split = snap.split
         if started is None:
             return
         collect, degenerate = started
@@ -252,16 +260,19 @@ class Embeddings(Measurement):
 
     def _drift(self, snap) -> dict[str, np.ndarray]:
         """CKA of every layer against the split's first and previous snapshot (same rows)."""
+        # Each layer's own CKA norm is computed once here and kept with the snapshot: every
+        # pair it is in later (against the next snapshots, between layers) reuses it.
+        norms = cka_norms(snap.pooled)
         mine = (np.asarray(snap.indices), np.asarray(snap.layers))
         out = {}
         for name, memory in (("cka_first", self._first), ("cka_prev", self._latest)):
             other = memory.get(snap.split)
             if other is not None and np.array_equal(other[0], mine[0]) and np.array_equal(other[1], mine[1]):
-                out[name] = layer_cka(snap.pooled, other[2])
+                out[name] = layer_cka(snap.pooled, other[2], norms, _norms_of(other))
         if "cka_first" not in out:
-            self._first[snap.split] = (*mine, snap.pooled)
-            out["cka_first"] = layer_cka(snap.pooled, snap.pooled)  # 1 by definition: the start
-        self._latest[snap.split] = (*mine, snap.pooled)
+            self._first[snap.split] = [*mine, snap.pooled, norms]
+            out["cka_first"] = np.where(np.isfinite(norms), 1.0, np.nan)  # 1 by definition: the start
+        self._latest[snap.split] = [*mine, snap.pooled, norms]
         return out
 
     def write_cka_layers(self, ctx: Context) -> None:
@@ -275,7 +286,7 @@ class Embeddings(Measurement):
             return
         splits = sorted(latest, key=lambda s: (s != ctx.reference_split, s))
         layers = [int(l) for l in latest[splits[0]][1]]
-        tables = {s: cka_matrix(latest[s][2]) for s in splits if [int(l) for l in latest[s][1]] == layers}
+        tables = {s: cka_matrix(latest[s][2], _norms_of(latest[s])) for s in splits if [int(l) for l in latest[s][1]] == layers}
         n = len(layers)
         fig = Figure(figsize=(1.5 + len(tables) * (1.2 + 0.5 * n), 1.4 + 0.4 * n), dpi=self.config.dpi)
         draw_heatmap(fig, tables, layers, [layer_name(l) for l in layers], "linear CKA between layers (latest snapshot)", xlabel="layer")
@@ -358,7 +369,7 @@ class Embeddings(Measurement):
             logger.warning("layerwatch: %s", exc)
         for key, by_split in snaps:
             for split, snap in by_split.items():
-                entry = (np.asarray(snap.indices), np.asarray(snap.layers), snap.pooled)
+                entry = [np.asarray(snap.indices), np.asarray(snap.layers), snap.pooled, None]
                 self._first.setdefault(split, entry)
                 self._latest[split] = entry
                 try:
@@ -411,6 +422,14 @@ class Embeddings(Measurement):
 def _when(row: dict) -> tuple:
     """A table row's snapshot: (step, epoch); file names may lack the step."""
     return int(row["step"]), epoch_value(row["epoch"])
+
+
+def _norms_of(entry: list) -> np.ndarray:
+    """The CKA norms of a remembered snapshot ``[indices, layers, pooled, norms]``, computed
+    on first use for one read back from disk."""
+    if entry[3] is None:
+        entry[3] = cka_norms(entry[2])
+    return entry[3]
 
 
 def _panel_limits(frame: Frame) -> list:
