@@ -21,7 +21,7 @@ NAMES = ("ham", "spam", "zebra")
 
 
 # Every measurement on: each rank reduces its own rows, rank 0 gathers (and attributes).
-SETTINGS = dict(method="pca", max_samples=30, progress=False, label_column="label_text", attention=True,
+SETTINGS = dict(method="pca", max_samples=30, progress=False, precision="fp32", label_column="label_text", attention=True,
                 attention_examples=3, attribution=True, attribution_examples=2, attribution_steps=4,
                 attribution_target="prediction")
 

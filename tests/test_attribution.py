@@ -40,8 +40,9 @@ def attribution_run(tmp_path_factory):
     train, val = toy_dataset(32), toy_dataset(24, seed=1)
     model = tiny_bert()
     initial = copy.deepcopy(model)
+    # fp32 capture: the norms taken in its forward pass are compared with fp32 computations.
     watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False,
-                               attribution=True, attribution_examples=3, attribution_steps=16)
+                               attribution=True, attribution_examples=3, attribution_steps=16, precision="fp32")
     trainer = make_trainer(model, train, [watch], out / "t", epochs=2)
     trainer.processing_class = ToyTokenizer()
     trainer.callback_handler.processing_class = trainer.processing_class

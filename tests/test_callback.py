@@ -28,7 +28,10 @@ def finished_run(tmp_path_factory):
     model = tiny_bert()
     initial = copy.deepcopy(model)
     train, val = toy_dataset(48, seed=0), toy_dataset(30, seed=1)
-    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", max_samples=40, progress=False)
+    watch = LayerwatchCallback(
+        {"train": train, "validation": val}, out / "lw", method="pca", max_samples=40, progress=False,
+        precision="fp32",  # its vectors are compared with layerwatch.capture's, which is fp32
+    )
     trainer = make_trainer(model, train, [watch], out / "trainer", epochs=2)
     trainer.train()
     return {"dir": out / "lw", "initial": initial, "model": model, "train": train, "val": val, "trainer": trainer, "watch": watch}
