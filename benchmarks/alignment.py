@@ -171,12 +171,7 @@ def minilm_run(
                 order = rng.permutation(len(train_ids))
                 for start in range(0, len(order), batch_size):
                     rows = order[start : start + batch_size]
-                    width = max(len(train_ids[i]) for i in rows)
-                    ids = torch.zeros((len(rows), width), dtype=torch.long)
-                    mask = torch.zeros((len(rows), width), dtype=torch.long)
-                    for r, i in enumerate(rows):
-                        ids[r, : len(train_ids[i])] = torch.tensor(train_ids[i])
-                        mask[r, : len(train_ids[i])] = 1
+                    ids, mask = common.padded_batch(train_ids, rows)
                     out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor(train_lab[rows]))
                     out.loss.backward()
                     opt.step()

@@ -184,6 +184,29 @@ class CpuTimer:
         self.seconds = time.process_time() - self.start
 
 
+def padded_batch(encoded: Sequence[Sequence[int]], rows: Sequence[int]):
+    """``input_ids`` and ``attention_mask`` of ``rows`` of ``encoded``, right-padded with 0
+    to the batch's longest row (the batches the benchmarks' own training loops feed)."""
+    import torch
+
+    width = max(len(encoded[i]) for i in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
+        mask[r, : len(encoded[i])] = 1
+    return ids, mask
+
+
+def sections(parser, only: str, known: Sequence[str]) -> list[str]:
+    """The sections ``--only`` names (comma-separated), refused through ``parser`` when unknown."""
+    wanted = [s.strip() for s in only.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {unknown}; choose from {list(known)}")
+    return wanted
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

@@ -125,12 +125,7 @@ def finetune(model, tok, data_dir: str, rows: int, exclude: np.ndarray, seed: in
     model.train()
     for start in range(0, len(pick), batch_size):
         rows_ = np.arange(start, min(start + batch_size, len(pick)))
-        width = max(len(enc[i]) for i in rows_)
-        ids = torch.zeros((len(rows_), width), dtype=torch.long)
-        mask = torch.zeros((len(rows_), width), dtype=torch.long)
-        for r, i in enumerate(rows_):
-            ids[r, : len(enc[i])] = torch.tensor(enc[i])
-            mask[r, : len(enc[i])] = 1
+        ids, mask = common.padded_batch(enc, rows_)
         out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor(y[rows_]))
         out.loss.backward()
         opt.step()

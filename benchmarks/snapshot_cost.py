@@ -441,10 +441,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.memory_rows, args.time_rows, args.snapshot_rows, args.repeats, args.memory_repeats, args.rounds = 500, 500, 300, 1, 1, 1
-    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--only: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    wanted = common.sections(parser, args.only, SECTIONS)
     common.require_data(args.data)
     common.model_path()
     import torch

@@ -247,10 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--no-opentsne", dest="opentsne", action="store_false", help="leave openTSNE out even where it is installed")
     args = parser.parse_args(argv)
-    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--only: unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    wanted = common.sections(parser, args.only, SECTIONS)
     common.require_data(args.data)
     common.model_path()
     import torch
