@@ -134,5 +134,26 @@ def make_trainer(model, train, callbacks, out_dir, epochs: int = 2, eval_dataset
     )
 
 
+def train_watched_run(out, train_rows: int, val_rows: int, epochs: int = 2):
+    """A tiny BERT trained for ``epochs`` with a PCA-drawing callback on toy train and
+    validation splits; returns the run directory ``out / "lw"``."""
+    from layerwatch import LayerwatchCallback
+
+    train, val = toy_dataset(train_rows), toy_dataset(val_rows, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False)
+    make_trainer(tiny_bert(), train, [watch], out / "t", epochs=epochs).train()
+    return out / "lw"
+
+
+@pytest.fixture
+def run_copy(stored_run, tmp_path):
+    """A copy of the module's ``stored_run`` fixture that a test may change."""
+    import shutil
+
+    target = tmp_path / "lw"
+    shutil.copytree(stored_run, target)
+    return target
+
+
 # A real headless browser for the page tests (skips locally without one; CI requires it).
 from browser import browser, open_page  # noqa: E402,F401

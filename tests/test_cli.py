@@ -10,27 +10,16 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import make_trainer, tiny_bert, toy_dataset
+from conftest import train_watched_run
 
-from layerwatch import LayerwatchCallback, RunStore
+from layerwatch import RunStore
 from layerwatch.cli import main, summarize
 from layerwatch.store import SnapshotKey
 
 
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli")
-    train, val = toy_dataset(40), toy_dataset(24, seed=1)
-    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False)
-    make_trainer(tiny_bert(), train, [watch], out / "t", epochs=2).train()
-    return out / "lw"
-
-
-@pytest.fixture
-def run_copy(stored_run, tmp_path):
-    target = tmp_path / "lw"
-    shutil.copytree(stored_run, target)
-    return target
+    return train_watched_run(tmp_path_factory.mktemp("cli"), 40, 24)
 
 
 def test_render_rebuilds_gifs_from_embeddings_alone(run_copy):

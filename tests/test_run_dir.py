@@ -11,9 +11,8 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
-import numpy as np
 import pytest
-from conftest import make_trainer, tiny_bert, toy_dataset
+from conftest import make_trainer, tiny_bert, toy_dataset, train_watched_run
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
@@ -26,18 +25,7 @@ def gif_frames(path) -> int:
 
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rundir")
-    train, val = toy_dataset(32), toy_dataset(16, seed=1)
-    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False)
-    make_trainer(tiny_bert(), train, [watch], out / "t", epochs=2).train()
-    return out / "lw"
-
-
-@pytest.fixture
-def run_copy(stored_run, tmp_path):
-    target = tmp_path / "lw"
-    shutil.copytree(stored_run, target)
-    return target
+    return train_watched_run(tmp_path_factory.mktemp("rundir"), 32, 16)
 
 
 def _train(path, overwrite=False, epochs=1, **kw):
