@@ -9,7 +9,7 @@ from scipy.stats import ortho_group
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
-from layerwatch.metrics import cka_matrix, layer_cka, linear_cka
+from layerwatch.metrics import cka_matrix, cka_norms, layer_cka, linear_cka
 
 
 def paper_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -69,6 +69,29 @@ def test_a_constant_layer_gives_a_defined_value_not_nan():
     assert np.isfinite(layer_cka(pooled, pooled)).all()
     assert np.isfinite(cka_matrix(pooled)).all()
     assert cka_matrix(pooled)[0, 1] == 0.0 and cka_matrix(pooled)[1, 1] == 1.0
+
+
+def test_precomputed_norms_give_the_pairwise_cka_of_every_layer():
+    # Layers: random, a rotation of the first plus noise, constant, and one holding a NaN.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    bad = rng.normal(size=(50, 6))
+    bad[4, 2] = np.nan
+    pooled = np.stack([x, x @ q + 0.3 * rng.normal(size=(50, 6)), np.full((50, 6), 1.5), bad])
+    other = pooled + 0.5 * rng.normal(size=pooled.shape)
+    norms, other_norms = cka_norms(pooled), cka_norms(other)
+    assert np.isnan(norms[3]) and norms[2] == 0.0 and (norms[:2] > 0).all()
+    expected = np.full((4, 4), np.nan)
+    for i in range(3):
+        for j in range(3):
+            expected[i, j] = 1.0 if i == j else linear_cka(pooled[i], pooled[j])
+    np.testing.assert_allclose(cka_matrix(pooled), expected, atol=1e-12)
+    np.testing.assert_allclose(cka_matrix(pooled, norms), expected, atol=1e-12)
+    by_layer = [linear_cka(pooled[j], other[j]) for j in range(3)] + [np.nan]
+    np.testing.assert_allclose(layer_cka(pooled, other), by_layer, atol=1e-12)
+    np.testing.assert_allclose(layer_cka(pooled, other, norms, other_norms), by_layer, atol=1e-12)
+    assert expected[0, 1] == pytest.approx(paper_cka(pooled[0], pooled[1]), abs=1e-10)
 
 
 def test_shapes_are_checked():
