@@ -3,15 +3,14 @@
 Rows are read without the padding they were stored with, sorted by length and padded
 per batch on the right to the batch's longest row; each batch goes through the model once
 with whatever outputs the enabled measurements need, and each measurement reduces it at
-once (see :mod:`layerwatch.measures.base`). The model's train/eval mode and attention
-implementation are restored afterwards, hooks are removed, also when the forward pass
-raises; ``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
+once (see :mod:`layerwatch.measures.base`). Every module's own train/eval flag and the
+attention implementation are restored afterwards, hooks are removed, also when the forward
+pass raises; the pass runs in its own precision whatever wraps ``forward``; ``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -24,6 +23,9 @@ from .labels import canonical, classify, match_head, resolve
 from .measures import Measurement
 from .measures.base import Batch, SplitPlan
 from .measures.embeddings import Embeddings
+from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unwrap: importable from here)
+    accepted_inputs, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
+)
 from .snapshot import Snapshot
 from .splits import empty_row_error
 
@@ -32,62 +34,11 @@ __all__ = ["Snapshot", "capture", "capture_split", "count_hidden_states", "is_de
 COMMON = "__common__"
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def count_hidden_states(model: Any) -> int | None:
     """Hidden states the model returns (embeddings + layers), read from its config."""
     config = getattr(model, "config", None)
     n = getattr(config, "num_hidden_layers", None)
     return int(n) + 1 if isinstance(n, int) else None
-
-
-def unwrap(model: Any) -> Any:
-    """The Hugging Face model inside wrappers (PEFT, DDP, ``torch.compile``), or ``model``."""
-    seen = set()
-    current = model
-    while id(current) not in seen:
-        seen.add(id(current))
-        try:
-            from transformers import PreTrainedModel
-
-            if isinstance(current, PreTrainedModel):
-                return current
-        except ImportError:  # pragma: no cover
-            pass
-        for attr in ("_orig_mod", "module", "base_model", "model"):
-            inner = getattr(current, attr, None)
-            if isinstance(inner, torch.nn.Module) and inner is not current:
-                current = inner
-                break
-        else:
-            get = getattr(current, "get_base_model", None)
-            inner = get() if callable(get) else None
-            if isinstance(inner, torch.nn.Module) and inner is not current:
-                current = inner
-                continue
-            break
-    return model
-
-
-def accepted_inputs(model: Any) -> set[str] | None:
-    """The inputs a model's ``forward`` names; None when it takes any keyword.
-
-    A wrapper whose ``forward`` takes only ``**kwargs`` (PEFT, some compiled models) passes
-    them on to the model inside, so the inner model's named inputs decide.
-    """
-    for candidate in (model, unwrap(model)):
-        try:
-            params = inspect.signature(candidate.forward).parameters
-        except (TypeError, ValueError, AttributeError):
-            continue
-        named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if named - {"self"}:
-            return named
-    return None
 
 
 def is_decoder_only(model: Any) -> bool:
@@ -117,23 +68,6 @@ def check_pooling(model: Any, pooling: str) -> None:
             f"pooling='cls' takes the first token, which in a decoder-only model ({type(model).__name__}) has seen "
             "nothing but itself; use pooling='last' (the last real token, what its classifier reads) or 'mean'"
         )
-
-
-@contextlib.contextmanager
-def eager_attention(model: Any, wanted: bool = True) -> Iterator[None]:
-    """Switch the model to eager attention (the only one that returns weights) inside the
-    block when ``wanted``, and back afterwards, also when the block raises."""
-    target = unwrap(model)
-    config = getattr(target, "config", None)
-    before = getattr(config, "_attn_implementation", None)
-    switch = wanted and before not in (None, "eager") and hasattr(target, "set_attn_implementation")
-    if switch:
-        target.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if switch:
-            target.set_attn_implementation(before)
 
 
 @contextlib.contextmanager
@@ -175,7 +109,11 @@ def capture_split(
     """Run ``model`` once over ``plan.indices`` of ``dataset`` for every measurement.
 
     ``autocast``: a function giving a fresh autocast context per batch (see
-    :mod:`layerwatch.precision`), or None for the model's own precision.
+    :mod:`layerwatch.precision`), or None for fp32. Either way the pass runs in that
+    precision whatever wraps ``forward``: a mixed-precision wrapper (accelerate's under
+    ``bf16=True`` or ``fp16=True`` training) is set aside during the pass
+    (:func:`~layerwatch.model_utils.own_forward`). Each module's train/eval flag is
+    restored afterwards (:func:`~layerwatch.model_utils.kept_modes`).
 
     Returns:
         ``{measurement name: Part}`` and, under ``"__common__"``, the head's predictions
@@ -189,7 +127,6 @@ def capture_split(
     if empty:
         raise empty_row_error(plan.split, empty)
     lengths = np.array([len(r) for r in inputs["input_ids"]])
-    accepted = accepted_inputs(model)
     device = model_device(model)
     pad_value = int(pad_id) if isinstance(pad_id, int) else 0
 
@@ -209,18 +146,21 @@ def capture_split(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(indices), desc=f"layerwatch capture {plan.split}".rstrip(), unit="row", leave=False)
-    was_training = model.training
-    model.eval()
+    if autocast is None:
+        from .precision import autocast_factory
+
+        autocast = autocast_factory("fp32", device)
     try:
-        with torch.inference_mode(), eager_attention(model, eager), forward_hooks(hooks):
+        with (kept_modes(model), own_forward(model), torch.inference_mode(), eager_attention(model, eager),
+              forward_hooks(hooks)):
             for batch_rows in _batches(lengths, batch_size):
                 feed = {"input_ids": _pad([inputs["input_ids"][i] for i in batch_rows], pad_value)}
                 feed["attention_mask"] = _pad([inputs["attention_mask"][i] for i in batch_rows], 0)
-                if "token_type_ids" in inputs and (accepted is None or "token_type_ids" in accepted):
+                if "token_type_ids" in inputs:
                     feed["token_type_ids"] = _pad([inputs["token_type_ids"][i] for i in batch_rows], 0)
-                feed = {k: v.to(device) for k, v in feed.items()}
+                feed = {k: v.to(device) for k, v in model_inputs(model, feed).items()}
                 record.clear()
-                with autocast() if autocast is not None else contextlib.nullcontext():
+                with autocast():
                     out = model(**feed, **flags, return_dict=True)
                 batch = Batch(rows=batch_rows, inputs=feed, mask=feed["attention_mask"], outputs=out, hooked=record)
                 for acc in accumulators.values():
@@ -230,7 +170,7 @@ def capture_split(
                     if head is None:
                         head = np.full(len(indices), -1, dtype=np.int64)
                         outputs = int(logits.shape[-1])
-                    head[batch_rows] = logits.argmax(-1).cpu().numpy()
+                    head[batch_rows] = to_numpy(logits.argmax(-1))
                 # Let this batch's outputs go before the next forward pass, or two
                 # batches' worth would be alive at its peak.
                 del out, batch, logits, feed
@@ -238,7 +178,6 @@ def capture_split(
                 if bar is not None:
                     bar.update(len(batch_rows))
     finally:
-        model.train(was_training)
         if bar is not None:
             bar.close()
     parts = {name: acc.finish() for name, acc in accumulators.items()}

@@ -99,14 +99,16 @@ class Monitor:
                 f"highlight_errors=True, but the model's outputs cannot be matched to the labels: {self.head.reason} "
                 "(or pass highlight_errors=None to mark errors only where they can be)"
             )
-        from .capture import model_device
+        from .model_utils import computed_precision, model_device
         from .precision import autocast_factory, resolve_precision
 
         device = model_device(model)
-        self.precision = resolve_precision(self.config.precision, device)
+        resolved = resolve_precision(self.config.precision, device)
+        # What the capture truly computes in: fp32 asked of weights stored in bf16 is bf16.
+        self.precision = computed_precision(resolved, model)
         self.context.update(
             model_name=type(model).__name__, tokenizer=tokenizer, precision=self.precision,
-            autocast=autocast_factory(self.precision, device),
+            autocast=autocast_factory(resolved, device),
         )
         self.context["labels"] = self.labels
         self.context["splits_indices"] = {name: s.indices for name, s in self.splits.items()}

@@ -1,7 +1,7 @@
 """The numeric precision of the capture's forward pass (never of training).
 
 ``precision="bf16"`` or ``"fp16"`` runs the capture's forward pass under
-``torch.autocast``; ``"fp32"`` runs it as the model is; ``"auto"`` picks a half precision
+``torch.autocast``; ``"fp32"`` runs it with autocast disabled; ``"auto"`` picks a half precision
 where the hardware runs it fast and fp32 elsewhere:
 
 - a CPU with bf16 matrix instructions (AVX512-BF16 or AMX-BF16): ``"bf16"``;
@@ -108,18 +108,21 @@ def resolve_precision(setting: str, device: Any) -> str:
     return setting
 
 
-def autocast_factory(precision: str, device: Any) -> Callable[[], Any] | None:
-    """A function giving a fresh autocast context per batch, or None for fp32.
+def autocast_factory(precision: str, device: Any) -> Callable[[], Any]:
+    """A function giving a fresh autocast context per batch.
 
-    ``precision`` is a resolved one (see :func:`resolve_precision`).
+    ``precision`` is a resolved one (see :func:`resolve_precision`). For ``"fp32"`` the
+    context is a disabled autocast, which overrides an autocast context around it (a
+    snapshot taken inside a bf16 training step, say); a wrapper on ``forward`` itself is
+    set aside by :func:`layerwatch.model_utils.own_forward`.
     """
     check_choice("precision", precision, ("fp32", "bf16", "fp16"))
-    if precision == "fp32":
-        return None
     import torch
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     kind = _kind(device)
     if not autocast_available(kind):
         return contextlib.nullcontext
+    if precision == "fp32":
+        return lambda: torch.autocast(kind, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return lambda: torch.autocast(kind, dtype=dtype)

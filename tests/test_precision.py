@@ -151,11 +151,16 @@ def test_defaults():
 
 
 def test_autocast_factory_gives_a_fresh_context_per_call():
-    assert lp.autocast_factory("fp32", "cpu") is None
+    layer = torch.nn.Linear(4, 4)
+    # fp32 is a disabled autocast: it overrides an autocast context around it.
+    off = lp.autocast_factory("fp32", "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with off():
+            assert layer(torch.ones(1, 4)).dtype == torch.float32
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
     make = lp.autocast_factory("bf16", torch.device("cpu"))
     first, second = make(), make()
     assert first is not second
-    layer = torch.nn.Linear(4, 4)
     with first:
         assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
     with second:
@@ -298,3 +303,184 @@ def test_the_run_records_the_precision_and_info_prints_it(bert, train_ds, val_ds
     assert main(["info", str(tmp_path)]) == 0
     assert "capture precision: bf16" in capsys.readouterr().out
 
+
+
+# -- whatever wraps forward: each pass runs in its own precision (bf16 / fp16 training) -----
+def _accelerate_wrap(model, dtype, keep_original=True):
+    """What ``Accelerator.prepare_model`` does under mixed precision (``bf16=True`` or
+    ``fp16=True`` training): an autocast wrapper and fp32 outputs around ``forward``."""
+    from types import MethodType
+
+    from accelerate.utils import convert_outputs_to_fp32
+
+    if keep_original:
+        model._original_forward = model.forward
+    model.forward = MethodType(torch.autocast("cpu", dtype=dtype)(model.forward.__func__), model)
+    model.forward = MethodType(convert_outputs_to_fp32(model.forward.__func__), model)
+    return model
+
+
+def _decorated(model, dtype):
+    """A user's own precision wrapper: ``torch.autocast`` used as a decorator."""
+    model.forward = torch.autocast("cpu", dtype=dtype)(model.forward)
+    return model
+
+
+WRAPPERS = {
+    "accelerate-bf16": lambda m: _accelerate_wrap(m, torch.bfloat16),
+    "accelerate-fp16": lambda m: _accelerate_wrap(m, torch.float16),
+    "accelerate-without-original": lambda m: _accelerate_wrap(m, torch.bfloat16, keep_original=False),
+    "autocast-decorator": lambda m: _decorated(m, torch.bfloat16),
+}
+
+
+def _one_row(ds, i=0):
+    row = ds[i]
+    return torch.tensor([row["input_ids"]]), torch.tensor([row["attention_mask"]])
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_every_pass_runs_in_its_own_precision_whatever_wraps_forward(train_ds, wrapper):
+    from layerwatch.measures.attribution_math import attribute, norm_maps
+    from layerwatch.measures.neuron_capture import query_key_capture
+
+    bare = tiny_bert().eval()
+    wrapped = WRAPPERS[wrapper](tiny_bert().eval())
+    installed = wrapped.forward
+    ids, mask = _one_row(train_ds)
+    # The wrapper does change the model's own forward pass...
+    with torch.inference_mode():
+        assert not torch.equal(wrapped(input_ids=ids, attention_mask=mask).logits, bare(input_ids=ids, attention_mask=mask).logits)
+    # ...and every measurement pass is the bare model's in the precision asked for.
+    for precision in ("fp32", "bf16"):
+        np.testing.assert_array_equal(
+            layerwatch.capture(wrapped, train_ds, precision=precision).pooled,
+            layerwatch.capture(bare, train_ds, precision=precision).pooled, err_msg=precision,
+        )
+        got, want = query_key_capture(wrapped, ids, mask, precision=precision), query_key_capture(bare, ids, mask, precision=precision)
+        for name in ("q", "k", "attention"):
+            assert got[name].dtype == np.float32
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{precision} {name}")
+    got, want = attribute(wrapped, ids, mask, target=1, steps=4, special_ids=(1, 2)), attribute(bare, ids, mask, target=1, steps=4, special_ids=(1, 2))
+    np.testing.assert_array_equal(got.token_attributions, want.token_attributions)
+    np.testing.assert_array_equal(got.conductance, want.conductance)
+    got, want = norm_maps(wrapped, ids, mask), norm_maps(bare, ids, mask)
+    np.testing.assert_array_equal(got.weighted, want.weighted)
+    # The wrapper is back afterwards, so training goes on in its mixed precision.
+    assert wrapped.forward is installed
+
+
+def test_an_autocast_around_the_call_does_not_decide_the_precision(train_ds):
+    from layerwatch.measures.attribution_math import attribute
+
+    model = tiny_bert().eval()
+    ids, mask = _one_row(train_ds)
+    reference = layerwatch.capture(model, train_ds, precision="fp32").pooled
+    expected = attribute(model, ids, mask, target=0, steps=4, special_ids=(1, 2)).token_attributions
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        np.testing.assert_array_equal(layerwatch.capture(model, train_ds, precision="fp32").pooled, reference)
+        np.testing.assert_array_equal(attribute(model, ids, mask, target=0, steps=4, special_ids=(1, 2)).token_attributions, expected)
+
+
+def test_weights_stored_in_bf16_are_recorded_as_what_the_capture_runs_in(train_ds, val_ds, tmp_path):
+    from layerwatch.model_utils import computed_precision, weights_precision
+    from layerwatch.snapshot import SnapshotKey
+
+    model = tiny_bert().eval().to(torch.bfloat16)
+    assert weights_precision(model) == "bf16"
+    assert computed_precision("fp32", model) == "bf16 (model weights)"
+    assert computed_precision("fp16", model) == "fp16"
+    assert computed_precision("fp32", tiny_bert()) == "fp32"
+    cb = layerwatch.LayerwatchCallback(
+        {"train": train_ds, "validation": val_ds}, output_dir=str(tmp_path), progress=False, method="pca", metrics=False,
+        precision="fp32", attribution=True, attribution_examples=2, attribution_steps=4, on_error="raise",
+    )
+    cb.snapshot(model, SnapshotKey(0, 0))
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["precision"] == "bf16 (model weights)"  # not "fp32": fp32 cannot be had from bf16 weights
+    assert info["methods"]["attribution"]["precision"] == "bf16 (model weights)"
+    stored = cb.store.load_snapshot("validation", SnapshotKey(0, 0))
+    assert stored.pooled.dtype == np.float32 and np.isfinite(stored.pooled).all()
+    assert np.isfinite(cb.store.load_arrays("attribution", "validation", SnapshotKey(0, 0))["token_attributions"]).all()
+
+
+@pytest.fixture(scope="module")
+def bf16_training(tmp_path_factory):
+    """A real Trainer with ``bf16=True`` on the CPU (accelerate's autocast wrapper around
+    forward), with attention and attribution on, at precision fp32 and bf16."""
+    import copy
+
+    from conftest import make_trainer, toy_dataset
+    from test_attribution import ToyTokenizer
+
+    train, val = toy_dataset(24), toy_dataset(12, seed=1)
+    out = tmp_path_factory.mktemp("bf16")
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model = tiny_bert()
+        initial = copy.deepcopy(model).eval()
+        watch = layerwatch.LayerwatchCallback(
+            {"train": train, "validation": val}, out / precision, method="pca", progress=False, metrics=False,
+            attention=True, attention_examples=2, attribution=True, attribution_examples=2, attribution_steps=4,
+            precision=precision,
+        )
+        trainer = make_trainer(model, train, [watch], out / f"t-{precision}", epochs=1, bf16=True)
+        trainer.processing_class = trainer.callback_handler.processing_class = ToyTokenizer()
+        trainer.train()
+        assert "_original_forward" in vars(trainer.model)  # the wrapper was there during training
+        final = tiny_bert()
+        final.load_state_dict(trainer.model.state_dict())
+        runs[precision] = {"dir": out / precision, "weights": {0: initial, 1: final.eval()}, "val": val, "train": train}
+    return runs
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_training_stores_vectors_of_the_precision_it_records(bf16_training, precision, capsys):
+    from layerwatch import RunStore
+    from layerwatch.cli import main
+    from layerwatch.model_utils import eager_attention
+    from layerwatch.snapshot import SnapshotKey
+
+    run = bf16_training[precision]
+    store = RunStore(run["dir"])
+    assert json.loads((run["dir"] / "run.json").read_text())["precision"] == precision
+    assert main(["info", str(run["dir"])]) == 0
+    assert f"capture precision: {precision}" in capsys.readouterr().out
+    for split in ("train", "validation"):
+        assert [k.epoch for k in store.keys(split)] == [0, 1]
+        for epoch, weights in run["weights"].items():
+            stored = store.load_snapshot(split, SnapshotKey(epoch))
+            ds = run["train" if split == "train" else "val"]
+            # Eager attention, as the run's pass with attention on (sdpa rounds otherwise in bf16).
+            with eager_attention(weights):
+                same = layerwatch.capture(weights, ds, indices=stored.indices, precision=precision).pooled
+            np.testing.assert_allclose(stored.pooled, same, rtol=0, atol=1e-6, err_msg=f"{split} {epoch}")
+            if precision == "fp32":
+                # ...and not what bf16 gives (small with these random weights, whose layers add
+                # little to the residual stream, yet far beyond the tolerance above).
+                half = layerwatch.capture(weights, ds, indices=stored.indices, precision="bf16").pooled
+                assert np.abs(stored.pooled[1:] - half[1:]).max() > 2e-5
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, precision):
+    from layerwatch import RunStore
+    from layerwatch.measures.attribution_math import attribute, baseline_ids
+    from layerwatch.snapshot import SnapshotKey
+
+    run = bf16_training[precision]
+    store = RunStore(run["dir"])
+    methods = json.loads((run["dir"] / "run.json").read_text())["methods"]
+    assert methods["attribution"]["precision"] == "fp32"  # integrated gradients run in fp32 either way
+    assert [k.epoch for k in store.keys("validation", "attribution")] == [0, 1]
+    assert [k.epoch for k in store.keys("validation", "attention")] == [0, 1]
+    for epoch, weights in run["weights"].items():
+        arrays = store.load_arrays("attribution", "validation", SnapshotKey(epoch))
+        snap = store.load_snapshot("validation", SnapshotKey(epoch), pooled=False)
+        for r, position in enumerate(arrays["positions"]):
+            row = run["val"][int(snap.indices[position])]
+            ids, mask = torch.tensor([row["input_ids"]]), torch.tensor([row["attention_mask"]])
+            expected = attribute(weights, ids, mask, target=int(arrays["target"][r]), steps=4,
+                                 baseline=baseline_ids(ids, (1, 2), 0))
+            n = ids.shape[1]
+            np.testing.assert_allclose(arrays["token_attributions"][r, :n], expected.token_attributions, atol=1e-6)

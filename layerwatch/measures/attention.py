@@ -55,6 +55,7 @@ class _Stats(Accumulator):
     def update(self, batch: Batch) -> None:
         import torch
 
+        from ..model_utils import to_numpy
         from .attention_stats import row_head_stats, token_class_masks
 
         attentions = batch.output("attentions")
@@ -66,7 +67,7 @@ class _Stats(Accumulator):
         ids = batch.inputs["input_ids"]
         sep, punct = token_class_masks(ids, batch.mask, self.sep_ids, self.punct_ids)
         per_layer = [row_head_stats(a, batch.mask, sep, punct).double().sum(0) for a in attentions]
-        total = torch.stack(per_layer).cpu().numpy()  # (layers, heads, stats)
+        total = to_numpy(torch.stack(per_layer))  # (layers, heads, stats)
         self.sums = total if self.sums is None else self.sums + total
         self.rows += len(batch.rows)
         for b, row in enumerate(batch.rows):
@@ -74,8 +75,8 @@ class _Stats(Accumulator):
             if position not in self.picked:
                 continue
             n = int(batch.mask[b].sum())
-            maps = torch.stack([a[b, :, :n, :n] for a in attentions]).float().cpu().numpy().astype(np.float16)
-            token_ids = ids[b, :n].cpu().numpy()
+            maps = to_numpy(torch.stack([a[b, :, :n, :n] for a in attentions])).astype(np.float16)
+            token_ids = to_numpy(ids[b, :n])
             self.kept[position] = {"maps": maps, "ids": token_ids, "tokens": np.array(self.to_tokens(token_ids))}
             qs, ks = batch.hooked.get("attention_q", {}), batch.hooked.get("attention_k", {})
             if position in self.neuron and len(qs) == len(ks) == len(attentions):
@@ -84,8 +85,8 @@ class _Stats(Accumulator):
                 def per_head(x):  # (tokens, hidden) -> (heads, tokens, d_head)
                     return x.reshape(x.shape[0], heads, -1).permute(1, 0, 2)
 
-                self.kept[position]["q"] = torch.stack([per_head(qs[l][b, :n]) for l in range(len(qs))]).float().cpu().numpy()
-                self.kept[position]["k"] = torch.stack([per_head(ks[l][b, :n]) for l in range(len(ks))]).float().cpu().numpy()
+                self.kept[position]["q"] = to_numpy(torch.stack([per_head(qs[l][b, :n]) for l in range(len(qs))]))
+                self.kept[position]["k"] = to_numpy(torch.stack([per_head(ks[l][b, :n]) for l in range(len(ks))]))
 
     def finish(self) -> Part:
         sums = self.sums if self.sums is not None else np.zeros((0, 0, len(STATS)))
@@ -190,7 +191,7 @@ class Attention(Measurement):
     def hooks(self, model, record) -> list:
         """Query and key projections, for the neuron view of the first examples (BERT family):
         their outputs are read during the same forward pass."""
-        from ..capture import unwrap
+        from ..model_utils import unwrap
         from .neuron_capture import _projection_pairs
 
         try:

@@ -53,6 +53,7 @@ class _Norms(Accumulator):
     def update(self, batch: Batch) -> None:
         import torch
 
+        from ..model_utils import to_numpy
         from .attribution_math import norm_shares, token_class_masks
 
         attentions = batch.output("attentions")
@@ -64,7 +65,7 @@ class _Norms(Accumulator):
             )
         classes = token_class_masks(batch.inputs["input_ids"], batch.mask, *self.class_ids)
         shares = torch.stack([norm_shares(a, fnorms[i].to(a.device), batch.mask, classes) for i, a in enumerate(attentions)])
-        total = shares.double().sum(1).cpu().numpy()  # (layers, heads, classes, 2)
+        total = to_numpy(shares.double().sum(1))  # (layers, heads, classes, 2)
         self.sums = total if self.sums is None else self.sums + total
         self.rows += len(batch.rows)
 
@@ -105,13 +106,15 @@ class Attribution(Measurement):
             raise ValueError(f"attribution_target={self.config.attribution_target!r} is not one of 'label', 'prediction'")
 
     def prepare(self, model, context) -> None:
-        from ..capture import unwrap
+        from ..model_utils import computed_precision, unwrap
         from .attention_stats import punctuation_ids
         from .attribution_math import find_layers
 
         self.context = context
         inner = unwrap(model)
         handles = find_layers(inner)  # a clear ValueError for models it does not support
+        # Integrated gradients and norm maps run in fp32 (the weights' precision where those are half).
+        context["attribution_precision"] = computed_precision("fp32", inner)
         missing = [i for i, (v, o) in enumerate(zip(handles.values, handles.outputs)) if v is None or o is None]
         if missing:
             raise ValueError(
@@ -162,7 +165,7 @@ class Attribution(Measurement):
             )
 
     def hooks(self, model, record) -> list:
-        from ..capture import unwrap
+        from ..model_utils import unwrap
         from .attribution_math import _head_norms, find_layers
 
         handles = find_layers(unwrap(model))
@@ -188,8 +191,8 @@ class Attribution(Measurement):
     def after_capture(self, model, snaps, key, context) -> None:
         import torch
 
-        from ..capture import unwrap
         from ..data import read_inputs
+        from ..model_utils import to_numpy, unwrap
         from .attribution_math import attribute, baseline_ids, norm_maps
 
         split = context.get("attribution_split")
@@ -216,7 +219,7 @@ class Attribution(Measurement):
             result = attribute(inner, ids, mask, types, target=target, steps=self.config.attribution_steps,
                                batch_size=self.config.attribution_batch_size, baseline=base)
             maps = norm_maps(inner, ids, mask, types)
-            token_ids = ids[0].numpy()
+            token_ids = to_numpy(ids[0])
             tokens = (tokenizer.convert_ids_to_tokens([int(i) for i in token_ids]) if tokenizer is not None
                       and hasattr(tokenizer, "convert_ids_to_tokens") else [str(int(i)) for i in token_ids])
             results.append((result, maps, token_ids, [str(t) for t in tokens]))
@@ -253,6 +256,7 @@ class Attribution(Measurement):
             "baseline": "the same positions, token types and mask; every real token but the special ones made the pad token",
             "rule": METHOD, "captum_ig_method": CAPTUM_IG_METHOD, "captum_conductance_method": CAPTUM_CONDUCTANCE_METHOD,
             "split": self.context.get("attribution_split"),
+            "precision": self.context.get("attribution_precision", "fp32"),
         }
 
     # -- back half ----------------------------------------------------------------------------------

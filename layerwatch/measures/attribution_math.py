@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture import eager_attention
+from ..model_utils import eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy
 
 __all__ = [
     "CAPTUM_CONDUCTANCE_METHOD",
@@ -170,13 +170,16 @@ def find_layers(model: nn.Module) -> LayerHandles:
 # -- keeping the training run untouched -------------------------------------------------------
 @contextlib.contextmanager
 def _untouched(model: nn.Module) -> Iterator[None]:
-    """Eval mode, autograd on and autocast off inside; modes and RNG states restored after.
+    """Eval mode, autograd on and fp32 inside; each module's mode and the RNG states
+    restored after.
 
+    fp32: autocast off, and a mixed-precision wrapper on ``forward`` (accelerate's under
+    ``bf16=True`` training) set aside (:func:`~layerwatch.model_utils.own_forward`), so
+    the computation runs in the weights' own precision.
     Eval mode switches dropout off, so the computation draws no random numbers; the RNG
     states are restored anyway, so that a module that draws in eval mode cannot shift a
     training run either.
     """
-    modes = [(m, m.training) for m in model.modules()]
     rng_python = random.getstate()
     rng_numpy = np.random.get_state()
     rng_torch = torch.random.get_rng_state()
@@ -187,14 +190,11 @@ def _untouched(model: nn.Module) -> Iterator[None]:
         if device.type in ("cpu", "cuda") else contextlib.nullcontext()
     )
     try:
-        model.eval()
         # inference_mode(False) as well as enable_grad: a caller inside torch.inference_mode
         # would otherwise get tensors that autograd cannot differentiate.
-        with torch.inference_mode(False), torch.enable_grad(), no_autocast:
+        with kept_modes(model), own_forward(model), torch.inference_mode(False), torch.enable_grad(), no_autocast:
             yield
     finally:
-        for module, training in modes:
-            module.training = training
         random.setstate(rng_python)
         np.random.set_state(rng_numpy)
         torch.random.set_rng_state(rng_torch)
@@ -202,10 +202,7 @@ def _untouched(model: nn.Module) -> Iterator[None]:
             torch.cuda.set_rng_state_all(rng_cuda)
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+_device = model_device
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -395,9 +392,7 @@ def attribute(
 
 def _logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             token_type_ids: torch.Tensor | None) -> torch.Tensor:
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if token_type_ids is not None:
-        kwargs["token_type_ids"] = token_type_ids
+    kwargs = model_inputs(model, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
     out = model(**kwargs)
     logits = out.logits if hasattr(out, "logits") else _first(out)
     if logits.dim() != 2:
@@ -487,9 +482,9 @@ def _integrate(
             h.remove()
         state.clear()
     token_attr = (grad_sum / steps * (e_x[0] - e_b[0]).double()).sum(-1)
-    token_attr_np = token_attr.cpu().numpy()
+    token_attr_np = to_numpy(token_attr)
     gap = abs(float(token_attr_np.sum()) - (f_x - f_b))
-    return Attribution(token_attr_np, conductance.cpu().numpy(), f_x, f_b, gap, int(target), steps, METHOD)
+    return Attribution(token_attr_np, to_numpy(conductance), f_x, f_b, gap, int(target), steps, METHOD)
 
 
 # -- attention norms ---------------------------------------------------------------------------
@@ -713,9 +708,8 @@ def norm_maps(
     if token_type_ids is not None:
         _check_ids("token_type_ids", token_type_ids, tuple(input_ids.shape))
     device = _device(model)
-    kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-    if token_type_ids is not None:
-        kwargs["token_type_ids"] = token_type_ids.to(device)
+    kwargs = model_inputs(model, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
+    kwargs = {k: v.to(device) for k, v in kwargs.items()}
     hooks = NormHooks(model, keep_values=True)
     with _untouched(model), torch.no_grad(), hooks:
         out = model(**kwargs, output_attentions=True)
@@ -738,7 +732,7 @@ def norm_maps(
             attn.append(a)
         fnorm_t, attn_t, mixed_t = torch.stack(fnorm), torch.stack(attn), torch.stack(mixed)
         weighted = attn_t * fnorm_t[:, :, None, :]
-    return NormMaps(*(x.cpu().numpy().astype(np.float32) for x in (fnorm_t, attn_t, weighted, mixed_t)))
+    return NormMaps(*(to_numpy(x).astype(np.float32) for x in (fnorm_t, attn_t, weighted, mixed_t)))
 
 
 # -- token classes -----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class _Pool(Accumulator):
     def update(self, batch: Batch) -> None:
         import torch
 
+        from ..model_utils import to_numpy
         from ..pooling import pool
 
         hidden = batch.output("hidden_states")
@@ -69,7 +70,7 @@ class _Pool(Accumulator):
         # .numpy() of that copy goes into our own buffer, so nothing keeps a view of a
         # tensor the model may reuse.
         stacked = torch.stack([pool(hidden[layer], batch.mask, self.pooling) for layer in self.layers], dim=1)
-        self.pooled[batch.rows] = stacked.float().cpu().numpy()
+        self.pooled[batch.rows] = to_numpy(stacked)
 
     def finish(self) -> Part:
         pooled = self.pooled if self.pooled is not None else np.zeros((self.n, 0, 0), dtype=np.float32)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture import eager_attention
+from ..model_utils import eager_attention, kept_modes, model_device, model_inputs, own_precision, to_numpy
 
 __all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
 
@@ -63,11 +63,13 @@ def query_key_capture(
     input_ids: Any,
     attention_mask: Any,
     token_type_ids: Any = None,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """Query and key vectors of every head and layer for ONE example, and its attention.
 
-    One forward pass (eager attention, evaluation mode, no gradients; the model's
-    attention implementation and training mode are restored afterwards). Hooks are
+    One forward pass (eager attention, evaluation mode, no gradients, in ``precision``
+    whatever wraps ``forward``; the model's attention implementation and each module's
+    training mode are restored afterwards). Hooks are
     registered in ``try`` and removed in ``finally``. Only the example's real tokens are
     kept, so ``softmax(attention_scores(q, k))`` equals ``attention``.
 
@@ -75,7 +77,9 @@ def query_key_capture(
         model: A supported transformers model (see :data:`SUPPORTED_ATTENTION`).
         input_ids: (T,) or (1, T) token ids.
         attention_mask: Same shape, nonzero for real tokens.
-        token_type_ids: Optional, same shape.
+        token_type_ids: Optional, same shape; left out for a model that takes none.
+        precision: ``"fp32"`` (autocast off, a mixed-precision wrapper on ``forward`` set
+            aside), ``"bf16"`` or ``"fp16"`` (autocast).
 
     Returns:
         A dict of numpy arrays: ``q`` and ``k`` (layers, heads, n, d_head) float32,
@@ -93,8 +97,8 @@ def query_key_capture(
     inputs = {"input_ids": ids, "attention_mask": mask}
     if token_type_ids is not None:
         inputs["token_type_ids"] = _one_row("token_type_ids", token_type_ids)
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    device = model_device(model)
+    inputs = {k: v.to(device) for k, v in model_inputs(model, inputs).items()}
 
     # Outputs in call order: a model that shares one layer across depths (ALBERT) calls
     # the same projection once per layer.
@@ -108,18 +112,15 @@ def query_key_capture(
         return hook
 
     handles = []
-    was_training = model.training
     try:
         for q, k in pairs:
             handles.append(q.register_forward_hook(keep("q")))
             handles.append(k.register_forward_hook(keep("k")))
-        model.eval()
-        with eager_attention(model), torch.no_grad():
+        with kept_modes(model), own_precision(model, precision), eager_attention(model), torch.no_grad():
             outputs = model(**inputs, output_attentions=True)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
 
     attentions = getattr(outputs, "attentions", None) or ()
     if not attentions or not len(captured["q"]) == len(captured["k"]) == len(attentions):
@@ -137,10 +138,10 @@ def query_key_capture(
             out.append(vectors[:, positions])
         maps.append(attn[0].detach().float().cpu()[:, positions][:, :, positions])
     return {
-        "q": torch.stack(q_layers).numpy(),
-        "k": torch.stack(k_layers).numpy(),
-        "attention": torch.stack(maps).numpy(),
-        "positions": positions.numpy().astype(np.int64),
+        "q": to_numpy(torch.stack(q_layers)),
+        "k": to_numpy(torch.stack(k_layers)),
+        "attention": to_numpy(torch.stack(maps)),
+        "positions": to_numpy(positions).astype(np.int64),
     }
 
 
