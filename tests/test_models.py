@@ -156,3 +156,108 @@ def test_rows_without_tokens_are_named_before_training(tmp_path, empty):
         LayerwatchCallback({"train": Dataset.from_dict(rows)}, tmp_path / "lw")
     with pytest.raises(ValueError, match=r"rows without any token \(rows 3, 7"):
         layerwatch.capture(tiny_gpt2(), Dataset.from_dict(rows))
+
+
+# -- real PEFT (LoRA) and other wrappers whose forward takes **kwargs ---------------------------------
+
+def _lora(model, targets=("query", "value")):
+    peft = pytest.importorskip("peft")
+    # init_lora_weights=False: the adapters start non-zero, so they change every vector.
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=list(targets), init_lora_weights=False)
+    torch.manual_seed(1)
+    return peft.get_peft_model(model, config).eval()
+
+
+def _merged(peft_model):
+    import copy
+
+    return copy.deepcopy(peft_model).merge_and_unload().eval()
+
+
+def test_sentence_pairs_reach_bert_through_real_peft():
+    from layerwatch.capture import accepted_inputs  # the old name, kept
+
+    model = _lora(tiny_bert())
+    bare = _merged(model)
+    ds = Dataset.from_dict(_pairs())
+    assert "token_type_ids" in accepted_inputs(model)
+    through_peft = layerwatch.capture(model, ds)
+    direct = layerwatch.capture(bare, ds)
+    np.testing.assert_allclose(through_peft.pooled, direct.pooled, atol=1e-5)
+    without = layerwatch.capture(bare, ds.remove_columns("token_type_ids"))
+    assert np.abs(without.pooled - direct.pooled).max() > 1e-2  # the types matter here
+
+
+@pytest.mark.parametrize("targets", [("query", "value"), ("key", "dense")], ids=["query-value", "key-dense"])
+def test_attention_and_attribution_through_real_peft_equal_the_merged_model(tmp_path, targets):
+    # "dense" puts adapters on the attention output projection W_O, whose weight the norms read.
+    from layerwatch.measures.attribution_math import attribute
+    from layerwatch.measures.neuron_capture import query_key_capture
+
+    model = _lora(tiny_bert(), targets)
+    bare = _merged(model)
+    ds = Dataset.from_dict(_pairs(16))
+    stored = {}
+    for name, m in (("peft", model), ("bare", bare)):
+        cb = LayerwatchCallback(
+            {"train": ds}, output_dir=str(tmp_path / name), progress=False, method="pca", metrics=False, precision="fp32",
+            attention=True, attention_examples=2, attribution=True, attribution_examples=2, attribution_steps=4,
+            on_error="raise",
+        )
+        cb.snapshot(m, SnapshotKey(0, 0))
+        store = RunStore(tmp_path / name)
+        stored[name] = {kind: store.load_arrays(kind, "train", SnapshotKey(0, 0)) for kind in ("embeddings", "attention", "attribution")}
+    for kind, arrays in stored["bare"].items():
+        for key, value in arrays.items():
+            got = stored["peft"][kind][key]
+            if np.issubdtype(np.asarray(value).dtype, np.floating):
+                np.testing.assert_allclose(got, value, atol=1e-5 if value.dtype != np.float16 else 2e-3, err_msg=f"{kind} {key}")
+            else:
+                np.testing.assert_array_equal(got, value, err_msg=f"{kind} {key}")
+    row = ds[0]
+    ids, mask, types = (torch.tensor([row[k]]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    got, want = query_key_capture(model, ids, mask, types), query_key_capture(bare, ids, mask, types)
+    for key in ("q", "k", "attention"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
+    got = attribute(model, ids, mask, types, target=1, steps=4, special_ids=(1, 2))
+    want = attribute(bare, ids, mask, types, target=1, steps=4, special_ids=(1, 2))
+    np.testing.assert_allclose(got.token_attributions, want.token_attributions, atol=1e-5)
+
+
+class NamedThenKwargs(torch.nn.Module):
+    """A user's wrapper that names some inputs, hands the rest on through **kwargs, and
+    keeps the model under a name of its own."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.encoder = inner
+        self.config = inner.config
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+
+@pytest.mark.parametrize("wrap", ["user-wrapper", "torch-compile"])
+def test_sentence_pairs_reach_bert_through_other_kwargs_wrappers(wrap):
+    from layerwatch.capture import accepted_inputs
+
+    model = tiny_bert().eval()
+    wrapped = NamedThenKwargs(model) if wrap == "user-wrapper" else torch.compile(model, backend="eager")
+    ds = Dataset.from_dict(_pairs())
+    assert "token_type_ids" in accepted_inputs(wrapped)
+    np.testing.assert_allclose(layerwatch.capture(wrapped, ds).pooled, layerwatch.capture(model, ds).pooled, atol=1e-6)
+
+
+def test_a_wrapper_refuses_what_the_model_inside_does_not_take():
+    from layerwatch.model_utils import accepted_inputs, model_inputs
+
+    wrapped = NamedThenKwargs(tiny_distilbert().eval())
+    assert "token_type_ids" not in accepted_inputs(wrapped)
+    feed = {"input_ids": torch.ones(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3), "token_type_ids": torch.zeros(1, 3)}
+    assert sorted(model_inputs(wrapped, feed)) == ["attention_mask", "input_ids"]
+
+    class Opaque(torch.nn.Module):
+        def forward(self, **kwargs):
+            return kwargs
+
+    assert accepted_inputs(Opaque()) is None  # nothing to follow: any keyword

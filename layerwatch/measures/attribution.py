@@ -165,7 +165,7 @@ class Attribution(Measurement):
             )
 
     def hooks(self, model, record) -> list:
-        from ..model_utils import unwrap
+        from ..model_utils import linear_weight, unwrap
         from .attribution_math import _head_norms, find_layers
 
         handles = find_layers(unwrap(model))
@@ -174,7 +174,7 @@ class Attribution(Measurement):
         def make(i, w_out):
             def hook(_module, _inputs, output):
                 record_norms.setdefault("attribution_fnorms", {})[i] = _head_norms(
-                    output.detach().float(), w_out.weight.detach().float(), handles.num_heads,
+                    output.detach().float(), linear_weight(w_out).detach().float(), handles.num_heads,
                 )
 
             return hook

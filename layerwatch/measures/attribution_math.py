@@ -48,7 +48,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model_utils import eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy
+from ..model_utils import (
+    eager_attention, is_linear, kept_modes, unwrap, linear_weight, model_device, model_inputs, own_forward, to_numpy,
+)
 
 __all__ = [
     "CAPTUM_CONDUCTANCE_METHOD",
@@ -106,8 +108,8 @@ class LayerHandles:
     word_embeddings: nn.Module
     embeddings: nn.Module
     layers: tuple[nn.Module, ...]
-    values: tuple[nn.Linear | None, ...]
-    outputs: tuple[nn.Linear | None, ...]
+    values: tuple[nn.Module | None, ...]
+    outputs: tuple[nn.Module | None, ...]
     num_heads: int
 
     @property
@@ -136,7 +138,7 @@ def find_layers(model: nn.Module) -> LayerHandles:
     Raises:
         ValueError: the model is not of a supported family.
     """
-    base = getattr(model, "base_model", model)
+    base = getattr(unwrap(model), "base_model", model)  # through PEFT, torch.compile, DDP
     embeddings = getattr(base, "embeddings", None)
     word = getattr(embeddings, "word_embeddings", None)
     if isinstance(_get(base, "encoder.layer"), nn.ModuleList):
@@ -162,8 +164,9 @@ def find_layers(model: nn.Module) -> LayerHandles:
             f"model {type(model).__name__}: the number of attention heads could not be read from "
             f"{self_path} or config.num_attention_heads"
         )
-    values = tuple(v if isinstance(v, nn.Linear) else None for v in (_get(layer, value_path) for layer in layers))
-    outputs = tuple(o if isinstance(o, nn.Linear) else None for o in (_get(layer, out_path) for layer in layers))
+    # nn.Linear, or an adapter around one (LoRA): linear_weight gives the weight it applies.
+    values = tuple(v if is_linear(v) else None for v in (_get(layer, value_path) for layer in layers))
+    outputs = tuple(o if is_linear(o) else None for o in (_get(layer, out_path) for layer in layers))
     return LayerHandles(family, word, embeddings, tuple(layers), values, outputs, int(heads))
 
 
@@ -600,7 +603,7 @@ class NormHooks:
         def hook(_module, _inputs, output):
             with torch.no_grad():
                 v = output.detach().float()
-                self.fnorms[index] = _head_norms(v, w_out.weight.detach().float(), heads)
+                self.fnorms[index] = _head_norms(v, linear_weight(w_out).detach().float(), heads)
                 if self.keep_values:
                     self.values[index] = v.clone()
         return hook
@@ -724,7 +727,7 @@ def norm_maps(
             d = v.shape[-1] // heads
             vh = v[0].reshape(t, heads, d).transpose(0, 1)  # (heads, tokens, d)
             context = a @ vh  # sum_j alpha_ij v_j per head
-            w = o.weight.detach().float()
+            w = linear_weight(o).detach().float()
             mixed.append(torch.stack([
                 torch.linalg.vector_norm(context[h] @ w[:, h * d : (h + 1) * d].T, dim=-1) for h in range(heads)
             ]))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model_utils import eager_attention, kept_modes, model_device, model_inputs, own_precision, to_numpy
+from ..model_utils import eager_attention, is_linear, kept_modes, model_device, model_inputs, own_precision, to_numpy
 
 __all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
 
@@ -36,7 +36,7 @@ def _projection_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
     for module in model.modules():
         for q_name, k_name in _PROJECTIONS:
             q, k = getattr(module, q_name, None), getattr(module, k_name, None)
-            if isinstance(q, nn.Linear) and isinstance(k, nn.Linear):
+            if is_linear(q) and is_linear(k):  # nn.Linear, or an adapter around one (LoRA)
                 pairs.append((q, k))
                 break
     if not pairs:
