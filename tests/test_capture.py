@@ -180,3 +180,77 @@ def test_capture_model_without_hidden_states(train_ds):
 
     with pytest.raises(ValueError, match="returned no hidden_states"):
         layerwatch.capture(NoStates(), train_ds)
+
+
+# -- each module's own mode, after every measurement pass --------------------------------------
+def _mixed_modes_model():
+    """Training mode, but for a frozen first layer and the classifier's dropout, which the
+    user keeps in eval on purpose."""
+    model = tiny_bert()
+    model.train()
+    model.bert.encoder.layer[0].eval()
+    model.dropout.eval()
+    return model
+
+
+def _passes(ds, tmp_path):
+    from layerwatch.measures.attribution_math import attribute, norm_maps
+    from layerwatch.measures.neuron_capture import query_key_capture
+    from layerwatch.snapshot import SnapshotKey
+
+    ids, mask = torch.tensor([ds[0]["input_ids"]]), torch.tensor([ds[0]["attention_mask"]])
+
+    def snapshot(model):
+        cb = layerwatch.LayerwatchCallback(
+            {"train": ds}, output_dir=str(tmp_path / "lw"), progress=False, method="pca", metrics=False, overwrite=True,
+            attention=True, attention_examples=2, attribution=True, attribution_examples=2, attribution_steps=4,
+            on_error="raise",
+        )
+        cb.snapshot(model, SnapshotKey(0, 0))
+
+    return {
+        "capture": lambda m: layerwatch.capture(m, ds, batch_size=8),
+        "neuron": lambda m: query_key_capture(m, ids, mask),
+        "attribute": lambda m: attribute(m, ids, mask, target=0, steps=4, special_ids=(1, 2)),
+        "norm_maps": lambda m: norm_maps(m, ids, mask),
+        "snapshot": snapshot,
+    }
+
+
+@pytest.mark.parametrize("name", ["capture", "neuron", "attribute", "norm_maps", "snapshot"])
+@pytest.mark.parametrize("raises", [False, True], ids=["ok", "forward-raises"])
+def test_every_pass_gives_each_module_its_own_mode_back(train_ds, tmp_path, name, raises):
+    model = _mixed_modes_model()
+    modes = {n: m.training for n, m in model.named_modules()}
+    assert not modes["bert.encoder.layer.0"] and not modes["dropout"] and modes["bert.encoder.layer.1"]
+    seen = {}
+
+    def check(module, _inputs):
+        seen["training"] = module.training  # the pass itself runs in eval mode
+        if raises:
+            raise RuntimeError("forward failed")
+
+    handle = model.bert.encoder.layer[1].register_forward_pre_hook(check)
+    try:
+        if raises:
+            with pytest.raises(RuntimeError, match="forward failed"):
+                _passes(train_ds, tmp_path)[name](model)
+        else:
+            _passes(train_ds, tmp_path)[name](model)
+    finally:
+        handle.remove()
+    assert seen == {"training": False}
+    assert {n: m.training for n, m in model.named_modules()} == modes
+
+
+def test_kept_modes_restores_each_module():
+    from layerwatch.model_utils import kept_modes
+
+    model = _mixed_modes_model()
+    modes = {n: m.training for n, m in model.named_modules()}
+    with pytest.raises(ValueError, match="inside"):
+        with kept_modes(model):
+            assert not any(m.training for m in model.modules())
+            model.train()  # whatever the block does to the modes
+            raise ValueError("inside")
+    assert {n: m.training for n, m in model.named_modules()} == modes
