@@ -24,7 +24,7 @@ from .measures import Measurement
 from .measures.base import Batch, SplitPlan
 from .measures.embeddings import Embeddings
 from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unwrap: importable from here)
-    accepted_inputs, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
+    accepted_inputs, checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
 )
 from .snapshot import Snapshot
 from .splits import empty_row_error
@@ -151,8 +151,8 @@ def capture_split(
 
         autocast = autocast_factory("fp32", device)
     try:
-        with (kept_modes(model), own_forward(model), torch.inference_mode(), eager_attention(model, eager),
-              forward_hooks(hooks)):
+        with (kept_modes(model), own_forward(model), checked_precision(model), torch.inference_mode(),
+              eager_attention(model, eager), forward_hooks(hooks)):
             for batch_rows in _batches(lengths, batch_size):
                 feed = {"input_ids": _pad([inputs["input_ids"][i] for i in batch_rows], pad_value)}
                 feed["attention_mask"] = _pad([inputs["attention_mask"][i] for i in batch_rows], 0)

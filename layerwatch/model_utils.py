@@ -29,6 +29,7 @@ import torch
 
 __all__ = [
     "accepted_inputs",
+    "checked_precision",
     "computed_precision",
     "eager_attention",
     "inner_model",
@@ -187,8 +188,8 @@ def eager_attention(model: Any, wanted: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def kept_modes(model: torch.nn.Module, eval: bool = True) -> Iterator[None]:
-    """Every module in eval mode inside the block (when ``eval``), and each one's own
+def kept_modes(model: torch.nn.Module, to_eval: bool = True) -> Iterator[None]:
+    """Every module in eval mode inside the block (when ``to_eval``), and each one's own
     ``training`` flag back afterwards, also when the block raises.
 
     ``model.train(was_training)`` would set every submodule to the top module's mode; a
@@ -197,7 +198,7 @@ def kept_modes(model: torch.nn.Module, eval: bool = True) -> Iterator[None]:
     """
     modes = [(m, m.training) for m in model.modules()]
     try:
-        if eval:
+        if to_eval:
             model.eval()
         yield
     finally:
@@ -229,10 +230,8 @@ def _bare_forward(module: torch.nn.Module) -> Any:
     # accelerate keeps the forward it wrapped (``Accelerator.prepare_model``); it may itself
     # be a wrapper that must stay (accelerate's device-placement hooks, say).
     original = vars(module).get("_original_forward")
-    if original is not None:
-        return original
-    fn = own
-    while _is_precision_wrapper(fn):
+    fn = own if original is None else original
+    while _is_precision_wrapper(fn):  # a model prepared twice keeps a wrapper as its original
         fn = getattr(fn, "__func__", fn).__wrapped__
     if isinstance(fn, types.FunctionType) and "self" in inspect.signature(fn).parameters:
         fn = types.MethodType(fn, module)
@@ -259,6 +258,52 @@ def own_forward(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module, wrapped in changed:
             module.forward = wrapped
+
+
+_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@contextlib.contextmanager
+def checked_precision(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, the first forward pass of ``model`` must compute in the precision
+    set around the call (the autocast context, else the weights' dtype), or it raises.
+
+    A wrapper on ``forward`` that :func:`own_forward` cannot recognise may open an autocast
+    context of its own; then the pass would not run in the precision the run records, and
+    a ValueError says so rather than storing vectors under a false label. Read from the
+    output dtype of the first ``nn.Linear`` with floating-point weights.
+    """
+    linear = next((m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.is_floating_point()), None)
+    kind = linear.weight.device.type if linear is not None else None
+    if kind not in ("cpu", "cuda"):
+        yield
+        return
+    state: dict[str, Any] = {}
+
+    def before(_module, _args):
+        if "done" not in state:
+            on = torch.is_autocast_enabled(kind)
+            state["want"] = torch.get_autocast_dtype(kind) if on else linear.weight.dtype
+
+    def after(_module, _inputs, output):
+        want = state.pop("want", None)
+        if want is None or not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            return
+        state["done"] = True
+        if output.dtype != want:
+            got, asked = _NAMES.get(output.dtype, str(output.dtype)), _NAMES.get(want, str(want))
+            raise ValueError(
+                f"the forward pass of {type(model).__name__} computed in {got} although layerwatch ran it in "
+                f"{asked}: a wrapper around its forward sets a precision of its own that layerwatch cannot set "
+                f"aside; remove that wrapper, or pass precision={got!r} so that the run records what it computes"
+            )
+
+    handles = [model.register_forward_pre_hook(before), linear.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def weights_precision(model: torch.nn.Module) -> str | None:
@@ -295,10 +340,11 @@ def own_precision(model: torch.nn.Module, precision: str) -> Iterator[None]:
 
     Sets aside mixed-precision wrappers (:func:`own_forward`) and opens an autocast
     context of its own: disabled for fp32 (which overrides any autocast around it), or
-    with the half precision's dtype.
+    with the half precision's dtype; a wrapper that still decides otherwise is refused
+    (:func:`checked_precision`).
     """
     from .precision import autocast_factory
 
     make = autocast_factory(precision, model_device(model))
-    with own_forward(model), make():
+    with own_forward(model), checked_precision(model), make():
         yield

@@ -9,6 +9,12 @@ where the hardware runs it fast and fp32 elsewhere:
   Turing: fast fp16, bf16 only emulated): ``"fp16"``; older: ``"fp32"``;
 - anything else (other CPUs, Apple and other accelerators): ``"fp32"``.
 
+Each measurement pass runs in its precision whatever wraps the model's ``forward``:
+accelerate's autocast wrapper (``TrainingArguments(bf16=True)`` or ``fp16=True``) is set
+aside for the pass, and a wrapper that cannot be is refused rather than mislabelled (see
+:mod:`layerwatch.model_utils`). Weights stored in half precision cannot give fp32; the run
+then records ``"bf16 (model weights)"`` (:func:`~layerwatch.model_utils.computed_precision`).
+
 Pooling runs outside autocast and accumulates in float32, so the stored vectors are
 float32 whatever the choice. ``benchmarks/precision_fidelity.py`` measures how far a half
 precision capture's vectors and metrics are from fp32's.

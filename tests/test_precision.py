@@ -330,6 +330,7 @@ WRAPPERS = {
     "accelerate-bf16": lambda m: _accelerate_wrap(m, torch.bfloat16),
     "accelerate-fp16": lambda m: _accelerate_wrap(m, torch.float16),
     "accelerate-without-original": lambda m: _accelerate_wrap(m, torch.bfloat16, keep_original=False),
+    "accelerate-prepared-twice": lambda m: _accelerate_wrap(_accelerate_wrap(m, torch.bfloat16), torch.bfloat16),
     "autocast-decorator": lambda m: _decorated(m, torch.bfloat16),
 }
 
@@ -484,3 +485,30 @@ def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, preci
                                  baseline=baseline_ids(ids, (1, 2), 0))
             n = ids.shape[1]
             np.testing.assert_allclose(arrays["token_attributions"][r, :n], expected.token_attributions, atol=1e-6)
+
+
+def test_a_wrapper_that_cannot_be_set_aside_is_refused_not_mislabelled(train_ds):
+    """A wrapper layerwatch does not recognise opens bf16 autocast inside forward: an fp32
+    pass says so instead of storing bf16 vectors as fp32."""
+    from layerwatch.measures.attribution_math import attribute
+
+    model = tiny_bert().eval()
+    inner = model.forward
+
+    def sneaky(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return inner(*args, **kwargs)
+
+    model.forward = sneaky
+    with pytest.raises(ValueError, match=r"computed in bf16 although layerwatch ran it in fp32.*precision='bf16'"):
+        layerwatch.capture(model, train_ds, precision="fp32")
+    ids, mask = _one_row(train_ds)
+    with pytest.raises(ValueError, match="computed in bf16 although layerwatch ran it in fp32"):
+        attribute(model, ids, mask, target=0, steps=4, special_ids=(1, 2))
+    # Asked for what it computes, the pass runs; nothing of ours is left hooked.
+    hooks = (len(model._forward_pre_hooks), sum(len(m._forward_hooks) for m in model.modules()))
+    np.testing.assert_array_equal(
+        layerwatch.capture(model, train_ds, precision="bf16").pooled,
+        layerwatch.capture(tiny_bert().eval(), train_ds, precision="bf16").pooled,
+    )
+    assert (len(model._forward_pre_hooks), sum(len(m._forward_hooks) for m in model.modules())) == hooks

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from ..model_utils import (
-    eager_attention, is_linear, kept_modes, unwrap, linear_weight, model_device, model_inputs, own_forward, to_numpy,
+    checked_precision, eager_attention, is_linear, kept_modes, linear_weight, model_device, model_inputs, own_forward, to_numpy,
 )
 
 __all__ = [
@@ -138,7 +138,11 @@ def find_layers(model: nn.Module) -> LayerHandles:
     Raises:
         ValueError: the model is not of a supported family.
     """
-    base = getattr(unwrap(model), "base_model", model)  # through PEFT, torch.compile, DDP
+    # A PEFT model holds the task model (its adapters inside) behind get_base_model(). DDP is
+    # not looked through: its forward would run its collectives on one rank only.
+    get_base = getattr(model, "get_base_model", None)
+    task = get_base() if callable(get_base) else model
+    base = getattr(task, "base_model", task)
     embeddings = getattr(base, "embeddings", None)
     word = getattr(embeddings, "word_embeddings", None)
     if isinstance(_get(base, "encoder.layer"), nn.ModuleList):
@@ -195,7 +199,8 @@ def _untouched(model: nn.Module) -> Iterator[None]:
     try:
         # inference_mode(False) as well as enable_grad: a caller inside torch.inference_mode
         # would otherwise get tensors that autograd cannot differentiate.
-        with kept_modes(model), own_forward(model), torch.inference_mode(False), torch.enable_grad(), no_autocast:
+        with (kept_modes(model), own_forward(model), checked_precision(model), torch.inference_mode(False),
+              torch.enable_grad(), no_autocast):
             yield
     finally:
         random.setstate(rng_python)
