@@ -7,7 +7,7 @@ head, the vectors and the attention map the model computed, so that the page (or
 test) can recompute the map from the vectors.
 
 Supported: self-attention modules holding ``query`` and ``key`` ``nn.Linear``
-projections (BERT and the models that copy its attention: RoBERTa, ALBERT, ELECTRA,
+projections (or PEFT adapters such as LoRA around them) (BERT and the models that copy its attention: RoBERTa, ALBERT, ELECTRA,
 MiniLM, ...) and DistilBERT's ``q_lin`` / ``k_lin``.
 """
 
