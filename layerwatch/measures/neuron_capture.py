@@ -7,8 +7,9 @@ head, the vectors and the attention map the model computed, so that the page (or
 test) can recompute the map from the vectors.
 
 Supported: self-attention modules holding ``query`` and ``key`` ``nn.Linear``
-projections (or PEFT adapters such as LoRA around them) (BERT and the models that copy its attention: RoBERTa, ALBERT, ELECTRA,
-MiniLM, ...) and DistilBERT's ``q_lin`` / ``k_lin``.
+projections (BERT and the models that copy its attention: RoBERTa, ALBERT, ELECTRA,
+MiniLM, ...) and DistilBERT's ``q_lin`` / ``k_lin``, also with PEFT adapters (LoRA)
+around them.
 """
 
 from __future__ import annotations
