@@ -60,17 +60,19 @@ def unwrap(model: Any) -> Any:
                 return current
         except ImportError:  # pragma: no cover
             pass
+        # PEFT first: its LoraModel forwards attribute reads to the model inside, so its
+        # `base_model` is the task model's encoder (BertModel), not the task model.
+        get = getattr(current, "get_base_model", None)
+        inner = get() if callable(get) else None
+        if isinstance(inner, torch.nn.Module) and inner is not current:
+            current = inner
+            continue
         for attr in ("_orig_mod", "module", "base_model", "model"):
             inner = getattr(current, attr, None)
             if isinstance(inner, torch.nn.Module) and inner is not current:
                 current = inner
                 break
         else:
-            get = getattr(current, "get_base_model", None)
-            inner = get() if callable(get) else None
-            if isinstance(inner, torch.nn.Module) and inner is not current:
-                current = inner
-                continue
             break
     return model
 

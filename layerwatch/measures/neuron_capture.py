@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..capture import eager_attention
+from ..sharding import is_linear
 
 __all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
 
@@ -36,7 +37,8 @@ def _projection_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
     for module in model.modules():
         for q_name, k_name in _PROJECTIONS:
             q, k = getattr(module, q_name, None), getattr(module, k_name, None)
-            if isinstance(q, nn.Linear) and isinstance(k, nn.Linear):
+            # A LoRA layer around a projection counts: the hooks read what it outputs.
+            if is_linear(q) and is_linear(k):
                 pairs.append((q, k))
                 break
     if not pairs:
