@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_bert
 from fsdp_worker import SETTINGS, splits
 
@@ -138,3 +139,99 @@ def test_fsdp_declared_but_not_applied_runs_as_one_process(tmp_path):
     watch.monitor.sharded_by("fsdp", wrapped=model)
     watch.setup(model)
     assert watch.monitor.engine is None and watch.monitor.runner is None
+
+
+def test_the_run_records_the_engine(fsdp_run, solo_run):
+    assert RunStore(fsdp_run / "lw").read_run()["sharding"] == "fsdp2"
+    assert RunStore(solo_run / "lw").read_run()["sharding"] is None
+
+
+# -- the lockstep itself, in one process --------------------------------------------------------
+
+def _plan(indices, batch_size=4):
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.measures.base import SplitPlan
+
+    indices = np.asarray(indices, dtype=np.int64)
+    config = LayerwatchConfig(output_dir=".", batch_size=batch_size)
+    return SplitPlan(split="train", indices=indices, positions=np.arange(len(indices)), n_rows=len(indices),
+                     labels=np.zeros(len(indices), dtype=np.int64), layers="all", config=config, context={})
+
+
+class _Counting(torch.nn.Module):
+    """Counts forward calls and the rows each one had (the module the lockstep calls)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.calls: list[int] = []
+
+    def forward(self, **kwargs):
+        self.calls.append(int(kwargs["input_ids"].shape[0]))
+        return self.inner(**kwargs)
+
+
+@pytest.mark.parametrize("rows, steps", [(10, 3), (10, 5), (0, 2)])
+def test_a_rank_with_fewer_batches_runs_padding_calls_whose_outputs_are_dropped(rows, steps):
+    from conftest import toy_dataset
+
+    from layerwatch.capture import COMMON, Lockstep, capture_split
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.measures.embeddings import Embeddings
+
+    model = tiny_bert(seed=0).eval()
+    ds = toy_dataset(12)
+    emb = Embeddings(LayerwatchConfig(output_dir="."))
+    runner = _Counting(model)
+    plan = _plan(np.arange(rows))
+    parts = capture_split(model, ds, plan, [emb], batch_size=4, lockstep=Lockstep(steps=steps, filler=11, runner=runner))
+    batches = -(-rows // 4)
+    assert len(runner.calls) == steps  # every rank makes the same number of calls
+    assert runner.calls[batches:] == [1] * (steps - batches)  # the padding ones: one row each
+    if rows == 0:
+        assert parts is None
+        return
+    plain = capture_split(model, ds, plan, [emb], batch_size=4)
+    np.testing.assert_array_equal(parts[Embeddings.name].rows["pooled"], plain[Embeddings.name].rows["pooled"])
+    np.testing.assert_array_equal(parts[COMMON].rows["head_predictions"], plain[COMMON].rows["head_predictions"])
+
+
+def test_lockstep_counts_the_batches_of_the_rank_with_the_most_rows():
+    from layerwatch.capture import Lockstep
+
+    assert Lockstep.steps_for(21, 2, 5) == 3  # 11 and 10 rows: 3 and 2 batches
+    assert Lockstep.steps_for(1, 2, 5) == 1  # the rank without rows still makes one call
+    assert Lockstep.steps_for(40, 1, 32) == 2
+
+
+def test_a_failure_under_lockstep_is_raised_after_the_agreement_and_leaves_no_hook():
+    from conftest import toy_dataset
+
+    from layerwatch.capture import Lockstep, capture_split
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.measures.embeddings import Embeddings
+
+    model = tiny_bert(seed=0).eval()
+    emb = Embeddings(LayerwatchConfig(output_dir="."))
+    real = emb.start
+
+    def start(plan):
+        acc = real(plan)
+
+        def update(batch):
+            raise RuntimeError("injected")
+        acc.update = update
+        return acc
+
+    emb.start = start
+    runner = _Counting(model)
+    with torch.no_grad():  # transformers installs its own output-recording hooks on a first call, for good
+        model(input_ids=torch.tensor([[1, 5, 2]]), output_hidden_states=True)
+    model.train()
+    before = {name: len(m._forward_hooks) for name, m in model.named_modules()}
+    with pytest.raises(RuntimeError, match="injected"):
+        capture_split(model, toy_dataset(12), _plan(np.arange(12)), [emb], batch_size=4,
+                      lockstep=Lockstep(steps=3, filler=0, runner=runner))
+    assert runner.calls == [4]  # stopped at the next agreement, not after the split
+    assert {name: len(m._forward_hooks) for name, m in model.named_modules()} == before
+    assert model.training  # the mode it was in
