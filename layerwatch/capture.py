@@ -6,6 +6,8 @@ with whatever outputs the enabled measurements need, and each measurement reduce
 once (see :mod:`layerwatch.measures.base`). The model's train/eval mode and attention
 implementation are restored afterwards, hooks are removed, also when the forward pass
 raises; ``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
+A sharded model (FSDP, ZeRO-3) is captured in lockstep on every rank, under
+``torch.no_grad`` (see :class:`Lockstep` and :mod:`layerwatch.sharding`).
 """
 
 from __future__ import annotations
@@ -174,8 +176,8 @@ class Lockstep:
     Under sharding a forward pass gathers each module's weights from every rank, so every
     rank must run the same number of forward calls in the same order, or all of them wait.
     ``steps`` is the most batches any rank has; a rank with fewer runs padding batches of
-    one row (``filler``, a row index of the dataset) whose outputs are dropped. Before every call, and once at the end,
-    the ranks agree (:func:`layerwatch.distributed.agree`): a rank whose step failed
+    one row (``filler``, a row index of the dataset) whose outputs are dropped. Before
+    every call, and once at the end, the ranks agree (:func:`layerwatch.distributed.agree`): a rank whose step failed
     outside the forward pass says so there, and every rank stops together (the failing
     one re-raising its error, the others :class:`~layerwatch.distributed.RankFailed`).
 

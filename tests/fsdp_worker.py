@@ -9,6 +9,7 @@ Modes (argv[2]):
 ``normal``: one snapshot with embeddings and attention; attribution=True refused before
 any step; the attention norms' hooks (output projection gathered) run in lockstep; a
 sharded weight read whole outside a forward pass.
+``fsdp1``: the same model under FSDP1, captured through its wrapper.
 ``fail``: rank 1 fails in the first snapshot (a measurement's per-batch step) and in the
 second (reading its rows of the second split); every rank skips both, the third is stored.
 """
@@ -87,6 +88,33 @@ def normal(out: str, rank: int) -> None:
             json.dump(result, fh)
 
 
+def fsdp1(out: str, rank: int) -> None:
+    """FSDP1 hides its wrapper from callbacks: given the wrapper (the Trainer's
+    ``model_wrapped``), the capture runs through it; without it, refused before any step."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from layerwatch import LayerwatchCallback
+    from layerwatch.snapshot import SnapshotKey
+
+    model = tiny_bert(seed=0)
+    wrapped = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True)
+    blind = LayerwatchCallback(splits(), os.path.join(out, "blind"), **SETTINGS)
+    blind.monitor.sharded_by("fsdp", wrapped=None)
+    try:
+        blind.check_model(model)
+        refusal = None
+    except ValueError as exc:
+        refusal = str(exc)
+    watch = LayerwatchCallback(splits(), os.path.join(out, "lw"), **SETTINGS)
+    watch.monitor.sharded_by("fsdp", wrapped=wrapped)
+    watch.setup(model)  # the unwrapped model, as callbacks receive it
+    watch.monitor.snapshot(model, SnapshotKey(0), fatal=True)
+    if rank == 0:
+        with open(os.path.join(out, "result.json"), "w") as fh:
+            json.dump({"engine": watch.monitor.engine, "runner_is_wrapper": watch.monitor.runner is wrapped,
+                       "refusal": refusal, "flat_shard": list(model.bert.encoder.layer[0].attention.output.dense.weight.shape)}, fh)
+
+
 def fail(out: str, rank: int) -> None:
     from layerwatch import LayerwatchCallback
     from layerwatch.measures.embeddings import Embeddings
@@ -127,7 +155,7 @@ def fail(out: str, rank: int) -> None:
 def main(out: str, mode: str) -> None:
     torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     rank = torch.distributed.get_rank()
-    (normal if mode == "normal" else fail)(out, rank)
+    {"normal": normal, "fsdp1": fsdp1, "fail": fail}[mode](out, rank)
     torch.distributed.barrier()
 
 

@@ -104,6 +104,21 @@ def test_attribution_is_refused_under_sharding_with_the_reason(fsdp_run):
     assert "attribution=True" in refusal and "backward pass" in refusal and "attribution=False" in refusal
 
 
+def test_fsdp1_is_captured_through_its_wrapper_and_refused_without_it(tmp_path, solo_run):
+    proc = _torchrun(tmp_path, "fsdp1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["engine"] == "fsdp1" and result["runner_is_wrapper"]
+    assert result["flat_shard"] != [16, 16]  # outside a forward the model holds a flat shard only
+    assert "watch.attach(trainer)" in result["refusal"]
+    sharded, solo = RunStore(tmp_path / "lw"), RunStore(solo_run / "lw")
+    for split in ("train", "validation", "small"):
+        a, b = sharded.load_snapshot(split, SnapshotKey(0)), solo.load_snapshot(split, SnapshotKey(0))
+        np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-5)
+        sa, sb = sharded.load_arrays("attention", split, SnapshotKey(0)), solo.load_arrays("attention", split, SnapshotKey(0))
+        np.testing.assert_allclose(sa["stats"], sb["stats"], atol=1e-5)
+
+
 def test_a_failure_on_one_rank_is_skipped_by_every_rank_together(tmp_path):
     proc = _torchrun(tmp_path, "fail")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
