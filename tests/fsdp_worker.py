@@ -9,7 +9,8 @@ Modes (argv[2]):
 ``normal``: one snapshot with embeddings and attention; attribution=True refused before
 any step; the attention norms' hooks (output projection gathered) run in lockstep; a
 sharded weight read whole outside a forward pass.
-``fsdp1``: the same model under FSDP1, captured through its wrapper.
+``fsdp1``: the same model under FSDP1, through the callback's on_train_begin as the Trainer
+calls it: captured through the wrapper the Trainer holds, refused without it.
 ``fail``: rank 1 fails in the first snapshot (a measurement's per-batch step) and in the
 second (reading its rows of the second split); every rank skips both, the third is stored.
 """
@@ -19,6 +20,7 @@ import importlib
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -94,21 +96,21 @@ def fsdp1(out: str, rank: int) -> None:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     from layerwatch import LayerwatchCallback
-    from layerwatch.snapshot import SnapshotKey
 
     model = tiny_bert(seed=0)
     wrapped = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True)
+    # What the Trainer hands callbacks under FSDP1: its arguments and the unwrapped model.
+    args = SimpleNamespace(fsdp=True, output_dir=os.path.join(out, "t"), report_to=[])
+    state = SimpleNamespace(is_world_process_zero=rank == 0, global_step=0, epoch=0.0, log_history=[])
     blind = LayerwatchCallback(splits(), os.path.join(out, "blind"), **SETTINGS)
-    blind.monitor.sharded_by("fsdp", wrapped=None)
     try:
-        blind.check_model(model)
+        blind.on_train_begin(args, state, None, model=model)
         refusal = None
     except ValueError as exc:
         refusal = str(exc)
     watch = LayerwatchCallback(splits(), os.path.join(out, "lw"), **SETTINGS)
-    watch.monitor.sharded_by("fsdp", wrapped=wrapped)
-    watch.setup(model)  # the unwrapped model, as callbacks receive it
-    watch.monitor.snapshot(model, SnapshotKey(0), fatal=True)
+    watch.attach(SimpleNamespace(model_wrapped=wrapped, args=args))  # the Trainer's attribute
+    watch.on_train_begin(args, state, None, model=model)  # checks, opens the run, first snapshot
     if rank == 0:
         with open(os.path.join(out, "result.json"), "w") as fh:
             json.dump({"engine": watch.monitor.engine, "runner_is_wrapper": watch.monitor.runner is wrapped,
