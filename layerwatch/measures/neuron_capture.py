@@ -71,7 +71,9 @@ def query_key_capture(
     One forward pass (eager attention, evaluation mode, no gradients; the model's
     attention implementation and training mode are restored afterwards). Hooks are
     registered in ``try`` and removed in ``finally``. Only the example's real tokens are
-    kept, so ``softmax(attention_scores(q, k))`` equals ``attention``.
+    kept, so ``softmax(attention_scores(q, k))`` equals ``attention``. The hooks read the
+    projections' outputs, never their weights, so a sharded model (FSDP, ZeRO-3) works
+    when every rank calls this function with it, as its forward pass needs.
 
     Args:
         model: A supported transformers model (see :data:`SUPPORTED_ATTENTION`).
