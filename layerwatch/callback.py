@@ -180,7 +180,8 @@ class LayerwatchCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if model is None:
             raise ValueError("LayerwatchCallback needs the model; use it as a callback of transformers.Trainer")
-        _check_not_sharded(args)
+        trainer = self.monitor.log.trainer
+        self.monitor.sharded_by(_declared_sharding(args), getattr(trainer, "model_wrapped", None) if trainer is not None else None)
         if self.monitor.log.needs_trainer(args) and self.monitor.log.trainer is None and self.config.trainer_log == "report":
             raise ValueError(
                 "trainer_log='report' sends the numbers through Trainer.log, which needs the Trainer: call "
@@ -240,18 +241,19 @@ def watch(trainer: Any, splits: Mapping[str, Any], **settings: Any) -> Layerwatc
     return LayerwatchCallback(splits, **settings).attach(trainer)
 
 
-def _check_not_sharded(args: Any) -> None:
-    """Sharded parameters (FSDP, DeepSpeed ZeRO-3) would need a gathered forward pass."""
-    sharded = bool(getattr(args, "fsdp", None))
+def _declared_sharding(args: Any) -> str | None:
+    """What the training arguments shard the model with: ``"fsdp"``, ``"zero3"`` or None.
+
+    Sharded training is supported (lockstep capture, see :mod:`layerwatch.sharding`);
+    :meth:`Monitor.check_model` names what is not, before the first step.
+    """
+    if getattr(args, "fsdp", None):
+        return "fsdp"
     try:
         from transformers.integrations import is_deepspeed_zero3_enabled
 
-        sharded = sharded or is_deepspeed_zero3_enabled()
+        if is_deepspeed_zero3_enabled():
+            return "zero3"
     except ImportError:
         pass
-    if sharded:
-        raise NotImplementedError(
-            "layerwatch supports DDP (torchrun / accelerate launch with data parallelism) but not yet sharded "
-            "models (FSDP, DeepSpeed ZeRO-3); train with DDP, or remove LayerwatchCallback and run "
-            "layerwatch.capture on the saved model after training"
-        )
+    return None

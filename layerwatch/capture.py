@@ -5,12 +5,16 @@ per batch on the right to the batch's longest row; each batch goes through the m
 with whatever outputs the enabled measurements need, and each measurement reduces it at
 once (see :mod:`layerwatch.measures.base`). Every module's own train/eval flag and the
 attention implementation are restored afterwards, hooks are removed, also when the forward
-pass raises; the pass runs in its own precision whatever wraps ``forward``; ``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
+pass raises; the pass runs in its own precision whatever wraps ``forward``;
+``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
+A sharded model (FSDP, ZeRO-3) is captured in lockstep on every rank, under
+``torch.no_grad`` (see :class:`Lockstep` and :mod:`layerwatch.sharding`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -18,7 +22,7 @@ import torch
 
 from .config import POOLINGS, check_choice, check_positive_int
 from .data import empty_rows, get_column, num_rows, read_inputs, resolve_label_column, stratified_subset
-from .distributed import Part
+from .distributed import Part, RankFailed, agree
 from .labels import canonical, classify, match_head, resolve
 from .measures import Measurement
 from .measures.base import Batch, SplitPlan
@@ -26,10 +30,11 @@ from .measures.embeddings import Embeddings
 from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unwrap: importable from here)
     accepted_inputs, checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
 )
+from .sharding import released
 from .snapshot import Snapshot
 from .splits import empty_row_error
 
-__all__ = ["Snapshot", "capture", "capture_split", "count_hidden_states", "is_decoder_only"]
+__all__ = ["Lockstep", "Snapshot", "capture", "capture_split", "count_hidden_states", "is_decoder_only"]
 
 COMMON = "__common__"
 
@@ -97,6 +102,40 @@ def _pad(rows: list[np.ndarray], value: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+@dataclass
+class Lockstep:
+    """Forward calls that every rank makes together (a sharded model: FSDP, ZeRO-3).
+
+    Under sharding a forward pass gathers each module's weights from every rank, so every
+    rank must run the same number of forward calls in the same order, or all of them wait.
+    ``steps`` is the most batches any rank has; a rank with fewer runs padding batches of
+    one row (``filler``, a row index of the dataset) whose outputs are dropped. Before
+    every call, and once at the end, the ranks agree (:func:`layerwatch.distributed.agree`): a rank whose step failed
+    outside the forward pass says so there, and every rank stops together (the failing
+    one re-raising its error, the others :class:`~layerwatch.distributed.RankFailed`).
+
+    ``runner``: the module to call (the one whose forward gathers the shards; see
+    :func:`layerwatch.sharding.runner`), or None for the model itself.
+    """
+
+    steps: int
+    filler: int = 0
+    runner: Any = None
+
+    @staticmethod
+    def steps_for(n_rows: int, world: int, batch_size: int) -> int:
+        """The most batches a rank has when rank ``r`` takes positions ``r::world`` (rank 0's)."""
+        most = -(-int(n_rows) // max(int(world), 1))
+        return -(-most // int(batch_size))
+
+    def check(self, error: BaseException | None) -> None:
+        failures = agree(error is None, f"{type(error).__name__}: {error}" if error is not None else "")
+        if error is not None:
+            raise error
+        if failures:
+            raise RankFailed("; ".join(failures))
+
+
 def capture_split(
     model: torch.nn.Module,
     dataset: Any,
@@ -105,7 +144,8 @@ def capture_split(
     batch_size: int = 32,
     progress: bool = False,
     autocast: Any = None,
-) -> dict[str, Part]:
+    lockstep: Lockstep | None = None,
+) -> dict[str, Part] | None:
     """Run ``model`` once over ``plan.indices`` of ``dataset`` for every measurement.
 
     ``autocast``: a function giving a fresh autocast context per batch (see
@@ -115,34 +155,67 @@ def capture_split(
     (:func:`~layerwatch.model_utils.own_forward`). Each module's train/eval flag is
     restored afterwards (:func:`~layerwatch.model_utils.kept_modes`).
 
+    ``lockstep``: for a sharded model, the forward calls every rank makes together (see
+    :class:`Lockstep`); the passes then run under ``torch.no_grad`` (FSDP keeps the
+    buffers it gathers into, which must stay usable by training) and ``plan`` may hold
+    no rows (the rank runs padding batches only, and returns None).
+
     Returns:
         ``{measurement name: Part}`` and, under ``"__common__"``, the head's predictions
         (``head_predictions``, output indices) when the model has a classification head.
     """
     config = getattr(model, "config", None)
     pad_id = getattr(config, "pad_token_id", None)
-    indices = np.asarray(plan.indices, dtype=np.int64)
-    inputs = read_inputs(dataset, indices, pad_id if isinstance(pad_id, int) else None)
-    empty = empty_rows(inputs, indices)
-    if empty:
-        raise empty_row_error(plan.split, empty)
-    lengths = np.array([len(r) for r in inputs["input_ids"]])
-    device = model_device(model)
     pad_value = int(pad_id) if isinstance(pad_id, int) else 0
-
+    indices = np.asarray(plan.indices, dtype=np.int64)
+    device = model_device(model)
+    # A rank of a sharded model may have no rows of its own: it runs padding batches only.
+    has_rows = len(indices) > 0 or lockstep is None
     flags: dict[str, Any] = {}
     for m in measurements:
         flags.update(m.output_flags)
     eager = any(m.eager_attention for m in measurements)
     record: dict[str, Any] = {}
-    hooks = [pair for m in measurements for pair in m.hooks(model, record)]
-    accumulators = {m.name: m.start(plan) for m in measurements}
-    accumulators = {k: v for k, v in accumulators.items() if v is not None}
+    error: BaseException | None = None
+    batches: list[np.ndarray] = []
+    inputs: dict[str, Any] = {}
+    filler: dict[str, Any] = {}
+    hooks: list = []
+    accumulators: dict[str, Any] = {}
+    try:
+        if has_rows:
+            inputs = read_inputs(dataset, indices, pad_id if isinstance(pad_id, int) else None)
+            empty = empty_rows(inputs, indices)
+            if empty:
+                raise empty_row_error(plan.split, empty)
+            lengths = np.array([len(r) for r in inputs["input_ids"]])
+            batches = _batches(lengths, batch_size)
+        if lockstep is not None:
+            filler = read_inputs(dataset, np.asarray([lockstep.filler], dtype=np.int64), pad_id if isinstance(pad_id, int) else None)
+        hooks = [pair for m in measurements for pair in m.hooks(model, record)]
+        if has_rows:
+            accumulators = {m.name: m.start(plan) for m in measurements}
+            accumulators = {k: v for k, v in accumulators.items() if v is not None}
+    except Exception as exc:
+        # Under lockstep the error waits for the ranks' next agreement, which every rank reaches.
+        if lockstep is None:
+            raise
+        error = exc
+
+    def feed_of(source: dict, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+        feed = {"input_ids": _pad([source["input_ids"][i] for i in rows], pad_value)}
+        feed["attention_mask"] = _pad([source["attention_mask"][i] for i in rows], 0)
+        if "token_type_ids" in source:
+            feed["token_type_ids"] = _pad([source["token_type_ids"][i] for i in rows], 0)
+        return {k: v.to(device) for k, v in model_inputs(model, feed).items()}
+
     head: np.ndarray | None = None
     outputs: int | None = None
+    call = lockstep.runner if lockstep is not None and lockstep.runner is not None else model
+    steps = lockstep.steps if lockstep is not None else len(batches)
 
     bar = None
-    if progress:
+    if progress and has_rows:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(indices), desc=f"layerwatch capture {plan.split}".rstrip(), unit="row", leave=False)
@@ -150,38 +223,71 @@ def capture_split(
         from .precision import autocast_factory
 
         autocast = autocast_factory("fp32", device)
+    grad_off = torch.no_grad() if lockstep is not None else torch.inference_mode()
     try:
-        with (kept_modes(model), own_forward(model), checked_precision(model), torch.inference_mode(),
+        with (kept_modes(model), own_forward(model), checked_precision(model), grad_off,
               eager_attention(model, eager), forward_hooks(hooks)):
-            for batch_rows in _batches(lengths, batch_size):
-                feed = {"input_ids": _pad([inputs["input_ids"][i] for i in batch_rows], pad_value)}
-                feed["attention_mask"] = _pad([inputs["attention_mask"][i] for i in batch_rows], 0)
-                if "token_type_ids" in inputs:
-                    feed["token_type_ids"] = _pad([inputs["token_type_ids"][i] for i in batch_rows], 0)
-                feed = {k: v.to(device) for k, v in model_inputs(model, feed).items()}
+            for step in range(steps):
+                if lockstep is not None:
+                    lockstep.check(error)
+                real = step < len(batches) and error is None
+                try:
+                    if real:
+                        batch_rows = batches[step]
+                        feed = feed_of(inputs, batch_rows)
+                    else:
+                        # A padding batch: the same forward call as the other ranks', outputs dropped.
+                        batch_rows = np.zeros(0, dtype=np.int64)
+                        feed = feed_of(filler, [0])
+                except Exception as exc:
+                    if lockstep is None:
+                        raise
+                    error = exc
+                    continue
                 record.clear()
                 with autocast():
-                    out = model(**feed, **flags, return_dict=True)
-                batch = Batch(rows=batch_rows, inputs=feed, mask=feed["attention_mask"], outputs=out, hooked=record)
-                for acc in accumulators.values():
-                    acc.update(batch)
-                logits = batch.output("logits")
-                if logits is not None and logits.ndim == 2 and logits.shape[-1] > 1:
-                    if head is None:
-                        head = np.full(len(indices), -1, dtype=np.int64)
-                        outputs = int(logits.shape[-1])
-                    head[batch_rows] = to_numpy(logits.argmax(-1))
+                    out = call(**feed, **flags, return_dict=True)
+                if not real:
+                    del out, feed
+                    record.clear()
+                    continue
+                try:
+                    batch = Batch(rows=batch_rows, inputs=feed, mask=feed["attention_mask"], outputs=out, hooked=record)
+                    for acc in accumulators.values():
+                        acc.update(batch)
+                    logits = batch.output("logits")
+                    if logits is not None and logits.ndim == 2 and logits.shape[-1] > 1:
+                        if head is None:
+                            head = np.full(len(indices), -1, dtype=np.int64)
+                            outputs = int(logits.shape[-1])
+                        head[batch_rows] = to_numpy(logits.argmax(-1))
+                except Exception as exc:
+                    if lockstep is None:
+                        raise
+                    error = exc
                 # Let this batch's outputs go before the next forward pass, or two
                 # batches' worth would be alive at its peak.
-                del out, batch, logits, feed
+                batch = logits = None
+                del out, feed
                 record.clear()
                 if bar is not None:
                     bar.update(len(batch_rows))
+        parts = None
+        if error is None and has_rows:
+            try:
+                parts = {name: acc.finish() for name, acc in accumulators.items()}
+                parts[COMMON] = Part(rows={"head_predictions": head} if head is not None else {}, meta={"outputs": outputs})
+            except Exception as exc:
+                if lockstep is None:
+                    raise
+                error = exc
+        if lockstep is not None:
+            lockstep.check(error)
     finally:
+        if lockstep is not None:
+            released(call)
         if bar is not None:
             bar.close()
-    parts = {name: acc.finish() for name, acc in accumulators.items()}
-    parts[COMMON] = Part(rows={"head_predictions": head} if head is not None else {}, meta={"outputs": outputs})
     return parts
 
 

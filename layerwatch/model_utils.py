@@ -33,8 +33,6 @@ __all__ = [
     "computed_precision",
     "eager_attention",
     "inner_model",
-    "is_linear",
-    "linear_weight",
     "kept_modes",
     "model_device",
     "model_inputs",
@@ -148,26 +146,6 @@ def model_inputs(model: Any, feed: dict[str, Any]) -> dict[str, Any]:
         k: v for k, v in feed.items()
         if v is not None and (accepted is None or k in accepted or k in _ALWAYS)
     }
-
-
-def is_linear(module: Any) -> bool:
-    """An ``nn.Linear``, or an adapter layer around one (PEFT's LoRA ``Linear``, whose
-    ``base_layer`` is the original projection)."""
-    return isinstance(module, torch.nn.Linear) or isinstance(getattr(module, "base_layer", None), torch.nn.Linear)
-
-
-def linear_weight(module: Any) -> torch.Tensor:
-    """The weight a linear projection (:func:`is_linear`) applies, adapters included: a LoRA
-    layer's base weight plus each active, unmerged adapter's ``get_delta_weight``."""
-    if isinstance(module, torch.nn.Linear):
-        return module.weight
-    weight = module.base_layer.weight
-    if getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
-        return weight
-    active = getattr(module, "active_adapters", None) or ()
-    active = [active] if isinstance(active, str) else list(active)
-    deltas = [module.get_delta_weight(a) for a in active if a in getattr(module, "lora_A", {})]
-    return weight + sum(deltas) if deltas else weight
 
 
 @contextlib.contextmanager

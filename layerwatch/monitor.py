@@ -69,6 +69,11 @@ class Monitor:
         self.run_view = None
         self._checked = False
         self._warned: set[str] = set()
+        # Sharded training (FSDP, ZeRO-3): the engine, and the module whose forward gathers.
+        self.engine: str | None = None
+        self.runner: Any = None
+        self._declared: str | None = None
+        self._wrapped: Any = None
 
     @property
     def regression(self) -> bool:
@@ -114,9 +119,47 @@ class Monitor:
         self.context["splits_indices"] = {name: s.indices for name, s in self.splits.items()}
         self.context["datasets"] = {name: s.dataset for name, s in self.splits.items()}
         self.context["head_match"] = self.head
+        self._check_sharding(model)
         for m in self.measurements:
             m.prepare(model, self.context)
         self._checked = True
+
+    def sharded_by(self, declared: str | None, wrapped: Any = None) -> None:
+        """What the training arguments say (``"fsdp"``, ``"zero3"`` or None) and the wrapped
+        model the Trainer trains (``trainer.model_wrapped``), for :meth:`check_model`."""
+        self._declared, self._wrapped = declared, wrapped
+
+    def _check_sharding(self, model: Any) -> None:
+        """Find the engine that shards ``model`` and refuse, before the first step, what
+        layerwatch cannot do under it."""
+        from .sharding import ENGINES, engine, runner
+
+        found = engine(model) or engine(self._wrapped)
+        if found is None and self._declared is not None and self._wrapped is None:
+            # FSDP1 hides its wrapper from callbacks: without the Trainer no one can tell.
+            raise ValueError(
+                f"training shards the model ({self._declared}), but LayerwatchCallback was handed the unwrapped model "
+                "only and cannot find the module whose forward gathers the shards; call watch.attach(trainer) before "
+                "trainer.train() (or build the callback with layerwatch.watch(trainer, ...))"
+            )
+        self.engine = found
+        self.runner = runner(model, self._wrapped) if found else None
+        if found is None:
+            return
+        if found == "fsdp1" and self.runner is model:
+            raise ValueError(
+                "the model is sharded by FSDP (version 1), whose shards only the FullyShardedDataParallel wrapper's "
+                "forward gathers, and no wrapper was found around the model; call watch.attach(trainer) before "
+                "trainer.train(), or train with FSDP2 (fsdp_config={'version': 2})"
+            )
+        if self.config.attribution:
+            raise NotImplementedError(
+                f"attribution=True is not supported when {ENGINES[found]} shards the model: its integrated gradients "
+                "need a backward pass, and under sharding every backward pass gathers and reduces gradients on all "
+                "ranks into the training gradients, so it would change training (or hang, run on the main process "
+                "alone). Pass attribution=False (embeddings and attention=True work under sharding), or run "
+                "layerwatch.capture and layerwatch.measures.attribution_math.attribute on a saved checkpoint"
+            )
 
     def open(self, model: Any, global_step: int, checkpoint_dir: str | None = None, args: Any = None) -> None:
         """Prepare the run directory (main process), then agree with every rank.
@@ -226,6 +269,8 @@ class Monitor:
             "head_match": {"to_label": list(self.head.to_label) if self.head.to_label else None, "reason": self.head.reason},
             "reference_split": self.reference_split,
             "precision": self.precision,
+            "adapter": adapter_settings(model),
+            "sharding": self.engine,
             "measurements": [m.name for m in self.measurements],
             "methods": {m.name: m.describe() for m in self.measurements if m.describe()},
             "splits": {
@@ -338,12 +383,21 @@ class Monitor:
     def _capture(self, model: Any) -> dict[str, dict]:
         from .capture import capture_split
 
+        from .capture import Lockstep
+
         rank, world = dist.rank_world()
         out = {}
         for s in self.splits.values():
             positions = np.arange(len(s.indices))[rank::world] if world > 1 else np.arange(len(s.indices))
             share = s.indices[positions]
-            if not len(share):
+            # Sharded: every rank makes the same forward calls, a rank with fewer rows padding ones.
+            lockstep = None
+            if self.engine is not None:
+                lockstep = Lockstep(
+                    steps=Lockstep.steps_for(len(s.indices), world, self.config.batch_size),
+                    filler=int(s.indices[0]), runner=self.runner,
+                )
+            if not len(share) and lockstep is None:
                 out[s.name] = None
                 continue
             plan = SplitPlan(
@@ -354,6 +408,7 @@ class Monitor:
             out[s.name] = capture_split(
                 model, s.dataset, plan, self.measurements, batch_size=self.config.batch_size,
                 progress=self.config.progress and rank == 0, autocast=self.context.get("autocast"),
+                lockstep=lockstep,
             )
         return out
 
@@ -486,6 +541,30 @@ class Monitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.run_id = str(state.get("run_id", self.run_id))
         self.last_step = int(state.get("last_step", self.last_step))
+
+
+def adapter_settings(model: Any) -> dict | None:
+    """The adapters a PEFT model trains (LoRA and friends), by name: type, rank, alpha,
+    target modules, dropout; None for a model without adapters."""
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, Mapping) or not configs:
+        return None
+    out = {}
+    for name, cfg in configs.items():
+        targets = getattr(cfg, "target_modules", None)
+        if isinstance(targets, (set, frozenset, list, tuple)):
+            targets = sorted(str(t) for t in targets)
+        elif targets is not None:
+            targets = str(targets)
+        peft_type = getattr(cfg, "peft_type", None)
+        entry = {
+            "peft_type": getattr(peft_type, "value", None) or (str(peft_type) if peft_type is not None else None),
+            "r": getattr(cfg, "r", None), "alpha": getattr(cfg, "lora_alpha", None), "target_modules": targets,
+            "dropout": getattr(cfg, "lora_dropout", None), "modules_to_save": sorted(getattr(cfg, "modules_to_save", None) or []),
+            "task_type": str(getattr(getattr(cfg, "task_type", None), "value", getattr(cfg, "task_type", None))),
+        }
+        out[str(name)] = {k: (v if isinstance(v, (int, float, str, list, type(None))) else str(v)) for k, v in entry.items()}
+    return out
 
 
 def _summary(key: SnapshotKey, stage: str, failures: list[str]) -> str:

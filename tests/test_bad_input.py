@@ -139,12 +139,12 @@ def test_a_killed_run_keeps_every_finished_epoch(tmp_path):
     assert iio.improps(out / "train.gif", index=None).shape[0] == n
 
 
-def test_sharded_training_fails_with_a_message_instead_of_hanging(tmp_path):
+def test_sharded_training_without_the_wrapped_model_fails_with_a_message(tmp_path):
     from types import SimpleNamespace
 
     watch = LayerwatchCallback({"train": toy_dataset(16)}, tmp_path / "lw", method="pca", progress=False)
     args = SimpleNamespace(fsdp="full_shard auto_wrap")
     state = SimpleNamespace(is_world_process_zero=True, global_step=0, epoch=0.0, log_history=[])
-    with pytest.raises(NotImplementedError, match=r"not yet sharded models \(FSDP, DeepSpeed ZeRO-3\)"):
+    with pytest.raises(ValueError, match=r"shards the model \(fsdp\).*watch\.attach\(trainer\)"):
         watch.on_train_begin(args, state, None, model=tiny_bert())
     assert not (tmp_path / "lw" / "embeddings").exists()

@@ -165,7 +165,8 @@ class Attribution(Measurement):
             )
 
     def hooks(self, model, record) -> list:
-        from ..model_utils import linear_weight, unwrap
+        from ..model_utils import unwrap
+        from ..sharding import full_weight
         from .attribution_math import _head_norms, find_layers
 
         handles = find_layers(unwrap(model))
@@ -173,8 +174,11 @@ class Attribution(Measurement):
 
         def make(i, w_out):
             def hook(_module, _inputs, output):
+                # The output projection is read whole: gathered under sharding (every rank runs
+                # this hook in the same lockstep forward), with a LoRA adapter's update added.
+                values = handles.per_head(output.detach().float())
                 record_norms.setdefault("attribution_fnorms", {})[i] = _head_norms(
-                    output.detach().float(), linear_weight(w_out).detach().float(), handles.num_heads,
+                    values, full_weight(w_out).to(values.device), handles.num_heads,
                 )
 
             return hook

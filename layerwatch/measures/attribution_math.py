@@ -49,8 +49,9 @@ import torch
 from torch import nn
 
 from ..model_utils import (
-    checked_precision, eager_attention, is_linear, kept_modes, linear_weight, model_device, model_inputs, own_forward, to_numpy,
+    checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy,
 )
+from ..sharding import full_weight, is_linear
 
 __all__ = [
     "CAPTUM_CONDUCTANCE_METHOD",
@@ -81,8 +82,9 @@ TOKEN_CLASSES = ("cls", "sep", "punct", "other")
 
 _SUPPORTED = (
     "the BERT family (a base model with .embeddings.word_embeddings and .encoder.layer: "
-    "BERT, RoBERTa, ELECTRA, MiniLM, ...) and DistilBERT (.embeddings.word_embeddings and "
-    ".transformer.layer)"
+    "BERT, RoBERTa, ELECTRA, MiniLM, ...), DistilBERT (.embeddings.word_embeddings and "
+    ".transformer.layer) and Llama-style decoders (.embed_tokens and .layers with self_attn.v_proj and "
+    "self_attn.o_proj: Llama, Mistral, Qwen2, ...; grouped-query attention included)"
 )
 
 
@@ -102,6 +104,8 @@ class LayerHandles:
         outputs: each layer's attention output projection W_O (``attention.output.dense``,
             ``attention.out_lin``), or None likewise.
         num_heads: attention heads per layer.
+        kv_heads: key/value heads per layer (fewer than ``num_heads`` under grouped-query
+            attention, where query head h reads value head ``h // (num_heads // kv_heads)``).
     """
 
     family: str
@@ -111,10 +115,21 @@ class LayerHandles:
     values: tuple[nn.Module | None, ...]
     outputs: tuple[nn.Module | None, ...]
     num_heads: int
+    kv_heads: int = 0
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    def per_head(self, values: torch.Tensor) -> torch.Tensor:
+        """Value-projection outputs (..., kv_heads * d) as (..., num_heads * d): each key/value
+        head repeated for the query heads that read it (as grouped-query attention does)."""
+        kv = self.kv_heads or self.num_heads
+        if kv == self.num_heads:
+            return values
+        d = values.shape[-1] // kv
+        v = values.reshape(*values.shape[:-1], kv, d)
+        return v.repeat_interleave(self.num_heads // kv, dim=-2).reshape(*values.shape[:-1], self.num_heads * d)
 
 
 def _get(module: Any, path: str) -> Any:
@@ -151,6 +166,12 @@ def find_layers(model: nn.Module) -> LayerHandles:
     elif isinstance(_get(base, "transformer.layer"), nn.ModuleList):
         family, layers, value_path, out_path, self_path = (
             "distilbert", _get(base, "transformer.layer"), "attention.v_lin", "attention.out_lin", "attention")
+    elif isinstance(getattr(base, "layers", None), nn.ModuleList) and isinstance(getattr(base, "embed_tokens", None), nn.Embedding):
+        # Llama-style decoders: no position embeddings are added (rotary ones act inside
+        # attention), so the token embeddings are the first layer's input.
+        family, layers, value_path, out_path, self_path = (
+            "llama", base.layers, "self_attn.v_proj", "self_attn.o_proj", "self_attn")
+        embeddings = word = base.embed_tokens
     else:
         layers = None
     if layers is None or not isinstance(word, nn.Embedding) or len(layers) == 0:
@@ -168,10 +189,12 @@ def find_layers(model: nn.Module) -> LayerHandles:
             f"model {type(model).__name__}: the number of attention heads could not be read from "
             f"{self_path} or config.num_attention_heads"
         )
-    # nn.Linear, or an adapter around one (LoRA): linear_weight gives the weight it applies.
+    # A LoRA layer around a projection counts: hooks read what it outputs, full_weight what it applies.
     values = tuple(v if is_linear(v) else None for v in (_get(layer, value_path) for layer in layers))
     outputs = tuple(o if is_linear(o) else None for o in (_get(layer, out_path) for layer in layers))
-    return LayerHandles(family, word, embeddings, tuple(layers), values, outputs, int(heads))
+    kv = getattr(getattr(model, "config", None), "num_key_value_heads", None) if family == "llama" else None
+    kv = kv if isinstance(kv, int) and kv >= 1 and heads % kv == 0 else heads
+    return LayerHandles(family, word, embeddings, tuple(layers), values, outputs, int(heads), int(kv))
 
 
 # -- keeping the training run untouched -------------------------------------------------------
@@ -588,8 +611,8 @@ class NormHooks:
         self.handles = find_layers(model)
         missing = [i for i, (v, o) in enumerate(zip(self.handles.values, self.handles.outputs)) if v is None or o is None]
         if missing:
-            paths = ("attention.self.value and attention.output.dense" if self.handles.family == "bert"
-                     else "attention.v_lin and attention.out_lin")
+            paths = {"bert": "attention.self.value and attention.output.dense", "llama": "self_attn.v_proj and "
+                     "self_attn.o_proj"}.get(self.handles.family, "attention.v_lin and attention.out_lin")
             raise ValueError(
                 f"model {type(model).__name__}: layers {missing} have no {paths} (nn.Linear); attention norms "
                 f"support {_SUPPORTED} with those projections"
@@ -607,8 +630,8 @@ class NormHooks:
 
         def hook(_module, _inputs, output):
             with torch.no_grad():
-                v = output.detach().float()
-                self.fnorms[index] = _head_norms(v, linear_weight(w_out).detach().float(), heads)
+                v = self.handles.per_head(output.detach().float())
+                self.fnorms[index] = _head_norms(v, full_weight(w_out).to(v.device), heads)
                 if self.keep_values:
                     self.values[index] = v.clone()
         return hook
@@ -732,7 +755,7 @@ def norm_maps(
             d = v.shape[-1] // heads
             vh = v[0].reshape(t, heads, d).transpose(0, 1)  # (heads, tokens, d)
             context = a @ vh  # sum_j alpha_ij v_j per head
-            w = linear_weight(o).detach().float()
+            w = full_weight(o).to(context.device)
             mixed.append(torch.stack([
                 torch.linalg.vector_norm(context[h] @ w[:, h * d : (h + 1) * d].T, dim=-1) for h in range(heads)
             ]))

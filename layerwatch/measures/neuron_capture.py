@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model_utils import eager_attention, is_linear, kept_modes, model_device, model_inputs, own_precision, to_numpy
+from ..model_utils import eager_attention, kept_modes, model_device, model_inputs, own_precision, to_numpy
+from ..sharding import is_linear
 
 __all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
 
@@ -37,7 +38,8 @@ def _projection_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
     for module in model.modules():
         for q_name, k_name in _PROJECTIONS:
             q, k = getattr(module, q_name, None), getattr(module, k_name, None)
-            if is_linear(q) and is_linear(k):  # nn.Linear, or an adapter around one (LoRA)
+            # A LoRA layer around a projection counts: the hooks read what it outputs.
+            if is_linear(q) and is_linear(k):
                 pairs.append((q, k))
                 break
     if not pairs:
@@ -72,7 +74,9 @@ def query_key_capture(
     whatever wraps ``forward``; the model's attention implementation and each module's
     training mode are restored afterwards). Hooks are
     registered in ``try`` and removed in ``finally``. Only the example's real tokens are
-    kept, so ``softmax(attention_scores(q, k))`` equals ``attention``.
+    kept, so ``softmax(attention_scores(q, k))`` equals ``attention``. The hooks read the
+    projections' outputs, never their weights, so a sharded model (FSDP, ZeRO-3) works
+    when every rank calls this function with it, as its forward pass needs.
 
     Args:
         model: A supported transformers model (see :data:`SUPPORTED_ATTENTION`).
