@@ -34,6 +34,7 @@ from .pipeline import Pipeline
 from .snapshot import Snapshot, SnapshotKey
 from .splits import prepare_splits
 from .store import RunStore
+from .text import clean_text, text_allowed
 from .trainer_log import TrainerLog
 
 logger = logging.getLogger("layerwatch")
@@ -240,16 +241,29 @@ class Monitor:
         }
 
     def _store_texts(self) -> None:
-        texts_wanted = getattr(self.config, "report_text", True)
-        if not texts_wanted:
+        """Each split's texts, once (``texts/<split>.json``), as :mod:`layerwatch.text` rules:
+        none at all with ``report_text=False``; otherwise with what UTF-8 cannot encode
+        replaced, said once for the whole run."""
+        if not text_allowed(self.config):
             return
         column = getattr(self.config, "text_column", None)
+        replaced: dict[str, int] = {}
         for s in self.splits.values():
             texts = s.texts(column)
             if texts is None:
                 texts = _decode(self.context.get("tokenizer"), s)
             if texts is not None:
-                self.store.save_texts(s.name, s.indices, texts)
+                clean = [clean_text(t) for t in texts]
+                changed = sum(a != b for a, b in zip(clean, texts))
+                if changed:
+                    replaced[s.name] = changed
+                self.store.save_texts(s.name, s.indices, clean)
+        if replaced:
+            logger.warning(
+                "layerwatch: %s hold characters UTF-8 cannot encode (lone surrogates, as reading a file with "
+                "errors='surrogateescape' leaves); they are stored and shown with U+FFFD in their place",
+                ", ".join(f"{n} text(s) of split {s!r}" for s, n in replaced.items()),
+            )
 
     def _start_integrations(self) -> None:
         """TensorBoard, W&B and MLflow, as ``report_to`` and ``tensorboard=`` ask (main process)."""
