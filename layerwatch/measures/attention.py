@@ -370,6 +370,15 @@ class Attention(Measurement):
                         "snapshots": [i for i, _ in with_qk],
                     }
                 examples.append(example)
+            damaged = sorted({(int(s), int(l)) for ex in examples
+                              for s, l in np.argwhere(~np.isfinite(ex["maps"]).all(axis=(2, 3, 4)))})
+            if damaged:
+                shown = ", ".join(f"layer {l + 1} at {stored[s][0].title}" for s, l in damaged[:6])
+                logger.warning(
+                    "layerwatch: the attention weights of %s hold NaN or infinity for some of the examples (the "
+                    "forward pass overflowed there, as in half precision); %s marks those layers and draws the rest",
+                    shown + (", ..." if len(damaged) > 6 else ""), HEAD_VIEW,
+                )
             html = head_view_html(examples, [k.title for k, _ in stored], title=f"layerwatch: attention heads ({split})")
             ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
             return
