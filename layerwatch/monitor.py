@@ -150,6 +150,8 @@ class Monitor:
                 )
             self.run_id = info.get("run_id", self.run_id)
             store.write_run({**info, **self.run_info(model), "run_id": self.run_id})
+            if not text_allowed(self.config):
+                self._store_texts()  # removes the texts a run with report_text=True stored
             self._start_back_half(restore_up_to=global_step)
             return
         if store.holds_run():
@@ -245,6 +247,9 @@ class Monitor:
         none at all with ``report_text=False``; otherwise with what UTF-8 cannot encode
         replaced, said once for the whole run."""
         if not text_allowed(self.config):
+            for s in self.splits.values():  # a run resumed with report_text=False keeps none either
+                if self.store.remove_texts(s.name):
+                    logger.warning("layerwatch: report_text=False: removed the texts of split %r stored earlier", s.name)
             return
         column = getattr(self.config, "text_column", None)
         replaced: dict[str, int] = {}

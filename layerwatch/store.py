@@ -330,6 +330,14 @@ class RunStore:
         path = os.path.join(self.root, "texts", check_split_name(split) + ".json")
         self.write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
 
+    def remove_texts(self, split: str) -> bool:
+        """Remove ``texts/<split>.json`` (a run resumed with ``report_text=False``); True if it was there."""
+        path = os.path.join(self.root, "texts", check_split_name(split) + ".json")
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            return True
+        return False
+
     def load_texts(self, split: str) -> dict[int, str]:
         """``{dataset row: text}`` of ``split`` (empty when no texts were stored)."""
         path = os.path.join(self.root, "texts", check_split_name(split) + ".json")

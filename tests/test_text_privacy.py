@@ -197,3 +197,21 @@ def test_every_text_writer_replaces_what_utf8_cannot_encode(tmp_path):
     assert "z\ufffd" in page
     assert text_of("w\udcff") == "w\ufffd"
     torch.manual_seed(0)  # (keeps this file's tests independent of order)
+
+
+def test_a_run_resumed_with_report_text_false_removes_the_texts_stored_before(tmp_path):
+    from layerwatch.snapshot import SnapshotKey
+
+    tok = _tokenizer()
+    train = _dataset(tok, 16, 0)
+    model = tiny_bert().eval()
+    first = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False)
+    first.setup(model)
+    first.snapshot(model, SnapshotKey(0))
+    assert RunStore(tmp_path / "lw").load_texts("train")
+    again = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, report_text=False)
+    again.setup(model, global_step=2)
+    again.snapshot(model, SnapshotKey(1, 2))
+    assert not (tmp_path / "lw" / "texts" / "train.json").exists()
+    assert _hits(tmp_path / "lw", _pieces()) == []
+    assert RunInfo.from_store(tmp_path / "lw").texts("train") == {}
