@@ -251,10 +251,13 @@ def test_labels_and_tokens_of_torch_and_numpy_formatted_datasets_equal_the_plain
     column = {"int": "labels", "float": "score", "str": "name"}[kind]
     rows["score"] = [i / 7 for i in range(16)]
     rows["name"] = ["pos" if l else "neg" for l in rows["labels"]]
+    # Sentence pairs: token types that change the vectors, read like the other inputs.
+    rows["token_type_ids"] = [[0] * (sum(m) // 2) + [1] * (len(m) - sum(m) // 2) for m in rows["attention_mask"]]
     splits = _formats(rows)
     watch = LayerwatchCallback(splits, tmp_path / "lw", method="pca", progress=False, label_column=column,
                                max_samples=12)
-    make_trainer(tiny_bert(), Dataset.from_dict(toy_rows(16)), [watch], tmp_path / "t", epochs=1).train()
+    # The Trainer trains on the torch-formatted split itself, as users prepare it.
+    make_trainer(tiny_bert(), splits["torch"], [watch], tmp_path / "t", epochs=1).train()
     store = RunStore(tmp_path / "lw")
     assert store.read_run()["labels"]["source"] == kind
     assert sorted(store.splits()) == sorted(splits)
