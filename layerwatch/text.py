@@ -1,7 +1,7 @@
 """The rows' text in the run's files: one rule for every file, page, picture and export.
 
-Two settings decide what of a monitored row's text reaches the run directory and the
-tools it is sent to; every writer asks this module, none decides for itself.
+``report_text`` decides what of a monitored row's text reaches the run directory and
+the tools it is sent to; every writer asks this module, none decides for itself.
 
 ``report_text=True`` (the default): texts (``texts/<split>.json``, the report page, the
 TensorBoard projector's metadata, W&B tables) and tokens (the attention examples' and
@@ -11,10 +11,12 @@ surrogate such as ``"\\udcff"``, which reading a file with ``errors="surrogatees
 leaves in a string) becomes U+FFFD (``"\\ufffd"``), by :func:`clean_text`.
 
 ``report_text=False`` (data that must not leave the machine): nothing the run writes
-carries a row's text or its tokens. No texts are stored or decoded; tokens are never
-turned into strings, and no token ids are kept. In their place:
+carries a row's text or its tokens. No texts are stored or decoded (the report page, the
+projector's metadata and the W&B rows table have none); tokens are never turned into
+strings, and no token ids are kept. In their place:
 
-* a row is named by its dataset index, ``#123`` (:func:`row_name`; pages and titles);
+* a row is named by its split and dataset index (``validation row 12``; the ``row``
+  column of the integrations' tables);
 * a token by its position in the row, ``t0 t1 t2 ...`` (:func:`position_names`): the
   head view's token columns, the neuron view, the conductance heatmaps' ticks and the
   coloured sentence under them.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["REPLACEMENT", "clean_text", "position_names", "row_name", "shown_tokens", "text_allowed"]
+__all__ = ["REPLACEMENT", "clean_text", "position_names", "shown_tokens", "text_allowed"]
 
 REPLACEMENT = "\ufffd"
 
@@ -45,11 +47,6 @@ def text_allowed(config: Any) -> bool:
         return True
     value = config.get("report_text", True) if isinstance(config, Mapping) else getattr(config, "report_text", True)
     return value is not False
-
-
-def row_name(row: int) -> str:
-    """How a row is named where its text may not be shown: ``#<dataset index>``."""
-    return f"#{int(row)}"
 
 
 def position_names(n: int) -> list[str]:
