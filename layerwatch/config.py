@@ -261,8 +261,7 @@ class LayerwatchConfig:
         check_choice("on_error", self.on_error, ON_ERROR)
         check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
         check_choice("precision", self.precision, PRECISIONS)
-        if isinstance(self.attention_examples, (list, tuple)):
-            object.__setattr__(self, "attention_examples", tuple(self.attention_examples))
+        object.__setattr__(self, "attention_examples", check_rows("attention_examples", self.attention_examples))
         if self.attention_split is not None and not isinstance(self.attention_split, str):
             raise ValueError(f"attention_split={self.attention_split!r} must be a split name or None")
         check_positive_int("attribution_steps", self.attribution_steps)
@@ -270,8 +269,7 @@ class LayerwatchConfig:
             raise ValueError(f"attribution_steps={self.attribution_steps} must be at least 2 (32 is usual)")
         check_positive_int("attribution_batch_size", self.attribution_batch_size)
         check_choice("attribution_target", self.attribution_target, ("label", "prediction"))
-        if isinstance(self.attribution_examples, (list, tuple)):
-            object.__setattr__(self, "attribution_examples", tuple(self.attribution_examples))
+        object.__setattr__(self, "attribution_examples", check_rows("attribution_examples", self.attribution_examples))
         for name in ("attention", "attribution"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
@@ -371,6 +369,42 @@ def check_positive_int(name: str, value: Any, hint: str = "") -> int:
         extra = f" {hint}" if hint else ""
         raise ValueError(f"{name}={value!r} must be a positive integer{extra}")
     return int(value)
+
+
+def check_rows(name: str, value: Any) -> int | tuple[int, ...]:
+    """A setting that picks rows (``attention_examples``, ``attribution_examples``): a
+    positive count, or dataset row indices (a list, tuple, range, set, or a 1-d integer
+    array or tensor) as a tuple of ints.
+
+    Raises:
+        ValueError: naming the setting, the value and what is allowed; a string (whose
+            characters would otherwise be read as rows: ``"12"`` as rows 1 and 2) included.
+    """
+    allowed = f"pass a count ({name}=3) or a list of dataset rows ({name}=[3, 12])"
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name}={value!r} is a string; {allowed}")
+    if isinstance(value, bool) or value is None or isinstance(value, (float, dict)):
+        raise ValueError(f"{name}={value!r} is not a count or a list of rows; {allowed}")
+    if isinstance(value, (int, np.integer)):
+        if value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive count or a list of dataset rows; {allowed}")
+        return int(value)
+    if getattr(value, "ndim", 1) == 0:  # a 0-d array or tensor: a count
+        return check_rows(name, value.item())
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=lambda v: (not isinstance(v, (int, np.integer)), str(v)))
+    try:
+        rows = list(value.tolist() if hasattr(value, "tolist") and hasattr(value, "ndim") else value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} is not a count or a list of rows; {allowed}") from None
+    for r in rows:
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
+            raise ValueError(f"{name}={value!r} holds {r!r}, which is not a row index (an integer); {allowed}")
+        if r < 0:
+            raise ValueError(f"{name}={value!r} holds the negative row {r}; dataset rows count from 0")
+    if not rows:
+        raise ValueError(f"{name}={value!r} names no row; {allowed}")
+    return tuple(int(r) for r in rows)
 
 
 def check_output_dir(path: str) -> None:

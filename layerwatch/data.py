@@ -51,17 +51,43 @@ def num_rows(dataset: Any) -> int:
     return len(dataset)
 
 
+def plain(value: Any) -> Any:
+    """A value read from a dataset as plain Python: the one normalisation of every cell read.
+
+    A dataset hands out the same label or token row in many forms, by its format
+    (``with_format("torch")``, ``"numpy"``, a dict of tensors or arrays): a 0-d tensor of
+    any dtype (``torch.tensor(1)``, bfloat16, bool), a numpy scalar (``np.int64(1)``,
+    ``np.str_("a")``), a 0-d array, or a tensor or array row. Each becomes what the plain
+    format gives: a Python ``int``/``float``/``bool``/``str``, or a (nested) list for a
+    row. Anything else is returned as it is.
+    """
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and hasattr(value, "ndim"):  # torch tensors, numpy arrays and scalars (and alike)
+        return tolist()
+    return value
+
+
+def plain_column(column: Any) -> list:
+    """A whole column (a list, a datasets ``Column``, a 1-d tensor or array) as a list of :func:`plain` values."""
+    tolist = getattr(column, "tolist", None)
+    if callable(tolist) and hasattr(column, "ndim"):
+        out = tolist()  # one call for a whole tensor or array column
+        return out if isinstance(out, list) else [out]
+    return [plain(v) for v in column]
+
+
 def get_column(dataset: Any, name: str, indices: Sequence[int] | None = None) -> list:
-    """One column as a list, optionally restricted to ``indices`` (in that order)."""
+    """One column as a list of plain Python values (:func:`plain`), optionally restricted
+    to ``indices`` (in that order)."""
     if isinstance(dataset, dict):
         col = dataset[name]
-        return [col[i] for i in indices] if indices is not None else list(col)
+        return [plain(col[int(i)]) for i in indices] if indices is not None else plain_column(col)
     if indices is not None:
         if hasattr(dataset, "select"):
-            return list(dataset.select(list(map(int, indices)))[name])
+            return plain_column(dataset.select(list(map(int, indices)))[name])
         col = dataset[name]
-        return [col[i] for i in indices]
-    return list(dataset[name])
+        return [plain(col[int(i)]) for i in indices]
+    return plain_column(dataset[name])
 
 
 def resolve_label_column(dataset: Any, label_column: str | None, split: str = "") -> str:

@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .data import plain
+
 _DEFAULT_HEAD_NAME = re.compile(r"^LABEL_\d+$")
 
 
@@ -43,12 +45,12 @@ def classify(raw: Sequence[Any], split: str = "", column: str = "labels") -> tup
             types.
     """
     where = _where(split)
-    values = list(raw)
+    values = [plain(v) for v in raw]  # 0-d tensors, numpy scalars: as the plain format gives them
     if not values:
         return "int", []
     strings = numbers_ = 0
     for i, v in enumerate(values):
-        if isinstance(v, (list, tuple, np.ndarray)) or (hasattr(v, "shape") and getattr(v, "ndim", 0) > 0):
+        if isinstance(v, (list, tuple, np.ndarray)):
             raise ValueError(
                 f"{where}: column {column!r} holds multi-label rows (row {i} is {v!r}); layerwatch colours each "
                 "point by one label: add a column with one label per row and pass label_column= its name"

@@ -34,6 +34,7 @@ from .pipeline import Pipeline
 from .snapshot import Snapshot, SnapshotKey
 from .splits import prepare_splits
 from .store import RunStore
+from .text import clean_text, text_allowed
 from .trainer_log import TrainerLog
 
 logger = logging.getLogger("layerwatch")
@@ -194,6 +195,8 @@ class Monitor:
                 )
             self.run_id = info.get("run_id", self.run_id)
             store.write_run({**info, **self.run_info(model), "run_id": self.run_id})
+            if not text_allowed(self.config):
+                self._store_texts()  # removes the texts a run with report_text=True stored
             self._start_back_half(restore_up_to=global_step)
             return
         if store.holds_run():
@@ -287,16 +290,32 @@ class Monitor:
         }
 
     def _store_texts(self) -> None:
-        texts_wanted = getattr(self.config, "report_text", True)
-        if not texts_wanted:
+        """Each split's texts, once (``texts/<split>.json``), as :mod:`layerwatch.text` rules:
+        none at all with ``report_text=False``; otherwise with what UTF-8 cannot encode
+        replaced, said once for the whole run."""
+        if not text_allowed(self.config):
+            for s in self.splits.values():  # a run resumed with report_text=False keeps none either
+                if self.store.remove_texts(s.name):
+                    logger.warning("layerwatch: report_text=False: removed the texts of split %r stored earlier", s.name)
             return
         column = getattr(self.config, "text_column", None)
+        replaced: dict[str, int] = {}
         for s in self.splits.values():
             texts = s.texts(column)
             if texts is None:
                 texts = _decode(self.context.get("tokenizer"), s)
             if texts is not None:
-                self.store.save_texts(s.name, s.indices, texts)
+                clean = [clean_text(t) for t in texts]
+                changed = sum(a != b for a, b in zip(clean, texts))
+                if changed:
+                    replaced[s.name] = changed
+                self.store.save_texts(s.name, s.indices, clean)
+        if replaced:
+            logger.warning(
+                "layerwatch: %s hold characters UTF-8 cannot encode (lone surrogates, as reading a file with "
+                "errors='surrogateescape' leaves); they are stored and shown with U+FFFD in their place",
+                ", ".join(f"{n} text(s) of split {s!r}" for s, n in replaced.items()),
+            )
 
     def _start_integrations(self) -> None:
         """TensorBoard, W&B and MLflow, as ``report_to`` and ``tensorboard=`` ask (main process)."""

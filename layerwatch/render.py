@@ -21,6 +21,10 @@ ERROR_MARKER = "X"
 # A legend longer than this would cover the panels: the largest classes are named, the
 # others counted in one entry.
 MAX_LEGEND = 20
+# Longer class names are shortened in the middle in the legend; the legend takes at most
+# this share of the frame's height before its font shrinks.
+MAX_LEGEND_CHARS = 40
+MAX_LEGEND_HEIGHT = 0.3
 
 
 def class_name(c: int, label_names: Sequence[str] | None) -> str:
@@ -109,6 +113,7 @@ def draw_frame(
     colors = class_colors(max(n_colors, 1))
     err = np.asarray(errors, dtype=bool) if errors is not None else None
     mappable = None
+    bottom_in = 0.0
     for j in range(n):
         ax = fig.add_subplot(rows, cols, j + 1)
         xy = layouts[j]
@@ -149,11 +154,59 @@ def draw_frame(
             handles.append(Line2D([], [], linestyle="", label=f"+ {n_colors - len(shown)} more classes"))
         if err is not None:
             handles.append(Line2D([], [], linestyle="", marker=ERROR_MARKER, color="grey", markeredgecolor="black", label="misclassified"))
-        legend = fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
-        for text in legend.get_texts():
-            plain(text)
-    fig.subplots_adjust(left=0.03, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(), hspace=0.3, wspace=0.08)
+        for h in handles:
+            h.set_label(_short(h.get_label()))
+        bottom_in = place_legend(fig, handles) + 0.15
+    fig.subplots_adjust(left=0.03, right=0.97, top=1 - 0.8 / fig.get_figheight(), bottom=max(0.45, bottom_in) / fig.get_figheight(),
+                        hspace=0.3, wspace=0.08)
     return fig
+
+
+def _short(name: str, limit: int = MAX_LEGEND_CHARS) -> str:
+    """``name``, or its start and end around an ellipsis when longer than ``limit`` (names
+    that differ at the end, "... number 1" and "... number 2", stay apart)."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return name[:head] + "\u2026" + name[len(name) - (limit - 1 - head):]
+
+
+def _renderer(fig: Figure):
+    canvas = fig.canvas
+    if not hasattr(canvas, "get_renderer"):  # a bare Figure: measure text as the saved PNG will
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+    return canvas.get_renderer()
+
+
+def place_legend(fig: Figure, handles: Sequence[Any]) -> float:
+    """The figure's legend, under the panels and inside the figure, never over a panel.
+
+    As many columns as the figure's width holds (measured, not guessed), in the largest
+    font of 9, 8 or 7 points whose legend takes at most :data:`MAX_LEGEND_HEIGHT` of the
+    figure; the caller moves the panels up by the height returned.
+
+    Returns:
+        The legend's height in inches.
+    """
+    renderer = _renderer(fig)
+    width, height = fig.bbox.width, fig.bbox.height
+    legend = None
+    for size in (9, 8, 7):
+        for ncol in range(min(len(handles), 10), 0, -1):
+            if legend is not None:
+                legend.remove()
+            legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+                                frameon=False, fontsize=size, borderaxespad=0.2)
+            for text in legend.get_texts():
+                plain(text)
+            box = legend.get_window_extent(renderer)
+            if box.width <= 0.98 * width:
+                break
+        if box.height <= MAX_LEGEND_HEIGHT * height:
+            break
+    return float(box.height / fig.dpi)
 
 
 def legend_classes(labels: np.ndarray, n_classes: int, limit: int = MAX_LEGEND) -> list[int]:

@@ -74,6 +74,7 @@ import numpy as np
 from .config import parse_layers
 from .pages import asset, render_page
 from .store import RunStore, atomic_write_text
+from .text import text_allowed
 
 __all__ = ["add_report_command", "collect_report", "read_texts", "report_html", "write_report"]
 
@@ -333,7 +334,8 @@ def collect_report(
         root: The run directory (a LayerwatchCallback's ``output_dir``).
         splits: Splits to show (default: every split with layouts).
         layers: Hidden-state indices to show (default: every laid-out layer).
-        texts: Put the rows' texts in the page; False leaves them out entirely.
+        texts: Put the rows' texts in the page; False leaves them out entirely (as does a
+            run trained with ``report_text=False``, whatever ``texts`` says).
         sections: Extra sections, ``{"title", "text", "images", "links"}`` each.
 
     Raises:
@@ -348,8 +350,9 @@ def collect_report(
     extra = _check_sections(sections)
     chosen = _choose_splits(store, splits)
     split_data, columns = [], {}
+    texts = bool(texts) and text_allowed(info.get("config"))
     for split in chosen:
-        data, columns[split] = _collect_split(store, split, layers, bool(texts))
+        data, columns[split] = _collect_split(store, split, layers, texts)
         split_data.append(data)
     config = info.get("config") or {}
     label_names = info.get("label_names")

@@ -43,6 +43,7 @@ import numpy as np
 
 from .config import check_split_name, is_split_name
 from .snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
+from .text import clean_text
 
 __all__ = [
     "DamagedFileError", "RunStore", "Snapshot", "SnapshotKey", "atomic_write", "atomic_write_text",
@@ -106,8 +107,22 @@ def atomic_write(path: str, write: Callable[[Any], Any]) -> None:
         raise
 
 
+def encode_text(text: str, path: str = "") -> bytes:
+    """``text`` as UTF-8; what UTF-8 cannot encode (lone surrogates) becomes U+FFFD, with a
+    warning, rather than failing the write (see :mod:`layerwatch.text`)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        logger.warning(
+            "layerwatch: %s holds characters UTF-8 cannot encode (lone surrogates); written with U+FFFD in their place",
+            path or "a text file",
+        )
+        return clean_text(text).encode("utf-8")
+
+
 def atomic_write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    data = encode_text(text, path)
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -193,7 +208,7 @@ class RunStore:
         return path
 
     def write_text(self, path: str, text: str) -> str:
-        return self.write_bytes(path, text.encode("utf-8"))
+        return self.write_bytes(path, encode_text(text, path))
 
     def _record(self, path: str) -> None:
         """Note ``path`` in the manifest of files layerwatch wrote (``overwrite`` removes these)."""
@@ -311,9 +326,17 @@ class RunStore:
     # -- texts -------------------------------------------------------------------
     def save_texts(self, split: str, indices: Sequence[int], texts: Sequence[str]) -> None:
         """The monitored rows' texts, once per split (``texts/<split>.json``)."""
-        data = {"indices": [int(i) for i in indices], "texts": [str(t) for t in texts]}
+        data = {"indices": [int(i) for i in indices], "texts": [clean_text(t) for t in texts]}
         path = os.path.join(self.root, "texts", check_split_name(split) + ".json")
         self.write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
+
+    def remove_texts(self, split: str) -> bool:
+        """Remove ``texts/<split>.json`` (a run resumed with ``report_text=False``); True if it was there."""
+        path = os.path.join(self.root, "texts", check_split_name(split) + ".json")
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            return True
+        return False
 
     def load_texts(self, split: str) -> dict[int, str]:
         """``{dataset row: text}`` of ``split`` (empty when no texts were stored)."""

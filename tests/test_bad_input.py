@@ -148,3 +148,38 @@ def test_sharded_training_without_the_wrapped_model_fails_with_a_message(tmp_pat
     with pytest.raises(ValueError, match=r"shards the model \(fsdp\).*watch\.attach\(trainer\)"):
         watch.on_train_begin(args, state, None, model=tiny_bert())
     assert not (tmp_path / "lw" / "embeddings").exists()
+
+
+# -- settings that pick rows: one validator, at construction -------------------------------------------
+
+@pytest.mark.parametrize("name", ["attention_examples", "attribution_examples"])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("3", r"='3' is a string; pass a count \(\w+=3\) or a list of dataset rows"),
+        ("12", r"='12' is a string"),
+        (b"1", r"=b'1' is a string"),
+        (["3", "12"], r"holds '3', which is not a row index"),
+        ([1.5], r"holds 1.5, which is not a row index"),
+        ([True, 2], r"holds True, which is not a row index"),
+        ([[1, 2]], r"holds \[1, 2\], which is not a row index"),
+        ([-1], r"holds the negative row -1"),
+        ([], r"names no row"),
+        (0, r"=0 must be a positive count"),
+        (2.0, r"=2.0 is not a count or a list of rows"),
+        (None, r"=None is not a count or a list of rows"),
+        ({"rows": [1]}, r"is not a count or a list of rows"),
+    ],
+)
+def test_row_settings_refuse_what_is_not_a_count_or_rows_when_built(tmp_path, name, value, message):
+    with pytest.raises(ValueError, match=rf"{name}.*{message}"):
+        LayerwatchCallback({"train": toy_dataset(12)}, tmp_path / "lw", attention=True, attribution=True, **{name: value})
+
+
+@pytest.mark.parametrize("value, rows", [(3, 3), ([4, 1], (4, 1)), ((2,), (2,)), (range(1, 3), (1, 2)),
+                                         ({5, 2}, (2, 5)), (np.array([3, 7]), (3, 7)), (np.int64(2), 2)])
+def test_row_settings_accept_counts_and_every_sequence_of_rows(value, rows):
+    from layerwatch.config import LayerwatchConfig
+
+    for name in ("attention_examples", "attribution_examples"):
+        assert getattr(LayerwatchConfig(**{name: value}), name) == rows

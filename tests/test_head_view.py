@@ -215,3 +215,69 @@ def test_unsupported_models_are_named():
 def test_capture_takes_one_example():
     with pytest.raises(ValueError, match=r"input_ids has shape \(2, 3\); expected \(T,\) or \(1, T\)"):
         query_key_capture(tiny_bert(), torch.ones((2, 3), dtype=torch.long), torch.ones((2, 3)))
+
+
+# -- a damaged layer: the page stays, the layer is marked, the cause is named ---------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_layer_is_marked_and_the_rest_of_the_page_kept(bad):
+    ex = example(n=4, snapshots=3)
+    ex["maps"][1, 1, 2, 0, 3] = bad  # one weight of layer 2 at snapshot 1
+    data = head_view_data([ex, example(n=3, snapshots=3, seed=1)], ["a", "b", "c"])
+    assert data["examples"][0]["damaged"] == [[1, 1]] and data["examples"][1]["damaged"] == []
+    levels = np.frombuffer(base64.b64decode(data["examples"][0]["maps"]), dtype=np.uint8).reshape(3, 2, 3, 4, 4)
+    assert (levels[1, 1] == 0).all()  # the damaged layer draws no line
+    healthy = np.ones(levels.shape[:2], dtype=bool)
+    healthy[1, 1] = False
+    np.testing.assert_array_equal(levels[healthy], quantise_maps(np.nan_to_num(ex["maps"]))[healthy])  # the rest as stored
+    assert "holds non-finite attention weights" in head_view_html([ex], ["a", "b", "c"])
+
+
+def test_a_non_finite_query_or_key_vector_marks_its_layer_too():
+    nd = neuron(snapshots=[1])
+    nd["q"][0, 0, 1, 2, 3] = np.nan  # layer 1 at snapshot 1
+    data = head_view_data([example(neuron=nd)], ["a", "b"])
+    assert data["examples"][0]["damaged"] == [[1, 0]]
+    q = np.frombuffer(base64.b64decode(data["examples"][0]["neuron"]["q"]), dtype="<f4").reshape(1, 2, 3, 5, 4)
+    assert np.isfinite(q).all() and (q[0, 0] == 0).all()
+    np.testing.assert_array_equal(q[0, 1], nd["q"][0, 1].astype(np.float32))
+
+
+def test_weights_outside_zero_one_are_still_refused_naming_the_values():
+    ex = example()
+    ex["maps"][0, 0, 0, 0, 0] = 3.0
+    with pytest.raises(ValueError, match=r"holds values outside \[0, 1\] \(from .* to 3\); pass attention probabilities"):
+        head_view_data([ex], ["a", "b"])
+
+
+def test_a_nan_layer_in_training_keeps_the_head_view_and_names_the_true_cause(tmp_path, caplog):
+    import logging
+
+    from conftest import toy_dataset
+
+    from layerwatch import LayerwatchCallback
+    from layerwatch.snapshot import SnapshotKey
+
+    model = tiny_bert().eval()
+    watch = LayerwatchCallback({"train": toy_dataset(16)}, tmp_path / "lw", method="pca", progress=False,
+                               attention=True, attention_examples=2, precision="fp32")
+    watch.setup(model)
+    watch.snapshot(model, SnapshotKey(0))
+
+    query = model.bert.encoder.layer[1].attention.self.query.weight
+    saved = query.detach().clone()
+    with torch.no_grad():
+        query[0, 0] = float("nan")  # layer 2 overflowed: its scores, weights and output are NaN
+    try:
+        with caplog.at_level(logging.WARNING, logger="layerwatch"):
+            watch.snapshot(model, SnapshotKey(1))
+    finally:
+        with torch.no_grad():
+            query.copy_(saved)
+    page = (tmp_path / "lw" / "attention_head_view.html").read_text(encoding="utf-8")
+    data = json.loads(page.split('id="layerwatch-data">')[1].split("</script>")[0])
+    assert data["snapshots"] == ["epoch 0", "epoch 1"]
+    assert [ex["damaged"] for ex in data["examples"]] == [[[1, 1]], [[1, 1]]]
+    messages = [r.message for r in caplog.records]
+    assert any("hold NaN or infinity" in m and "layer 2 at epoch 1" in m for m in messages), messages
+    assert not any("outside [0, 1]" in m for m in messages)

@@ -161,3 +161,18 @@ def test_a_screenshot_is_not_blank(tmp_path, page_of, examples):
     # Coloured lines, not only black text on white.
     saturation = pixels.max(-1) - pixels.min(-1)
     assert (saturation > 0.3).mean() > 0.001
+
+
+def test_a_damaged_layer_is_named_where_it_is_shown_and_the_others_drawn(page_of, examples):
+    examples[0]["maps"][1, 1, :, :, :] = np.nan  # layer 2 at epoch 1
+    page, log = page_of(examples)
+    assert page.eval_on_selector_all("#layer option", "els => els.map(e => e.textContent)") == [
+        "layer 1", "layer 2 (non-finite)"]
+    choose(page, 0, 1, 0, 1)
+    assert "Layer 2 holds non-finite attention weights" in page.text_content("#damaged")
+    assert lines(page) == []
+    choose(page, 0, 1, 0, 2)  # the same layer at another snapshot, and another layer, are drawn
+    assert page.text_content("#damaged") == "" and lines(page)
+    choose(page, 0, 0, 0, 1)
+    assert page.text_content("#damaged") == "" and lines(page)
+    assert log.console_errors == [] and log.page_errors == []

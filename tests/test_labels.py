@@ -222,3 +222,81 @@ def test_class_label_names_name_integer_labels(tmp_path):
     ds = Dataset.from_dict(toy_rows(12), features=features)
     watch = LayerwatchCallback({"train": ds}, tmp_path / "lw")
     assert watch.check_model(tiny_bert()).label_names == ["no", "yes"]
+
+
+# -- every form a dataset hands a label out in ----------------------------------------------------------
+
+def _formats(rows: dict) -> dict:
+    """The same rows as a plain Dataset, in torch and numpy format, and as dicts of tensors / arrays."""
+    ds = Dataset.from_dict(rows)
+
+    def column(values, as_tensor):
+        if isinstance(values[0], str):
+            return list(values) if as_tensor else np.array(values)
+        return torch.tensor(values) if as_tensor else np.array(values)
+
+    return {
+        "plain": ds,
+        "torch": ds.with_format("torch"),
+        "numpy": ds.with_format("numpy"),
+        "tensors": {k: column(v, True) for k, v in rows.items()},
+        "arrays": {k: column(v, False) for k, v in rows.items()},
+    }
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "str"])
+def test_labels_and_tokens_of_torch_and_numpy_formatted_datasets_equal_the_plain_ones(tmp_path, kind):
+    rows = toy_rows(16, num_labels=2, pad_to=16)  # padded: a dict of tensors needs one width
+    rows["text"] = [f"row {i} says {'yes' if i % 2 else 'no'}" for i in range(16)]
+    column = {"int": "labels", "float": "score", "str": "name"}[kind]
+    rows["score"] = [i / 7 for i in range(16)]
+    rows["name"] = ["pos" if l else "neg" for l in rows["labels"]]
+    # Sentence pairs: token types that change the vectors, read like the other inputs.
+    rows["token_type_ids"] = [[0] * (sum(m) // 2) + [1] * (len(m) - sum(m) // 2) for m in rows["attention_mask"]]
+    splits = _formats(rows)
+    watch = LayerwatchCallback(splits, tmp_path / "lw", method="pca", progress=False, label_column=column,
+                               max_samples=12)
+    # The Trainer trains on the torch-formatted split itself, as users prepare it.
+    make_trainer(tiny_bert(), splits["torch"], [watch], tmp_path / "t", epochs=1).train()
+    store = RunStore(tmp_path / "lw")
+    assert store.read_run()["labels"]["source"] == kind
+    assert sorted(store.splits()) == sorted(splits)
+    plain = store.load_snapshot("plain", SnapshotKey(1))
+    texts = store.load_texts("plain")
+    assert plain.labels.dtype == (np.float32 if kind == "float" else np.int64)
+    for name in splits:
+        snap = store.load_snapshot(name, SnapshotKey(1))
+        np.testing.assert_array_equal(snap.indices, plain.indices)
+        np.testing.assert_array_equal(snap.labels, plain.labels)  # the same ids (or float32 targets)
+        np.testing.assert_array_equal(snap.pooled, plain.pooled)  # the same tokens reached the model
+        assert store.load_texts(name) == texts
+    expected = np.asarray(rows[column])[plain.indices]
+    if kind == "str":
+        assert [store.read_run()["labels"]["names"][i] for i in plain.labels] == expected.tolist()
+    else:
+        np.testing.assert_allclose(plain.labels, expected.astype(np.float64), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "values, kind, plain",
+    [
+        ([torch.tensor(1), torch.tensor(0)], "int", [1, 0]),
+        ([torch.tensor(1, dtype=torch.int8), torch.tensor(2, dtype=torch.int32)], "int", [1, 2]),
+        ([torch.tensor(True), torch.tensor(False)], "int", [1, 0]),
+        ([torch.tensor(0.5, dtype=torch.bfloat16), torch.tensor(1.0, dtype=torch.float16)], "float", [0.5, 1.0]),
+        ([torch.tensor(2.0), torch.tensor(0.0, dtype=torch.float64)], "int", [2, 0]),
+        ([np.int64(1), np.uint8(0), np.array(2)], "int", [1, 0, 2]),
+        ([np.float32(0.25), np.array(0.5)], "float", [0.25, 0.5]),
+        ([np.str_("a"), "b", np.array("c")], "str", ["a", "b", "c"]),
+        (torch.tensor([1, 0, 1]), "int", [1, 0, 1]),  # a whole column as one tensor
+        (np.array([0.5, 1.5]), "float", [0.5, 1.5]),
+    ],
+)
+def test_every_scalar_form_of_a_label_is_read_as_its_plain_value(values, kind, plain):
+    assert classify(values) == (kind, plain)
+
+
+@pytest.mark.parametrize("row", [torch.tensor([1, 0]), np.array([1, 0]), [1, 0]])
+def test_a_row_of_several_labels_is_still_refused_in_every_form(row):
+    with pytest.raises(ValueError, match="holds multi-label rows"):
+        classify([row, row])

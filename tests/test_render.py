@@ -203,3 +203,46 @@ def test_label_and_split_names_with_dollar_signs_are_drawn_as_plain_text(frame):
     assert [t.get_text() for t in fig.legends[0].get_texts()][:3] == names
     assert all(not t.get_parse_math() for t in fig.legends[0].get_texts())
     assert fig._suptitle.get_text() == "val$ - epoch 1" and not fig._suptitle.get_parse_math()
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("panels", [1, 2, 7, 13])
+@pytest.mark.parametrize("n_classes, name", [(60, "class {}"), (12, "a rather long class name number {}"), (5, "c{}")])
+def test_the_legend_never_covers_a_panel_and_stays_in_the_figure(panels, n_classes, name):
+    rng = np.random.default_rng(0)
+    labels = np.arange(3 * n_classes) % n_classes
+    layouts = rng.normal(size=(panels, len(labels), 2))
+    errors = np.zeros(len(labels), dtype=bool)
+    errors[::7] = True
+    names = [name.format(i) for i in range(n_classes)]
+    fig = draw_frame(new_frame_figure(panels), layouts, labels, list(range(panels)), names, title="t", errors=errors)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    assert figure_png(fig)[:4] == b"\x89PNG"
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    canvas.draw()  # lay the texts out as the saved frame does
+    renderer = canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+    for ax in fig.axes:
+        assert not _overlaps(box, ax.get_window_extent(renderer)), (ax.get_title(), box, ax.get_window_extent())
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[-1] == "misclassified"
+    if n_classes > 20:
+        assert texts[-2].startswith("+ ") and texts[-2].endswith(" more classes")
+    else:
+        assert texts[:-1] == names
+
+
+def test_very_long_class_names_are_shortened_in_the_middle_and_stay_apart():
+    names = [f"{'a very long label describing the class ' * 3}number {i}" for i in range(4)]
+    labels = np.arange(12) % 4
+    fig = draw_frame(new_frame_figure(2), np.random.default_rng(0).normal(size=(2, 12, 2)), labels, [0, 1], names)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(set(texts)) == 4 and all(len(t) <= 40 and "\u2026" in t for t in texts)
+    assert [t.split("\u2026")[1] for t in texts] == [n[-(40 - 1 - 19):] for n in names]
+    assert all(t.endswith(f"number {i}") for i, t in enumerate(texts))

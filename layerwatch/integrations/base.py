@@ -21,6 +21,7 @@ import numpy as np
 
 from ..snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
 from ..store import DamagedFileError, RunStore
+from ..text import clean_text, text_allowed
 
 logger = logging.getLogger("layerwatch")
 
@@ -96,7 +97,10 @@ class RunInfo:
         return os.path.basename(os.path.normpath(os.path.abspath(self.store.root))) or "layerwatch"
 
     def texts(self, split: str) -> dict[int, str]:
-        """``{dataset row: text}`` of ``split`` (empty when none were stored or the file is damaged)."""
+        """``{dataset row: text}`` of ``split`` (empty when none were stored or the file is damaged,
+        and always with ``report_text=False``: see :mod:`layerwatch.text`)."""
+        if not text_allowed(self.config):
+            return {}
         if split not in self._texts:
             try:
                 self._texts[split] = self.store.load_texts(split)
@@ -252,7 +256,7 @@ def text_of(text: str | None) -> str:
     """A row's text on one line, cut to :data:`MAX_TEXT` characters (TSV files and table cells)."""
     if not text:
         return ""
-    one_line = " ".join(str(text).split())
+    one_line = " ".join(clean_text(text).split())
     return one_line if len(one_line) <= MAX_TEXT else one_line[: MAX_TEXT - 1] + "\u2026"
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from ..distributed import Part
 from ..film import Film, Frame
 from ..snapshot import SnapshotKey, epoch_value, sort_keys
+from ..text import clean_text, position_names, shown_tokens, text_allowed
 from .attention_stats import STATS, js_divergence, pattern_labels
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
@@ -147,6 +148,8 @@ class Attention(Measurement):
         tokenizer = self.context.get("tokenizer")
 
         def to_tokens(ids):
+            if not text_allowed(self.config):  # report_text=False: positions, never the tokens
+                return position_names(len(ids))
             if tokenizer is not None and hasattr(tokenizer, "convert_ids_to_tokens"):
                 return [str(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
             return [str(int(i)) for i in ids]
@@ -359,7 +362,7 @@ class Attention(Measurement):
                 n = int(stored[-1][1]["lengths"][r])
                 maps = np.stack([a["maps"][r, :, :, :n, :n].astype(np.float32) for _, a in stored])
                 label = names[int(labels[r])] if names and 0 <= int(labels[r]) < len(names) else str(labels[r])
-                example = {"tokens": [str(t) for t in stored[-1][1]["tokens"][r, :n]], "label": f"{split} row {int(rows[r])}: {label}", "maps": maps}
+                example = {"tokens": shown_tokens(stored[-1][1]["tokens"][r, :n], text_allowed(self.config)), "label": f"{split} row {int(rows[r])}: {label}", "maps": maps}
                 with_qk = [(i, a) for i, (_, a) in enumerate(stored) if "neuron_q" in a and r < len(a["neuron_q"])]
                 if with_qk:
                     example["neuron"] = {
@@ -368,6 +371,15 @@ class Attention(Measurement):
                         "snapshots": [i for i, _ in with_qk],
                     }
                 examples.append(example)
+            damaged = sorted({(int(s), int(l)) for ex in examples
+                              for s, l in np.argwhere(~np.isfinite(ex["maps"]).all(axis=(2, 3, 4)))})
+            if damaged:
+                shown = ", ".join(f"layer {l + 1} at {stored[s][0].title}" for s, l in damaged[:6])
+                logger.warning(
+                    "layerwatch: the attention weights of %s hold NaN or infinity for some of the examples (the "
+                    "forward pass overflowed there, as in half precision); %s marks those layers and draws the rest",
+                    shown + (", ..." if len(damaged) > 6 else ""), HEAD_VIEW,
+                )
             html = head_view_html(examples, [k.title for k, _ in stored], title=f"layerwatch: attention heads ({split})")
             ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
             return
@@ -452,7 +464,7 @@ def stored_example(root: str, example: int = 0, snapshot: int = -1) -> dict[str,
         snap = store.load_snapshot(split, key)
         return {
             "maps": arrays["maps"][example, :, :, :n, :n].astype(np.float32),
-            "tokens": [str(t) for t in arrays["tokens"][example, :n]],
+            "tokens": shown_tokens(arrays["tokens"][example, :n], text_allowed(store.read_run().get("config"))),
             "split": split, "row": int(snap.indices[int(arrays["positions"][example])]),
             "title": store.snapshot_key(split, key).title,
         }
@@ -477,7 +489,7 @@ def _cmd_attention(args) -> int:
     if args.bertviz:
         html = show_stored_in_bertviz(args.run_dir, args.example, args.snapshot, view=args.bertviz, html_action="return")
         with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(getattr(html, "data", str(html)))
+            fh.write(clean_text(getattr(html, "data", str(html))))
         print(f"bertviz {args.bertviz} view: {args.output}")
         return 0
     summary = heads_that_moved(store, top=args.top)

@@ -31,6 +31,7 @@ import numpy as np
 from ..distributed import Part
 from ..film import Film, Frame
 from ..snapshot import SnapshotKey, epoch_value
+from ..text import shown_tokens, text_allowed
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
@@ -224,9 +225,13 @@ class Attribution(Measurement):
                                batch_size=self.config.attribution_batch_size, baseline=base)
             maps = norm_maps(inner, ids, mask, types)
             token_ids = to_numpy(ids[0])
-            tokens = (tokenizer.convert_ids_to_tokens([int(i) for i in token_ids]) if tokenizer is not None
-                      and hasattr(tokenizer, "convert_ids_to_tokens") else [str(int(i)) for i in token_ids])
-            results.append((result, maps, token_ids, [str(t) for t in tokens]))
+            if not text_allowed(self.config):  # report_text=False: positions, never the tokens or their ids
+                tokens = shown_tokens(token_ids, False)
+            elif tokenizer is not None and hasattr(tokenizer, "convert_ids_to_tokens"):
+                tokens = shown_tokens(tokenizer.convert_ids_to_tokens([int(i) for i in token_ids]), True)
+            else:
+                tokens = [str(int(i)) for i in token_ids]
+            results.append((result, maps, token_ids, tokens))
         n = max(len(t) for *_, t in results)
         layers = results[0][0].conductance.shape[0]
         heads = results[0][1].fnorm.shape[1]
@@ -236,7 +241,6 @@ class Attribution(Measurement):
             positions=np.asarray(positions, dtype=np.int64),
             lengths=np.array([len(t) for *_, t in results], dtype=np.int64),
             tokens=_padded([t for *_, t in results], n, ""),
-            token_ids=_padded([x for _, _, x, _ in results], n, 0).astype(np.int64),
             token_attributions=_padded([res.token_attributions for res, *_ in results], n, 0.0),
             conductance=np.stack([np.pad(res.conductance, ((0, 0), (0, n - res.conductance.shape[1]))) for res, *_ in results]),
             f_x=np.array([res.f_x for res, *_ in results]),
@@ -247,6 +251,8 @@ class Attribution(Measurement):
             fnorm=np.zeros((count, layers - 1, heads, n), dtype=np.float16),
             weighted=np.zeros((count, layers - 1, heads, n, n), dtype=np.float16),
         )
+        if text_allowed(self.config):
+            out["token_ids"] = _padded([x for _, _, x, _ in results], n, 0).astype(np.int64)
         for r, (_, maps, _, tokens) in enumerate(results):
             t = len(tokens)
             out["fnorm"][r, :, :, :t] = maps.fnorm
@@ -288,7 +294,7 @@ class Attribution(Measurement):
                     row = int(snaps[split].indices[position])
                     n = int(res["lengths"][r])
                     name = ctx.label_names[int(labels[position])] if ctx.label_names and 0 <= int(labels[position]) < len(ctx.label_names) else str(labels[position])
-                    frame = Frame(key, _Cond(res["conductance"][r][:, :n], [str(t) for t in res["tokens"][r][:n]],
+                    frame = Frame(key, _Cond(res["conductance"][r][:, :n], shown_tokens(res["tokens"][r][:n], text_allowed(self.config)),
                                              res["token_attributions"][r][:n], name))
                     film = self._film(ctx, split, row)
                     if ctx.render:
@@ -378,7 +384,7 @@ class Attribution(Measurement):
                     if ctx.label_names and 0 <= int(snap.labels[position]) < len(ctx.label_names):
                         label = ctx.label_names[int(snap.labels[position])]
                     self._film(ctx, split, row).add(Frame(key, _Cond(
-                        res["conductance"][r][:, :n], [str(t) for t in res["tokens"][r][:n]], res["token_attributions"][r][:n], label,
+                        res["conductance"][r][:, :n], shown_tokens(res["tokens"][r][:n], text_allowed(self.config)), res["token_attributions"][r][:n], label,
                     )))
 
     def summarize(self, store) -> dict[str, Any]:

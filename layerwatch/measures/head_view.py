@@ -15,6 +15,9 @@ Data on the page:
   clipped to [0, 1] (absolute error at most 1/510), stored as base64 of the
   (snapshots, layers, heads, T, T) uint8 array in C order: ``4/3 * S * L * H * T * T``
   bytes of page per example.
+* A layer whose maps hold a non-finite weight (NaN or infinity) at a snapshot is listed
+  in the example's ``damaged`` as ``[snapshot, layer]`` (0-based), stored as zeros, and
+  shown with a note and no lines.
 * Query and key vectors are stored exactly as float32 (little-endian base64), so the page
   recomputes the model's softmax; they cost ``2 * 4 * 4/3 * N * L * H * T * d`` bytes
   for N snapshots, which is why at most ``max_neuron_examples`` examples carry them.
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "MAX_NEURON_EXAMPLES",
     "QUANT_LEVELS",
+    "damaged_layers",
     "dequantise_maps",
     "head_view_data",
     "head_view_html",
@@ -69,6 +73,7 @@ _BODY = """<header>
     <span id="snapshot-title"></span></label>
 </div>
 <p id="example-label"></p>
+<p id="damaged" class="warning"></p>
 <div id="legend"></div>
 <svg id="attention" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="attention lines"></svg>
 <section id="neuron-view">
@@ -108,9 +113,12 @@ def _neuron_entry(index: int, neuron: Mapping[str, Any], shape: tuple, snapshots
             f"examples[{index}]['neuron']['snapshots']={which} must name {q.shape[0]} distinct snapshot indices "
             f"in 0..{snapshots - 1}, one per stacked q and k"
         )
-    if not (np.isfinite(q).all() and np.isfinite(k).all()):
-        raise ValueError(f"examples[{index}]['neuron'] holds non-finite values; capture it again")
-    return {"d": int(q.shape[-1]), "snapshots": [int(s) for s in which], "q": _b64(q), "k": _b64(k)}
+    # Like the maps: a layer with a non-finite vector at a snapshot is marked damaged there.
+    bad = ~(np.isfinite(q).all(axis=(2, 3, 4)) & np.isfinite(k).all(axis=(2, 3, 4)))  # (N, layers)
+    q = np.where(bad[:, :, None, None, None], 0, q).astype("<f4")
+    k = np.where(bad[:, :, None, None, None], 0, k).astype("<f4")
+    damaged = [[int(which[n]), int(l)] for n, l in np.argwhere(bad)]
+    return {"d": int(q.shape[-1]), "snapshots": [int(s) for s in which], "q": _b64(q), "k": _b64(k), "damaged": damaged}
 
 
 def head_view_data(
@@ -147,11 +155,19 @@ def head_view_data(
                 f"has {shape[0]} x {shape[1]}: pass examples of one model"
             )
         shape = maps.shape[1:3]
-        if not np.isfinite(maps).all() or maps.min() < -_WEIGHT_SLACK or maps.max() > 1 + _WEIGHT_SLACK:
+        # A layer whose weights are not all finite (NaN or infinity: the forward pass overflowed)
+        # is marked damaged at that snapshot and drawn without lines; the rest of the page stands.
+        damaged = ~np.isfinite(maps).all(axis=(2, 3, 4))  # (snapshots, layers)
+        finite = np.where(damaged[:, :, None, None, None], 0.0, maps)
+        if finite.min() < -_WEIGHT_SLACK or finite.max() > 1 + _WEIGHT_SLACK:
             raise ValueError(
-                f"examples[{index}]['maps'] holds values outside [0, 1]; pass attention probabilities"
+                f"examples[{index}]['maps'] holds values outside [0, 1] (from {float(finite.min()):.3g} to "
+                f"{float(finite.max()):.3g}); pass attention probabilities"
             )
-        entry = {"tokens": tokens, "label": str(example["label"]), "maps": _b64(quantise_maps(maps)), "neuron": None}
+        entry = {
+            "tokens": tokens, "label": str(example["label"]), "maps": _b64(quantise_maps(finite)), "neuron": None,
+            "damaged": [[int(s), int(l)] for s, l in np.argwhere(damaged)],
+        }
         if example.get("neuron") is not None:
             with_neuron += 1
             if with_neuron > max_neuron_examples:
@@ -160,6 +176,8 @@ def head_view_data(
                     f"{max_neuron_examples} may (each costs megabytes of page): drop 'neuron' from the others"
                 )
             entry["neuron"] = _neuron_entry(index, example["neuron"], (*shape, width), len(titles))
+            entry["damaged"] = sorted({*map(tuple, entry["damaged"]), *map(tuple, entry["neuron"].pop("damaged"))})
+            entry["damaged"] = [list(pair) for pair in entry["damaged"]]
         out.append(entry)
     return {
         "title": str(title),
@@ -169,6 +187,11 @@ def head_view_data(
         "levels": QUANT_LEVELS,
         "examples": out,
     }
+
+
+def damaged_layers(data: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+    """``(example, snapshot, layer)`` (0-based) of every layer :func:`head_view_data` marked damaged."""
+    return [(e, int(s), int(l)) for e, ex in enumerate(data["examples"]) for s, l in ex.get("damaged", ())]
 
 
 def head_view_html(
@@ -184,7 +207,8 @@ def head_view_html(
     Args:
         examples: Each a mapping with ``tokens`` (list of str, the example's real tokens),
             ``label`` (str), ``maps`` (snapshots, layers, heads, T, T) attention
-            probabilities with T = len(tokens) (query on axis 3), and optionally
+            probabilities with T = len(tokens) (query on axis 3; a layer holding NaN or
+            infinity at a snapshot is marked damaged there), and optionally
             ``neuron``: ``{"q": (N, layers, heads, T, d), "k": same, "snapshots": N
             snapshot indices}`` (from :func:`~layerwatch.measures.neuron_capture.query_key_capture`
             at N snapshots; ``snapshots`` defaults to 0..N-1).

@@ -21,6 +21,8 @@ import json
 from importlib import resources
 from typing import Any, Sequence
 
+from ..text import clean_text
+
 __all__ = ["asset", "json_block", "render_page"]
 
 
@@ -35,7 +37,8 @@ def json_block(data: Any) -> str:
     Keys are sorted and floats written by ``json``'s own repr, so the same data give the
     same bytes (pages are byte-identical for the same run directory).
     """
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # What UTF-8 cannot encode (lone surrogates in a row's text) becomes U+FFFD: the page is written as UTF-8.
+    text = clean_text(json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
     return (
         text.replace("&", "\\u0026")
         .replace("<", "\\u003c")

@@ -198,6 +198,10 @@
         ex.neuron.snapshots.map((s) => data.snapshots[s]).join(', ') + '.';
       return;
     }
+    if ((ex.damaged || []).some(([s, l]) => s === state.snapshot && l === state.layer)) {
+      note.textContent = 'This layer holds non-finite values (NaN or infinity) at this snapshot.';
+      return;
+    }
     if (state.head === 'all') { note.textContent = 'Pick one head to see how its attention is computed.'; return; }
     const query = activeQuery();
     if (query === null) { note.textContent = 'Hover over or click a token on the left.'; return; }
@@ -260,9 +264,27 @@
     drawNeuron();
   }
 
+  // A layer whose weights were not finite (NaN or infinity) at a snapshot: named in its
+  // picker option and in a note, and drawn without lines.
+  function drawDamage() {
+    const damaged = data.examples[state.example].damaged || [];
+    const at = (layer) => damaged.filter(([, l]) => l === layer).map(([s]) => s);
+    for (const node of $('layer').options) {
+      const layer = Number(node.value);
+      node.textContent = 'layer ' + (layer + 1) + (at(layer).length ? ' (non-finite)' : '');
+    }
+    const here = at(state.layer).includes(state.snapshot);
+    $('damaged').textContent = here
+      ? 'Layer ' + (state.layer + 1) + ' holds non-finite attention weights (NaN or infinity) at this snapshot, ' +
+        'as when the forward pass overflows; no lines are drawn for it. The other layers are as stored.'
+      : '';
+    $('attention').dataset.damaged = here ? '1' : '0';
+  }
+
   function drawAll() {
     const ex = data.examples[state.example];
     $('example-label').textContent = 'label: ' + ex.label;
+    drawDamage();
     $('snapshot-title').textContent = data.snapshots[state.snapshot];
     drawLegend();
     drawTokens();
