@@ -412,3 +412,46 @@ def test_flipped_labels_sink_to_the_bottom_of_the_aum_ranking(tmp_path):
     assert m.correctness[clean].mean() > 0.7  # the model did learn
     info = json.loads(open(tmp_path / "lw" / "dynamics" / "meta.json").read())
     assert info["rows"] == 400
+
+
+# -- the report page -------------------------------------------------------------------------
+def test_report_page_shows_an_interactive_data_map_and_the_suspects(trained, open_page, tmp_path):
+    from layerwatch.report import write_report
+
+    run, *_ = trained
+    path = write_report(str(run), out=str(tmp_path / "report.html"))
+    page, log = open_page(path)
+    store = RunStore(run)
+    m = compute.from_table(_table(run), "validation", after_step=0)
+    # Hover a validation dot: its row, label, confidence, variability and margin are read.
+    i = int(np.argmin(m.aum))
+    row = int(m.rows[i])
+    page.locator(".datamap canvas[data-split='validation']").scroll_into_view_if_needed()
+    pt = page.evaluate(f"window.layerwatchDataMap.pointOf('validation', {row})")
+    page.mouse.move(pt["x"], pt["y"])
+    state = page.evaluate("window.layerwatchDataMap.state('validation')")
+    assert state["hovered"] == row
+    for text in (f"validation row {row}", f"LABEL_{m.label[i]}", f"{m.confidence[i]:.3f}", f"{m.variability[i]:.3f}",
+                 f"{m.aum[i]:.3f}"):
+        assert text in state["details"]
+    # Click: pinned on the map and in every layer's layout of the same split.
+    page.mouse.click(pt["x"], pt["y"])
+    assert page.evaluate("window.layerwatchDataMap.state('validation')")["pinned"] == row
+    report = page.evaluate("window.layerwatchReport.state()")
+    indices = list(store.load_snapshot("validation", store.keys("validation")[0]).indices)
+    assert report["split"] == "validation" and report["pinned"] == indices.index(row)
+    # The suspects: ranked by AUM, sortable, downloadable as CSV.
+    train = compute.from_table(_table(run), "train")
+    state = page.evaluate("window.layerwatchDataMap.state('train')")
+    assert state["tableRows"] == [int(train.rows[j]) for j in train.ranking()]
+    page.locator(".suspects-table th[data-key='y']").first.click()  # the train section comes first
+    state = page.evaluate("window.layerwatchDataMap.state('train')")
+    conf = dict(zip(train.rows.tolist(), np.round(train.confidence, 4).tolist()))
+    assert [conf[r] for r in state["tableRows"]] == sorted(conf[r] for r in state["tableRows"])
+    lines = state["csv"].strip().split("\n")
+    assert lines[0].startswith("rank,row,AUM") and len(lines) == 1 + 40
+    with page.expect_download() as dl:
+        page.locator(".suspects button.download").first.click()
+    assert dl.value.suggested_filename == "suspects_train.csv"
+    assert open(dl.value.path(), encoding="utf-8").read() == state["csv"]
+    assert log.page_errors == [] and log.requests == [] and log.console_errors == []

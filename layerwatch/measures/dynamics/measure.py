@@ -40,6 +40,7 @@ SUSPECT_FIELDS = (
 )
 MAPS = "datamaps"
 CHECKPOINT_FILE = "layerwatch_dynamics.npz"
+_PAGE_TEXTS = 2000  # rows whose texts the report page carries (lowest AUM first)
 TRAIN = "train"
 SINGLE_LABEL_ONLY = "the dynamics measures are for single-label classification"
 
@@ -400,27 +401,46 @@ class DynamicsMeasurement(Measurement):
         return {"dynamics": out} if out else {}
 
     def report_sections(self, store: Any) -> list[dict]:
+        """A section per split with a data map: the map as an interactive panel (every row:
+        hover to read it, click to pin it in the layouts) and the suspects, sortable."""
         import base64
 
-        images = []
+        out = []
+        names = read_meta(store).get("label_names")
         for split in store.splits(MAPS):
             keys = store.keys(split, MAPS)
             if not keys:
                 continue
+            z = store.load_arrays(MAPS, split, keys[-1])
+            m = RowMeasures(**{f: z[f] for f in RowMeasures.__dataclass_fields__})
+            texts = read_texts(store, split) if self.config.report_text else {}
+            # Texts of the rows a reader is most likely to read (the lowest AUM), within a budget.
+            keep = set(m.rows[m.ranking()[:_PAGE_TEXTS]].tolist())
+            r4 = lambda a: [round(float(v), 4) for v in a]  # noqa: E731
+            datamap = {
+                "split": split, "title": keys[-1].title, "top": self.settings.top,
+                "thresholds": [self.settings.confidence_threshold, self.settings.variability_threshold],
+                "label_names": names, "rows": m.rows.tolist(), "x": r4(m.variability), "y": r4(m.confidence),
+                "correctness": r4(m.correctness), "aum": r4(m.aum), "label": m.label.tolist(),
+                "predicted": m.predicted.tolist(),
+                "texts": [texts.get(int(r)) if int(r) in keep else None for r in m.rows] if texts else None,
+            }
+            images = []
             path = store.array_path("datamap_frames", split, keys[-1], ".png")
             if os.path.exists(path):
                 with open(path, "rb") as fh:
                     src = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
-                images.append({"caption": f"data map of {split}, {keys[-1].title}", "src": src})
-        if not images:
-            return []
-        return [{
-            "title": "Training dynamics", "images": images,
-            "text": "Confidence (mean probability of the gold label over epochs) against variability (its standard "
-                    "deviation), coloured by correctness; rows with the lowest area under the margin are listed in "
-                    f"{SUSPECTS} and by `layerwatch suspects`.",
-            "links": [{"text": SUSPECTS, "href": SUSPECTS}] if os.path.exists(store.table_path(SUSPECTS)) else [],
-        }]
+                images.append({"caption": f"data map of {split}, {keys[-1].title} (the film: datamap_{split}.gif)", "src": src})
+            out.append({
+                "title": f"Training dynamics: {split}",
+                "text": "Confidence (mean probability of the gold label over epochs) against variability (its "
+                        "standard deviation), coloured by correctness. Point at a dot to read its row; click to pin "
+                        "it (and see it in every layer's layout where it is monitored). The table lists the rows "
+                        "with the lowest area under the margin, the likely mislabelled ones.",
+                "images": images, "links": [{"text": f"datamap_{split}.gif", "href": f"datamap_{split}.gif"}],
+                "datamap": datamap,
+            })
+        return out
 
     @classmethod
     def add_commands(cls, subparsers: Any) -> None:
