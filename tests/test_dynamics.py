@@ -455,3 +455,46 @@ def test_report_page_shows_an_interactive_data_map_and_the_suspects(trained, ope
     assert dl.value.suggested_filename == "suspects_train.csv"
     assert open(dl.value.path(), encoding="utf-8").read() == state["csv"]
     assert log.page_errors == [] and log.requests == [] and log.console_errors == []
+
+
+# -- DDP -------------------------------------------------------------------------------------
+def test_ddp_table_equals_the_one_process_table_of_the_same_batches(tmp_path):
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(here)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(here, "ddp_dynamics_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "world.txt").read_text() == "2"
+    # The one-process table of the same batches: every rank's batches, in the order each
+    # rank saw them, epoch by epoch (each rank sees 40 / 2 / 8 = 3 batches an epoch; the
+    # sampler pads the last one by repeating rows).
+    from ddp_dynamics_worker import unique_rows
+
+    ids = unique_rows()["input_ids"]
+    where = {tuple(r): i for i, r in enumerate(ids)}
+    expected = {}
+    for rank in (0, 1):
+        batches = torch.load(tmp_path / f"batches-{rank}.pt")
+        assert len(batches) == 6
+        for b, batch in enumerate(batches):
+            epoch = 1 + b // 3
+            p, margin, correct = compute.visit_measures(batch["logits"].numpy(), batch["labels"].numpy())
+            pred = batch["logits"].numpy().argmax(1)
+            for k in range(len(p)):
+                row = where[tuple(batch["input_ids"][k][batch["attention_mask"][k].bool()].tolist())]
+                e = expected.setdefault((epoch, row), [0, 0.0, 0.0, 0.0])
+                e[0] += 1
+                e[1] += p[k]
+                e[2] += margin[k]
+                e[3] += correct[k]
+                assert pred[k] in (0, 1)
+    got = {(r["epoch"], int(r["row"])): r for r in _lines(_table(tmp_path / "lw"), source="training")}
+    assert set(got) == set(expected)
+    for key, (v, ps, ms, cs) in expected.items():
+        r = got[key]
+        assert int(r["visits"]) == v
+        assert float(r["gold_prob"]) == pytest.approx(ps / v, abs=2e-6)
+        assert float(r["margin"]) == pytest.approx(ms / v, abs=2e-6)
+        assert float(r["correct"]) == pytest.approx(cs / v, abs=1e-9)
+    assert sum(int(r["visits"]) for r in got.values()) == 2 * 48  # 2 epochs x 2 ranks x 3 batches x 8
