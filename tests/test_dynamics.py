@@ -242,6 +242,21 @@ def test_data_maps_frames_and_suspects_come_from_the_table(trained):
     assert all(r["label_name"] in ("LABEL_0", "LABEL_1") for r in suspects)
 
 
+def test_render_redraws_the_data_map_films(trained, tmp_path):
+    import shutil
+
+    from layerwatch.cli import main
+
+    run = tmp_path / "lw"
+    shutil.copytree(trained[0], run)
+    before = _table(run)
+    for split in ("train", "validation"):
+        os.remove(run / f"datamap_{split}.gif")
+    assert main(["render", str(run), "--method", "pca"]) == 0
+    assert (run / "datamap_train.gif").exists() and (run / "datamap_validation.gif").exists()
+    assert _table(run) == before
+
+
 def test_suspects_command_reads_the_table_without_torch(trained, tmp_path):
     run, *_ = trained
     out = tmp_path / "s.csv"
@@ -260,9 +275,15 @@ def test_suspects_command_reads_the_table_without_torch(trained, tmp_path):
     expect = compute.suspects(compute.from_table(_table(run), "train"), 5)
     assert [int(r["row"]) for r in rows] == [r["row"] for r in expect]
     assert len(done.stdout.strip().splitlines()) == 6
-    from layerwatch.cli import main
+    from layerwatch.cli import main, summarize
 
     assert main(["suspects", str(run), "--split", "nope"]) == 2
+    info = summarize(str(run))["dynamics"]
+    m = compute.from_table(_table(run), "train")
+    regions = np.bincount(m.regions(), minlength=3)
+    assert info["train"] == {"rows": 40, "epochs": 2, "easy-to-learn": int(regions[0]), "ambiguous": int(regions[1]),
+                             "hard-to-learn": int(regions[2]), "lowest_aum": round(float(m.aum.min()), 4)}
+    assert main(["info", str(run)]) == 0
 
 
 def test_max_steps_ending_mid_epoch_writes_the_visited_rows(tmp_path):

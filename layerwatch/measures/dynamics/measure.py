@@ -353,8 +353,6 @@ class DynamicsMeasurement(Measurement):
     # -- back half: the other splits' lines, per snapshot --------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
         logs: dict[str, float] = {}
-        if self.head_names is None:
-            self.head_names = ctx.label_names
         for split in ctx.drawn(snaps):
             arrays = snaps[split].results.get(self.name)
             if not arrays or "gold_prob" not in arrays:
