@@ -519,3 +519,37 @@ def test_ddp_table_equals_the_one_process_table_of_the_same_batches(tmp_path):
         assert float(r["margin"]) == pytest.approx(ms / v, abs=2e-6)
         assert float(r["correct"]) == pytest.approx(cs / v, abs=1e-9)
     assert sum(int(r["visits"]) for r in got.values()) == 2 * 48  # 2 epochs x 2 ranks x 3 batches x 8
+
+
+# -- whatever wraps the model --------------------------------------------------------------------
+@pytest.mark.parametrize("wrap", ["bf16", "peft"])
+def test_wrapped_models_are_recorded_alike(tmp_path, wrap):
+    """bf16 training (accelerate's autocast wrapper around forward) and a PEFT model:
+    every row once an epoch, and the numbers are those of the batch's own logits."""
+    kw = {}
+    model = tiny_bert()
+    if wrap == "bf16":
+        kw["bf16"] = True
+    else:
+        peft = pytest.importorskip("peft")
+        model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"]))
+    train = toy_dataset(24)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", dynamics=True, **SETTINGS)
+    seen = []
+
+    def record(module, args, kwargs, output):
+        if module.training and torch.is_grad_enabled():
+            seen.append((kwargs["labels"].clone(), output.logits.detach().float().clone()))
+
+    trainer = make_trainer(model, train, [watch], tmp_path / "t", epochs=1, **kw)
+    handle = trainer.model.register_forward_hook(record, with_kwargs=True)
+    trainer.train()
+    handle.remove()
+    assert watch.failures == []
+    lines = _lines(_table(tmp_path / "lw"), source="training")
+    assert sorted(int(r["row"]) for r in lines) == list(range(24)) and all(int(r["visits"]) == 1 for r in lines)
+    labels = torch.cat([s[0] for s in seen]).numpy()
+    p, margin, _ = compute.visit_measures(torch.cat([s[1] for s in seen]).numpy(), labels)
+    np.testing.assert_allclose(sorted(float(r["gold_prob"]) for r in lines), np.sort(p), atol=2e-6)
+    np.testing.assert_allclose(sorted(float(r["margin"]) for r in lines), np.sort(margin), atol=2e-6)
+    assert not any(trainer.model._forward_hooks.values())
