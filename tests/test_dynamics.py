@@ -149,6 +149,9 @@ def test_settings_are_checked_when_built():
     assert cfg.to_dict()["dynamics"] == {"top": 7, "confidence_threshold": 0.5, "variability_threshold": 0.2}
     assert Dynamics.from_setting(LayerwatchConfig.from_dict(cfg.to_dict()).dynamics) == Dynamics(top=7)
     assert LayerwatchConfig().dynamics is False  # off by default
+    import layerwatch
+
+    assert layerwatch.Dynamics is Dynamics
 
 
 # -- from real training --------------------------------------------------------------------

@@ -175,8 +175,8 @@ class DynamicsMeasurement(Measurement):
             return
         dataset = getattr(run.dataloader, "dataset", None)
         if dataset is None or not hasattr(dataset, "__len__"):
-            self._warn_once("dataset", "the training dataset has no length (an iterable dataset?), so its rows cannot "
-                            "be known; the training rows are left out")
+            self._warn_once("dataset", "the Trainer gave no training dataset with a length (an iterable dataset?), so "
+                            "its rows cannot be known; the training rows are left out")
             return
         columns = set(getattr(dataset, "column_names", None) or (dataset.keys() if isinstance(dataset, dict) else []))
         if "input_ids" not in columns:

@@ -34,6 +34,7 @@ logger = logging.getLogger("layerwatch")
 # of up to 2**18 tokens inside int64.
 _MAX_TOKENS = 1 << 16
 _WEIGHTS = np.random.default_rng(20201230).integers(1, 1 << 24, size=(2, _MAX_TOKENS), dtype=np.int64)
+_FLUSH_EVERY = 512  # batches kept on the device between two moves to the CPU
 _SUMS = ("visits", "prob_sum", "margin_sum", "correct_sum", "label_sum")
 
 
@@ -196,8 +197,11 @@ class Recorder:
             probs = z.softmax(-1)
             gold = z.gather(1, g[:, None])[:, 0]
             other = z.scatter(1, g[:, None], float("-inf")).max(-1).values
-            # Kept on the device until the epoch ends (or a checkpoint): no synchronisation per batch.
+            # Kept on the device until the epoch ends (or a checkpoint), or until enough
+            # batches wait that their memory matters: no synchronisation per batch.
             self._pending.append((keys, y, valid, probs, gold - other))
+        if len(self._pending) >= _FLUSH_EVERY:
+            self.flush()
 
     # -- reducing ------------------------------------------------------------------------
     def flush(self) -> None:
