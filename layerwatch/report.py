@@ -37,7 +37,12 @@ run directory always gives the same bytes)::
       "metrics": [{"split": str, "metric": str, "layers": [int, ...],
                    "values": [[number | null, ...], ...]}, ...],   # [layer][snapshot]
       "sections": [{"title": str, "text": str, "images": [{"caption": str, "src": str}],
-                    "links": [{"text": str, "href": str}]}, ...]
+                    "links": [{"text": str, "href": str}],
+                    "datamap": {                # optional: an interactive data map (dynamics)
+                      "split": str, "title": str, "top": int, "thresholds": [conf, var],
+                      "label_names": [str, ...] | null, "rows": [int, ...], "x": [variability],
+                      "y": [confidence], "correctness": [...], "aum": [...], "label": [int],
+                      "predicted": [int], "texts": [str | null, ...] | null}}, ...]
     }
 
 Coordinates: each ``xy`` string holds ``rows`` pairs ``(qx, qy)`` of little-endian int16,
