@@ -75,7 +75,9 @@ class _CaptureMeasures(Accumulator):
 
     def __init__(self, plan: SplitPlan, output_of_label: np.ndarray):
         n = len(plan.indices)
-        self.gold_out = output_of_label[plan.labels]
+        labels = np.asarray(plan.labels, dtype=np.int64)
+        known = (labels >= 0) & (labels < len(output_of_label))
+        self.gold_out = np.where(known, output_of_label[np.where(known, labels, 0)], -1)
         self.arrays = {
             "gold_prob": np.full(n, np.nan, dtype=np.float32), "margin": np.full(n, np.nan, dtype=np.float32),
             "predicted": np.full(n, -1, dtype=np.int64), "label": self.gold_out.astype(np.int64),
