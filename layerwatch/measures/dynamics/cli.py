@@ -17,7 +17,7 @@ def ranking(run_dir: str, split: str = "train", top: int | None = 20) -> list[di
     """The rows of ``split`` from the lowest area under the margin up, with their label
     names and texts (where the run stored them)."""
     from ...store import RunStore
-    from .measure import TABLE, read_meta, read_texts
+    from .files import TABLE, read_meta, read_texts
 
     store = RunStore(run_dir)
     if not store.holds_run():

@@ -27,47 +27,15 @@ from ...film import Film, Frame
 from ...snapshot import SnapshotKey
 from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, TrainingRun
 from . import compute
+from .files import (
+    CHECKPOINT_FILE, MAPS, SINGLE_LABEL_ONLY, SUSPECT_FIELDS, SUSPECTS, TABLE, TRAIN, meta_path, read_meta, read_texts,
+    texts_path,
+)
 from .compute import FIELDS, RowMeasures, name_of
+from .page import report_sections
 from .settings import Dynamics
 
 logger = logging.getLogger("layerwatch")
-
-TABLE = "dynamics.csv"
-SUSPECTS = "dynamics_suspects.csv"
-SUSPECT_FIELDS = (
-    "split", "epoch", "step", "rank", "row", "aum", "confidence", "variability", "correctness", "label", "label_name",
-    "predicted", "predicted_name", "visits", "text",
-)
-MAPS = "datamaps"
-CHECKPOINT_FILE = "layerwatch_dynamics.npz"
-_PAGE_TEXTS = 2000  # rows whose texts the report page carries (lowest AUM first)
-TRAIN = "train"
-SINGLE_LABEL_ONLY = "the dynamics measures are for single-label classification"
-
-
-def meta_path(store: Any) -> str:
-    return os.path.join(store.root, "dynamics", "meta.json")
-
-
-def texts_path(store: Any) -> str:
-    return os.path.join(store.root, "dynamics", "texts.json")
-
-
-def read_meta(store: Any) -> dict:
-    try:
-        with open(meta_path(store), encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
-
-
-def read_texts(store: Any, split: str) -> dict[int, str]:
-    """Texts of a split's rows: every training row (``dynamics/texts.json``), else the monitored rows."""
-    if split == TRAIN and os.path.exists(texts_path(store)):
-        with open(texts_path(store), encoding="utf-8") as fh:
-            data = json.load(fh)
-        return {int(i): str(t) for i, t in zip(data.get("indices", []), data.get("texts", []))}
-    return store.load_texts(split)
 
 
 class _CaptureMeasures(Accumulator):
@@ -401,46 +369,7 @@ class DynamicsMeasurement(Measurement):
         return {"dynamics": out} if out else {}
 
     def report_sections(self, store: Any) -> list[dict]:
-        """A section per split with a data map: the map as an interactive panel (every row:
-        hover to read it, click to pin it in the layouts) and the suspects, sortable."""
-        import base64
-
-        out = []
-        names = read_meta(store).get("label_names")
-        for split in store.splits(MAPS):
-            keys = store.keys(split, MAPS)
-            if not keys:
-                continue
-            z = store.load_arrays(MAPS, split, keys[-1])
-            m = RowMeasures(**{f: z[f] for f in RowMeasures.__dataclass_fields__})
-            texts = read_texts(store, split) if self.config.report_text else {}
-            # Texts of the rows a reader is most likely to read (the lowest AUM), within a budget.
-            keep = set(m.rows[m.ranking()[:_PAGE_TEXTS]].tolist())
-            r4 = lambda a: [round(float(v), 4) for v in a]  # noqa: E731
-            datamap = {
-                "split": split, "title": keys[-1].title, "top": self.settings.top,
-                "thresholds": [self.settings.confidence_threshold, self.settings.variability_threshold],
-                "label_names": names, "rows": m.rows.tolist(), "x": r4(m.variability), "y": r4(m.confidence),
-                "correctness": r4(m.correctness), "aum": r4(m.aum), "label": m.label.tolist(),
-                "predicted": m.predicted.tolist(),
-                "texts": [texts.get(int(r)) if int(r) in keep else None for r in m.rows] if texts else None,
-            }
-            images = []
-            path = store.array_path("datamap_frames", split, keys[-1], ".png")
-            if os.path.exists(path):
-                with open(path, "rb") as fh:
-                    src = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
-                images.append({"caption": f"data map of {split}, {keys[-1].title} (the film: datamap_{split}.gif)", "src": src})
-            out.append({
-                "title": f"Training dynamics: {split}",
-                "text": "Confidence (mean probability of the gold label over epochs) against variability (its "
-                        "standard deviation), coloured by correctness. Point at a dot to read its row; click to pin "
-                        "it (and see it in every layer's layout where it is monitored). The table lists the rows "
-                        "with the lowest area under the margin, the likely mislabelled ones.",
-                "images": images, "links": [{"text": f"datamap_{split}.gif", "href": f"datamap_{split}.gif"}],
-                "datamap": datamap,
-            })
-        return out
+        return report_sections(store, self.settings, self.config.report_text)
 
     @classmethod
     def add_commands(cls, subparsers: Any) -> None:
