@@ -556,3 +556,22 @@ def test_wrapped_models_are_recorded_alike(tmp_path, wrap):
     np.testing.assert_allclose(sorted(float(r["gold_prob"]) for r in lines), np.sort(p), atol=2e-6)
     np.testing.assert_allclose(sorted(float(r["margin"]) for r in lines), np.sort(margin), atol=2e-6)
     assert not any(trainer.model._forward_hooks.values())
+
+
+def test_the_data_map_plots_its_rows_and_names_the_regions():
+    from matplotlib.figure import Figure
+
+    from layerwatch.measures.dynamics.render import draw_data_map
+
+    m = compute.RowMeasures(
+        rows=np.arange(4), label=np.zeros(4, int), predicted=np.zeros(4, int),
+        confidence=np.array([0.9, 0.1, 0.5, 0.3]), variability=np.array([0.05, 0.02, 0.3, 0.1]),
+        correctness=np.array([1.0, 0.0, 0.5, 0.25]), aum=np.zeros(4), epochs=np.full(4, 3.0), visits=np.full(4, 3.0),
+    )
+    fig = draw_data_map(Figure(), m, "t", 0.5, 0.2)
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.collections[0].get_offsets(), np.c_[m.variability, m.confidence])
+    np.testing.assert_array_equal(ax.collections[0].get_array(), m.correctness)
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["ambiguous (1)", "easy-to-learn (1)", "hard-to-learn (2)"]
+    assert list(m.regions()) == [0, 2, 1, 2]
