@@ -15,6 +15,7 @@ _PUBLIC = {
     "LayerwatchCallback": "callback",
     "watch": "callback",
     "LayerwatchConfig": "config",
+    "Dynamics": "measures.dynamics",
     "Measurement": "measures",
     "register_measurement": "measures",
     "Reducer": "reduce",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .callback import LayerwatchCallback, watch
     from .capture import capture
     from .config import LayerwatchConfig
+    from .measures.dynamics import Dynamics
     from .measures import Measurement
     from .measures import register as register_measurement
     from .pooling import cls_pool, last_pool, mean_pool

@@ -83,6 +83,7 @@ class LayerwatchCallback(TrainerCallback):
         report: bool = True,
         tensorboard: str | None = None,
         projector_layers: Any = "last",
+        dynamics: Any = False,
         **unknown: Any,
     ):
         if unknown:
@@ -147,7 +148,9 @@ class LayerwatchCallback(TrainerCallback):
         self.monitor.snapshot(model, key, state, fatal=key.step == 0 and key.epoch == 0)
 
     def close(self) -> None:
-        """Finish what the background worker still draws."""
+        """Finish what the background worker still draws (and remove any training hook
+        that a training run which raised left behind)."""
+        self.monitor.training_end(None)
         self.monitor.close()
 
     def attach(self, trainer: Any) -> "LayerwatchCallback":
@@ -192,10 +195,15 @@ class LayerwatchCallback(TrainerCallback):
             return
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}") if state.global_step else None
         self.monitor.open(model, state.global_step, checkpoint, args=args)
+        self.monitor.training_begin(model, args, state, kwargs.get("train_dataloader"), processing_class, checkpoint)
         if state.global_step == 0:
             self.monitor.snapshot(model, SnapshotKey(0, 0, self._with_step), state, args, fatal=True)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.monitor.training_step(True)
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.monitor.training_step(False)
         n = self.config.every_n_steps
         if n and state.global_step % n == 0:
             self._snapshot(model, state, args)
@@ -203,16 +211,22 @@ class LayerwatchCallback(TrainerCallback):
             self.monitor.collect(state, args)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if _takes_part(state):
+            self.monitor.training_epoch_end(state)
         if self.config.every_n_steps is None:
             self._snapshot(model, state, args)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        if _takes_part(state):
+            self.monitor.training_end(state)
         # A run that stops between snapshots (max_steps, every_n_steps) gets a last one.
         self._snapshot(model, state, args)
         if _takes_part(state):
             self.monitor.close(state, args)
 
     def on_save(self, args, state, control, **kwargs):
+        if _takes_part(state):
+            self.monitor.training_save(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), state)
         if state.is_world_process_zero:
             write_checkpoint(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), self.state_dict())
 

@@ -122,6 +122,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             h = a["moved_most"][0]
             print(f"attention of {split!r}: layer {h['layer']} head {h['head']} moved most ({h['drift_first']:.4f} nats, "
                   f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
+    for split, d in out.get("dynamics", {}).items():
+        print(f"dynamics of {split!r}: {d['rows']} rows over {d['epochs']} epoch(s): {d['easy-to-learn']} easy-to-learn, "
+              f"{d['ambiguous']} ambiguous, {d['hard-to-learn']} hard-to-learn; see layerwatch suspects")
     for path in out.get("damaged", []):
         print(f"damaged (skipped): {path}")
     return 0

@@ -197,6 +197,12 @@ class LayerwatchConfig:
             W&B, MLflow; see docs/integrations.md).
         projector_layers: Layers whose pooled vectors go to TensorBoard's projector:
             ``"last"``, ``"all"`` or hidden-state indices.
+        dynamics: Training dynamics of every training row, recorded from the training
+            passes themselves: data maps (confidence, variability, correctness) and the
+            area under the margin, ``dynamics.csv``, a data-map film and the likely
+            mislabelled rows (``layerwatch suspects``); the other splits' monitored rows
+            from the capture pass. ``True``, ``False`` or
+            ``layerwatch.measures.dynamics.Dynamics(...)`` for its own settings.
     """
 
     output_dir: str = "layerwatch_run"
@@ -237,6 +243,7 @@ class LayerwatchConfig:
     report: bool = True
     tensorboard: str | None = None
     projector_layers: Any = "last"
+    dynamics: Any = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -282,6 +289,7 @@ class LayerwatchConfig:
             object.__setattr__(self, "tensorboard", os.fspath(self.tensorboard))
         if self.projector_layers not in ("last", "all"):
             object.__setattr__(self, "projector_layers", parse_layers(self.projector_layers))
+        _check_dynamics(self)
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")
@@ -299,6 +307,8 @@ class LayerwatchConfig:
         out["label_names"] = list(self.label_names) if self.label_names is not None else None
         if isinstance(self.projector_layers, tuple):
             out["projector_layers"] = list(self.projector_layers)
+        if isinstance(self.dynamics, tuple):
+            out["dynamics"] = dict(self.dynamics)
         return out
 
     def replace(self, **changes: Any) -> "LayerwatchConfig":
@@ -322,6 +332,20 @@ class LayerwatchConfig:
             if name in stored and _comparable(stored[name]) != _comparable(mine[name]):
                 out.append(f"{name}={stored[name]!r} (now {mine[name]!r})")
         return out
+
+
+def _check_dynamics(config: "LayerwatchConfig") -> None:
+    # True, False, the measurement's settings object (a frozen dataclass), or its items
+    # as run.json stores them; the measurement checks the values themselves when built.
+    value = config.dynamics
+    if isinstance(value, bool):
+        return
+    if isinstance(value, dict):
+        object.__setattr__(config, "dynamics", tuple(sorted(value.items())))
+        return
+    if isinstance(value, tuple) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        return
+    raise ValueError(f"dynamics={value!r} must be True, False or layerwatch.measures.dynamics.Dynamics(...)")
 
 
 def _comparable(value: Any) -> Any:

@@ -361,6 +361,43 @@ class Monitor:
             reference_split=self.reference_split, measurements=[type(m)(self.config) for m in self.measurements],
         )
 
+    # -- training passes (measurements that record from training itself) -------------------
+    def training_begin(self, model: Any, args: Any, state: Any, dataloader: Any, tokenizer: Any, checkpoint: str | None) -> None:
+        from .measures.base import TrainingRun
+
+        head = self.head.to_label
+        names = self.label_names
+        head_names = [names[j] if names and 0 <= j < len(names) else str(j) for j in head] if head and names else None
+        run = TrainingRun(model, args, state, dataloader, self.store, tokenizer, head_names, self.splits, checkpoint)
+        for m in self.measurements:
+            self._training_event(m, "train_begin", run)
+
+    def training_step(self, armed: bool) -> None:
+        for m in self.measurements:
+            m.train_step(armed)
+
+    def training_epoch_end(self, state: Any) -> None:
+        for m in self.measurements:
+            self._training_event(m, "train_epoch_end", state)
+
+    def training_save(self, folder: str, state: Any) -> None:
+        for m in self.measurements:
+            self._training_event(m, "train_save", folder, state)
+
+    def training_end(self, state: Any) -> None:
+        for m in self.measurements:
+            self._training_event(m, "train_end", state)
+
+    def _training_event(self, m: Any, event: str, *a: Any) -> None:
+        try:
+            getattr(m, event)(*a)
+        except Exception as exc:
+            if self.config.on_error == "raise":
+                raise
+            msg = f"layerwatch: {m.name} ({event}) failed ({type(exc).__name__}: {exc}); training goes on"
+            logger.warning(msg)
+            self.failures.append(msg)
+
     # -- snapshots -----------------------------------------------------------------
     def snapshot(self, model: Any, key: SnapshotKey, state: Any = None, args: Any = None, fatal: bool = False) -> None:
         """Capture every split and send the snapshot down the back half.

@@ -37,7 +37,12 @@ run directory always gives the same bytes)::
       "metrics": [{"split": str, "metric": str, "layers": [int, ...],
                    "values": [[number | null, ...], ...]}, ...],   # [layer][snapshot]
       "sections": [{"title": str, "text": str, "images": [{"caption": str, "src": str}],
-                    "links": [{"text": str, "href": str}]}, ...]
+                    "links": [{"text": str, "href": str}],
+                    "datamap": {                # optional: an interactive data map (dynamics)
+                      "split": str, "title": str, "top": int, "thresholds": [conf, var],
+                      "label_names": [str, ...] | null, "rows": [int, ...], "x": [variability],
+                      "y": [confidence], "correctness": [...], "aum": [...], "label": [int],
+                      "predicted": [int], "texts": [str | null, ...] | null}}, ...]
     }
 
 Coordinates: each ``xy`` string holds ``rows`` pairs ``(qx, qy)`` of little-endian int16,
@@ -288,9 +293,9 @@ def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
         where = f"sections[{n}]"
         if not isinstance(s, dict) or not isinstance(s.get("title"), str):
             raise ValueError(f"{where} must be a dict with a 'title' string, e.g. {{'title': 'attention', 'images': [...]}}")
-        unknown = set(s) - {"title", "text", "images", "links"}
+        unknown = set(s) - {"title", "text", "images", "links", "datamap"}
         if unknown:
-            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: title, text, images, links")
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: title, text, images, links, datamap")
         text = s.get("text", "")
         if not isinstance(text, str):
             raise ValueError(f"{where}['text'] must be a string")
@@ -315,8 +320,35 @@ def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
                     "or an http(s) URL"
                 )
             links.append({"text": str(ln.get("text", href)), "href": href})
-        out.append({"title": s["title"], "text": text, "images": images, "links": links})
+        entry = {"title": s["title"], "text": text, "images": images, "links": links}
+        if s.get("datamap") is not None:
+            entry["datamap"] = _check_datamap(s["datamap"], f"{where}['datamap']")
+        out.append(entry)
     return out
+
+
+_DATAMAP_ARRAYS = ("rows", "x", "y", "correctness", "aum", "label", "predicted")
+
+
+def _check_datamap(dm: Any, where: str) -> dict:
+    """An interactive data map: per-row arrays of equal length (the ``dynamics`` measurement's)."""
+    if not isinstance(dm, dict) or not isinstance(dm.get("split"), str):
+        raise ValueError(f"{where} must be a dict with a 'split' name and the arrays {', '.join(_DATAMAP_ARRAYS)}")
+    n = len(dm.get("rows", []))
+    for key in _DATAMAP_ARRAYS:
+        if not isinstance(dm.get(key), list) or len(dm[key]) != n:
+            raise ValueError(f"{where}[{key!r}] must be a list of {n} values (one per row)")
+    texts = dm.get("texts")
+    if texts is not None and (not isinstance(texts, list) or len(texts) != n):
+        raise ValueError(f"{where}['texts'] must be None or a list of {n} strings or None")
+    names = dm.get("label_names")
+    return {
+        "split": dm["split"], "title": str(dm.get("title", "")), "top": int(dm.get("top", 50)),
+        "thresholds": [float(v) for v in dm.get("thresholds", (0.5, 0.2))],
+        "label_names": [str(v) for v in names] if isinstance(names, list) else None,
+        **{k: [_number(v) for v in dm[k]] for k in _DATAMAP_ARRAYS},
+        "texts": [None if t is None else str(t) for t in texts] if texts is not None else None,
+    }
 
 
 def collect_report(
@@ -348,6 +380,10 @@ def collect_report(
         parsed = parse_layers(layers)
         layers = None if parsed == "all" else list(parsed)
     extra = _check_sections(sections)
+    if not texts:
+        for sec in extra:
+            if "datamap" in sec:
+                sec["datamap"]["texts"] = None
     chosen = _choose_splits(store, splits)
     split_data, columns = [], {}
     texts = bool(texts) and text_allowed(info.get("config"))

@@ -379,6 +379,7 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
             overwrite=args.overwrite,
             attention=args.attention,
             attribution=args.attribution,
+            dynamics=True,
         )
         # Layers out of range, a pooling this model cannot use, ...: before any training.
         watch.check_model(model, tokenizer)

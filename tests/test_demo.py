@@ -143,7 +143,10 @@ def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
         with np.load(out / "embeddings" / split / "epoch_001.npz", allow_pickle=False) as z:
             assert z["pooled"].shape == (3, 32, 32)  # embeddings + 2 layers, 32 rows, hidden 32
     # The Trainer's scratch folder is not left in the run directory.
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["embeddings", "frames", "layouts", "texts"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "datamap_frames", "datamaps", "dynamics", "embeddings", "frames", "layouts", "texts",  # the demo runs dynamics=True
+    ]
+    assert (out / "dynamics.csv").exists() and (out / "datamap_train.gif").exists()
 
     with open(out / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -276,7 +276,7 @@ def run_demo(
     watch = LayerwatchCallback(
         splits={"train": encoded["train"], "validation": encoded["validation"]},
         output_dir=output_dir, max_samples=monitor_samples, method=method, seed=seed,
-        overwrite=overwrite, progress=progress, batch_size=64,
+        overwrite=overwrite, progress=progress, batch_size=64, dynamics=True,
         # The numbers stay in the log history (the console would print every layer's);
         # the printer below shows one line per snapshot, read from metrics.csv.
         trainer_log="history",

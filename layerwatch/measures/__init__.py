@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .attention import Attention
 from .attribution import Attribution
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
+from .dynamics import DynamicsMeasurement
 from .embeddings import Embeddings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,3 +75,4 @@ def for_config(config: "LayerwatchConfig", names: list[str] | None = None) -> li
 register(Embeddings)
 register(Attention)
 register(Attribution)
+register(DynamicsMeasurement)

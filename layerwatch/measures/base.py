@@ -85,6 +85,32 @@ class Batch:
         return value
 
 
+@dataclass
+class TrainingRun:
+    """What a measurement that records from training itself is told at ``on_train_begin``.
+
+    Attributes:
+        model: The model the Trainer trains (hooks go on it).
+        args, state: The Trainer's arguments and state.
+        dataloader: The Trainer's training dataloader (its ``dataset``: the training rows).
+        store: The run directory.
+        tokenizer: The Trainer's ``processing_class`` (None if not given).
+        head_names: A name per output of the classification head (None if unknown).
+        splits: The monitored splits.
+        checkpoint: The checkpoint folder being resumed from (None for a new run).
+    """
+
+    model: Any
+    args: Any
+    state: Any
+    dataloader: Any
+    store: Any
+    tokenizer: Any = None
+    head_names: list | None = None
+    splits: Any = None
+    checkpoint: str | None = None
+
+
 class Accumulator:
     """Reduces one split's batches as they come; :meth:`finish` returns what is kept."""
 
@@ -254,6 +280,22 @@ class Measurement:
     def after_capture(self, model: Any, snaps: dict[str, "Snapshot"], key: "SnapshotKey", context: dict[str, Any]) -> None:
         """Work of its own on the main process after the capture pass (attributions of a
         few examples, say), adding to ``snaps``; other ranks wait."""
+
+    # -- front half: training itself (a measurement that records training passes) ----------
+    def train_begin(self, run: TrainingRun) -> None:
+        """``on_train_begin``, on every rank that takes part: install what records training."""
+
+    def train_step(self, armed: bool) -> None:
+        """A training step begins (``armed``) or has ended: passes between are training passes."""
+
+    def train_epoch_end(self, state: Any) -> None:
+        """``on_epoch_end``, on every rank (gather collectively, write on the main process)."""
+
+    def train_save(self, folder: str, state: Any) -> None:
+        """``on_save``, on every rank: keep in the checkpoint ``folder`` what a resume needs."""
+
+    def train_end(self, state: Any) -> None:
+        """``on_train_end``: finish and remove every hook (also called before a new training)."""
 
     # -- storage --------------------------------------------------------------------
     def save(self, store: "RunStore", snap: "Snapshot", key: "SnapshotKey") -> None:

@@ -465,6 +465,7 @@
         if (im.caption) fig.append(el('figcaption', im.caption));
         box.append(fig);
       }
+      if (sec.datamap) box.append(dataMap(sec.datamap));
       if (sec.links.length) {
         const ul = el('ul');
         for (const ln of sec.links) { const a = el('a', ln.text); a.setAttribute('href', ln.href); const li = el('li'); li.append(a); ul.append(li); }
@@ -472,6 +473,167 @@
       }
       host.append(box);
     }
+  }
+
+  // -- training dynamics: an interactive data map and the suspects table ------------
+  const dataMaps = [];         // {dm, canvas, ctx, w, h, px, hover, pinned, box, order}
+  function dmColour(c) {       // correctness 0..1: red, yellow, green (the frames' RdYlGn)
+    const t = clamp(isFinite(c) ? c : 0, 0, 1);
+    const a = t < 0.5 ? [215, 48, 39] : [254, 224, 139], b = t < 0.5 ? [254, 224, 139] : [26, 152, 80];
+    const f = t < 0.5 ? t * 2 : (t - 0.5) * 2;
+    return 'rgb(' + a.map((v, k) => Math.round(v + (b[k] - v) * f)).join(',') + ')';
+  }
+  function dmLabel(dm, v) { return dm.label_names && v >= 0 && v < dm.label_names.length ? dm.label_names[v] : String(v); }
+  function dataMap(dm) {
+    const wrap = el('div', null, 'datamap');
+    const fig = el('figure', null, 'panel'), canvas = el('canvas'), info = el('div', null, 'dm-details');
+    canvas.dataset.split = dm.split;
+    fig.append(el('figcaption', 'data map of ' + dm.split + (dm.title ? ', ' + dm.title : '') + ' (' + dm.rows.length + ' rows)'), canvas);
+    info.append(el('p', 'Point at a dot to read its row; click to pin it.', 'hint'));
+    const row = el('div', null, 'dm-row');
+    row.append(fig, info);
+    wrap.append(row);
+    const w = 420, h = 340, dpr = window.devicePixelRatio || 1;
+    canvas.style.width = w + 'px'; canvas.style.height = h + 'px';
+    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+    const M = { dm, canvas, ctx: canvas.getContext('2d'), w, h, px: null, hover: null, pinned: null, info, order: null, sortKey: 'aum', sortUp: true };
+    M.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const L = 40, B = 30, T = 8, R = 8;   // plot area inside the canvas
+    M.px = new Float32Array(dm.rows.length * 2);
+    for (let i = 0; i < dm.rows.length; i++) {
+      M.px[2 * i] = L + (clamp(dm.x[i], 0, 0.5) / 0.5) * (w - L - R);
+      M.px[2 * i + 1] = T + (1 - clamp(dm.y[i], 0, 1)) * (h - T - B);
+    }
+    M.draw = () => drawDataMap(M, L, B, T, R);
+    canvas.addEventListener('pointermove', (e) => { const r = dmNearest(M, e); if (r !== M.hover) { M.hover = r; dmDetails(M); M.draw(); } });
+    canvas.addEventListener('pointerleave', () => { M.hover = null; dmDetails(M); M.draw(); });
+    canvas.addEventListener('click', (e) => dmPin(M, dmNearest(M, e)));
+    wrap.append(suspectsTable(M));
+    dataMaps.push(M);
+    M.draw();
+    return wrap;
+  }
+  function drawDataMap(M, L, B, T, R) {
+    const { ctx, w, h, dm, px } = M;
+    ctx.clearRect(0, 0, w, h); ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, h);
+    ctx.strokeStyle = '#d0d7de'; ctx.strokeRect(L + 0.5, T + 0.5, w - L - R - 1, h - T - B - 1);
+    ctx.fillStyle = '#333'; ctx.font = '11px sans-serif'; ctx.textAlign = 'center';
+    ctx.fillText('variability', L + (w - L - R) / 2, h - 6);
+    for (const v of [0, 0.1, 0.2, 0.3, 0.4, 0.5]) ctx.fillText(v.toFixed(1), L + (v / 0.5) * (w - L - R), h - B + 14);
+    ctx.textAlign = 'right';
+    for (const v of [0, 0.25, 0.5, 0.75, 1]) ctx.fillText(v.toFixed(2), L - 4, T + (1 - v) * (h - T - B) + 4);
+    ctx.save(); ctx.translate(10, T + (h - T - B) / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = 'center'; ctx.fillText('confidence', 0, 0); ctx.restore();
+    const [ct, vt] = dm.thresholds;
+    ctx.strokeStyle = '#aaa'; ctx.setLineDash([4, 3]); ctx.beginPath();
+    ctx.moveTo(L, T + (1 - ct) * (h - T - B)); ctx.lineTo(w - R, T + (1 - ct) * (h - T - B));
+    ctx.moveTo(L + (vt / 0.5) * (w - L - R), T); ctx.lineTo(L + (vt / 0.5) * (w - L - R), h - B); ctx.stroke(); ctx.setLineDash([]);
+    ctx.textAlign = 'left'; ctx.fillStyle = '#555';
+    ctx.fillText('easy-to-learn', L + 6, T + 14); ctx.fillText('hard-to-learn', L + 6, h - B - 6);
+    ctx.fillText('ambiguous', L + (vt / 0.5) * (w - L - R) + 6, T + (h - T - B) / 2);
+    ctx.globalAlpha = 0.7;
+    for (let i = 0; i < dm.rows.length; i++) {
+      ctx.fillStyle = dmColour(dm.correctness[i]);
+      ctx.beginPath(); ctx.arc(px[2 * i], px[2 * i + 1], 2.6, 0, 2 * Math.PI); ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+    for (const [r, c] of [[M.pinned, PIN], [M.hover, HOVER]]) if (r !== null) ring(ctx, px[2 * r], px[2 * r + 1], 6, c);
+  }
+  function dmNearest(M, e) {
+    const r = M.canvas.getBoundingClientRect(), x = e.clientX - r.left, y = e.clientY - r.top;
+    let best = null, bestD = 64;
+    for (let i = 0; i < M.dm.rows.length; i++) {
+      const dx = M.px[2 * i] - x, dy = M.px[2 * i + 1] - y, d = dx * dx + dy * dy;
+      if (d <= bestD) { best = i; bestD = d; }
+    }
+    return best;
+  }
+  function dmDetails(M) {
+    const dm = M.dm, i = M.hover !== null ? M.hover : M.pinned, box = M.info;
+    box.replaceChildren();
+    if (i === null) { box.append(el('p', 'Point at a dot to read its row; click to pin it.', 'hint')); return; }
+    box.append(el('h3', dm.split + ' row ' + dm.rows[i] + (i === M.pinned ? '  (pinned)' : '')));
+    const t = dm.texts ? dm.texts[i] : null;
+    box.append(el('p', t === null ? (dm.texts ? '(text not in this page; see `layerwatch suspects`)' : '(texts not in this report)') : t, t === null ? 'text missing' : 'text'));
+    const dl = el('dl');
+    const add = (k, v, cls) => { dl.append(el('dt', k)); dl.append(el('dd', v, cls)); };
+    add('label', dmLabel(dm, dm.label[i]), 'label');
+    add('prediction', dmLabel(dm, dm.predicted[i]), 'prediction');
+    add('confidence', dm.y[i].toFixed(3), 'confidence');
+    add('variability', dm.x[i].toFixed(3), 'variability');
+    add('correctness', dm.correctness[i].toFixed(2), 'correctness');
+    add('margin (AUM)', dm.aum[i].toFixed(3), 'aum');
+    box.append(dl);
+    if (i === M.pinned) box.append(el('p', M.inLayouts ? 'Pinned in the layouts above too.' : 'This row is not among the monitored rows of the layouts.', 'hint'));
+  }
+  // Pin a row on the map and, where it is monitored, in every layer's layout.
+  function dmPin(M, i) {
+    M.pinned = i === null || i === M.pinned ? null : i;
+    M.inLayouts = false;
+    if (M.pinned !== null) {
+      const si = D.splits.findIndex((s) => s.name === M.dm.split);
+      const pos = si < 0 ? -1 : D.splits[si].indices.indexOf(M.dm.rows[M.pinned]);
+      if (pos >= 0) {
+        if (si !== S.split) { selectSplit(si); fillSelect($('split'), D.splits.map((s, k) => [String(k), s.name]), String(si)); }
+        S.pinned = pos; S.hover = null; showDetails(); draw();
+        M.inLayouts = true;
+      }
+    }
+    dmDetails(M); M.draw();
+    if (M.body) M.fillTable();
+  }
+  function suspectsTable(M) {
+    const dm = M.dm, box = el('div', null, 'suspects');
+    const cols = [['rank', 'rank'], ['row', 'row'], ['aum', 'AUM'], ['y', 'confidence'], ['x', 'variability'],
+      ['correctness', 'correctness'], ['label', 'label'], ['predicted', 'prediction'], ['text', 'text']];
+    const ranked = dm.rows.map((_, i) => i).sort((a, b) => dm.aum[a] - dm.aum[b] || dm.y[a] - dm.y[b] || dm.rows[a] - dm.rows[b]);
+    const top = ranked.slice(0, dm.top), rank = new Map(top.map((i, k) => [i, k + 1]));
+    const value = (i, k) => (k === 'rank' ? rank.get(i) : k === 'row' ? dm.rows[i] : k === 'text' ? (dm.texts && dm.texts[i]) || ''
+      : k === 'label' || k === 'predicted' ? dmLabel(dm, dm[k][i]) : dm[k][i]);
+    const head = el('p');
+    head.append(el('span', 'The ' + top.length + ' rows with the lowest area under the margin (click a heading to sort). '));
+    const dl = el('button', 'download CSV'); dl.type = 'button'; dl.className = 'download';
+    head.append(dl);
+    const table = el('table', null, 'suspects-table'), thead = el('thead'), tr = el('tr');
+    M.body = el('tbody');
+    for (const [k, name] of cols) {
+      const th = el('th', name); th.dataset.key = k;
+      th.addEventListener('click', () => { M.sortUp = M.sortKey === k ? !M.sortUp : true; M.sortKey = k; M.fillTable(); });
+      tr.append(th);
+    }
+    thead.append(tr); table.append(thead, M.body);
+    M.sorted = () => {
+      const k = M.sortKey === 'rank' ? 'aum' : M.sortKey, dir = M.sortUp ? 1 : -1;
+      return top.slice().sort((a, b) => {
+        const va = value(a, k), vb = value(b, k);
+        return (typeof va === 'string' ? va.localeCompare(vb) : va - vb) * dir || rank.get(a) - rank.get(b);
+      });
+    };
+    M.fillTable = () => {
+      M.body.replaceChildren();
+      M.order = M.sorted();
+      for (const i of M.order) {
+        const r = el('tr');
+        if (i === M.pinned) r.className = 'pinned';
+        for (const [k] of cols) {
+          const v = value(i, k);
+          r.append(el('td', typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(3) : v));
+        }
+        r.addEventListener('click', () => dmPin(M, i));
+        M.body.append(r);
+      }
+    };
+    const csvCell = (v) => { const t = String(v); return /[",\n]/.test(t) ? '"' + t.replace(/"/g, '""') + '"' : t; };
+    M.csv = () => [cols.map(([, n]) => n).join(',')].concat(
+      top.map((i) => cols.map(([k]) => csvCell(value(i, k))).join(','))).join('\n') + '\n';
+    dl.addEventListener('click', () => {
+      const a = el('a');
+      a.setAttribute('href', 'data:text/csv;charset=utf-8,' + encodeURIComponent(M.csv()));
+      a.setAttribute('download', 'suspects_' + dm.split + '.csv');
+      document.body.append(a); a.click(); a.remove();
+    });
+    M.fillTable();
+    box.append(head, table);
+    return box;
   }
 
   // -- start -----------------------------------------------------------------------
@@ -536,6 +698,24 @@
       };
     },
     readyMs: performance.now(),
+  });
+  // The data maps (training dynamics), for tests: where a row is drawn, what is shown.
+  window.layerwatchDataMap = Object.freeze({
+    pointOf(split, row) {
+      const M = dataMaps.find((m) => m.dm.split === split), i = M ? M.dm.rows.indexOf(row) : -1;
+      if (i < 0) return null;
+      const r = M.canvas.getBoundingClientRect();
+      return { x: r.left + M.px[2 * i], y: r.top + M.px[2 * i + 1] };
+    },
+    state(split) {
+      const M = dataMaps.find((m) => m.dm.split === split);
+      if (!M) return null;
+      return {
+        hovered: M.hover === null ? null : M.dm.rows[M.hover], pinned: M.pinned === null ? null : M.dm.rows[M.pinned],
+        tableRows: M.order.map((i) => M.dm.rows[i]), sortKey: M.sortKey, sortUp: M.sortUp, csv: M.csv(),
+        details: M.info.textContent,
+      };
+    },
   });
   document.body.dataset.ready = '1';
 })();
