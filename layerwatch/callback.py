@@ -190,7 +190,7 @@ class LayerwatchCallback(TrainerCallback):
         if not _takes_part(state):
             return
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}") if state.global_step else None
-        self.monitor.open(model, state.global_step, checkpoint, args=args)
+        self.monitor.open(model, state.global_step, checkpoint, args=args, epoch=state.epoch)
         if state.global_step == 0:
             self.monitor.snapshot(model, SnapshotKey(0, 0, self._with_step), state, args, fatal=True)
 

@@ -116,20 +116,26 @@ class Monitor:
             m.prepare(model, self.context)
         self._checked = True
 
-    def open(self, model: Any, global_step: int, checkpoint_dir: str | None = None, args: Any = None) -> None:
+    def open(
+        self, model: Any, global_step: int, checkpoint_dir: str | None = None, args: Any = None, epoch: float | None = None,
+    ) -> None:
         """Prepare the run directory (main process), then agree with every rank.
 
         ``global_step > 0`` is a resume: the stored run must have been taken with the
         same settings, rows and labels; snapshots it took after ``global_step`` are moved
-        to ``superseded/``.
+        to ``superseded/`` (``epoch``: the checkpoint's epoch, for files whose names give no step).
         """
         resuming = global_step > 0
         self._args = args
-        dist.together(self._open_main if dist.is_main() else (lambda *a: None), model, resuming, global_step, checkpoint_dir)
+        dist.together(
+            self._open_main if dist.is_main() else (lambda *a: None), model, resuming, global_step, checkpoint_dir, epoch,
+        )
         if resuming:
             self.last_step = int(global_step)
 
-    def _open_main(self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None) -> None:
+    def _open_main(
+        self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None, epoch: float | None = None,
+    ) -> None:
         store = self.store
         store.clean_temporary()
         if store.foreign_run_file():
@@ -140,7 +146,7 @@ class Monitor:
         if resuming and store.holds_run():
             info = self._stored_run()
             self._check_resume(info, checkpoint_dir)
-            moved = store.supersede(global_step)
+            moved = store.supersede(global_step, epoch)
             if moved:
                 logger.warning(
                     "layerwatch: the run resumes at step %d; %d snapshot(s) taken after it by the run before the "

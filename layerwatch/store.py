@@ -548,37 +548,74 @@ class RunStore:
                     if key is not None:
                         yield kind, split, key, os.path.join(folder, f)
 
-    def supersede(self, after_step: int) -> list[str]:
-        """Move every snapshot taken after ``after_step`` to ``superseded/<time>/``.
+    def _keyed_files(self) -> Iterator[tuple[str, SnapshotKey]]:
+        """``(path, key)`` of every file layerwatch wrote whose name is a snapshot key, in any
+        folder of the run directory (``superseded/``, hidden folders and links excepted)."""
+        if not os.path.isdir(self.root):
+            return
+        manifest = os.path.exists(os.path.join(self.root, MANIFEST_FILE))
+        owned = set(self.owned_files()) if manifest else None
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(
+                d for d in dirs
+                if not d.startswith(".") and not os.path.islink(os.path.join(folder, d))
+                and not (folder == self.root and d == SUPERSEDED)
+            )
+            for f in sorted(files):
+                key = SnapshotKey.parse(os.path.splitext(f)[0])
+                path = os.path.join(folder, f)
+                if key is not None and (owned is None or os.path.abspath(path) in owned):
+                    yield path, key
+
+    def supersede(self, after_step: int, after_epoch: float | None = None) -> list[str]:
+        """Move everything of the snapshots taken after ``after_step`` to ``superseded/<time>/``.
 
         A run resumed from a checkpoint goes on from that checkpoint's step; snapshots
-        that a killed run took after it belong to a course of training that no longer
-        exists. They are moved aside (never deleted) so that the films hold one course of
-        training. Returns the names of the snapshots moved.
+        that a killed (or longer) run took after it belong to a course of training that
+        no longer exists. One rule holds for every measurement, whatever its folders: a
+        file named by a snapshot key (``epoch_003.png`` in ``attention_frames/entropy/``,
+        any depth) is moved when that snapshot came after the checkpoint, and so is every
+        row of a table with a ``step`` after it. When that snapshot came is read from the
+        name (``..._step_0000012``), else from the step stored in the embeddings of the
+        snapshot of that name (any split), else from its epoch against ``after_epoch``
+        (the checkpoint's epoch). Files are moved (never deleted), keeping their folders,
+        so that the films hold one course of training. Returns the names of the
+        snapshots moved.
         """
-        steps: dict[tuple[str, str], int] = {}
+        stored: dict[str, int] = {}
         for split in self.splits():
             for key in self.keys(split):
                 try:
-                    steps[(split, key.name)] = self.snapshot_key(split, key).step
+                    stored[key.name] = self.snapshot_key(split, key).step
                 except (DamagedFileError, FileNotFoundError):
-                    steps[(split, key.name)] = key.step
-        later = set()
-        for kind, split, key, path in list(self.snapshot_files()):
-            step = steps.get((split, key.name), key.step if key.with_step else None)
-            if step is not None and step > after_step:
-                later.add((kind, split, key, path))
+                    continue
+
+        def abandoned(key: SnapshotKey) -> bool:
+            if key.with_step:
+                return key.step > after_step
+            if key.name in stored:
+                return stored[key.name] > after_step
+            if after_epoch is not None:
+                return float(key.epoch) > float(after_epoch) + 1e-6
+            return False
+
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = os.path.join(self.root, SUPERSEDED, stamp)
         moved = set()
         with self.lock():
-            for kind, split, key, path in sorted(later, key=lambda t: t[3]):
-                dest = os.path.join(target, kind, split, os.path.basename(path))
+            for path, key in list(self._keyed_files()):
+                if not abandoned(key):
+                    continue
+                dest = os.path.join(target, os.path.relpath(path, self.root))
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 os.replace(path, dest)
                 moved.add(key.name)
             for table in self._tables():
-                rows = self.read_table(table)
+                try:
+                    rows = self.read_table(table)
+                except DamagedFileError as exc:
+                    logger.warning("layerwatch: %s", exc)
+                    continue
                 late = [r for r in rows if "step" in r and int(r["step"]) > after_step]
                 if late:
                     fields = list(rows[0].keys())
@@ -592,6 +629,7 @@ class RunStore:
         return sorted(moved)
 
     def _tables(self) -> list[str]:
+        # Tables live directly in the run directory (``table_path``), whatever measurement wrote them.
         return sorted(
             f for f in os.listdir(self.root)
             if f.endswith(".csv") and os.path.isfile(os.path.join(self.root, f))
