@@ -137,6 +137,22 @@ class Monitor:
         self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None, epoch: float | None = None,
     ) -> None:
         store = self.store
+        # Before anything is checked, written or removed: one run at a time in a folder.
+        store.claim()
+        try:
+            with store.lock():
+                restore_up_to = self._prepare_dir(model, resuming, global_step, checkpoint_dir, epoch)
+            self._start_back_half(restore_up_to=restore_up_to)
+        except BaseException:
+            store.release()
+            raise
+
+    def _prepare_dir(
+        self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None, epoch: float | None,
+    ) -> int | None:
+        """Check the run directory and write run.json (under the claim and the directory's lock);
+        returns the step up to which the stored run is taken up (None: a new run)."""
+        store = self.store
         store.clean_temporary()
         if store.foreign_run_file():
             raise ValueError(
@@ -155,8 +171,7 @@ class Monitor:
                 )
             self.run_id = info.get("run_id", self.run_id)
             store.write_run({**info, **self.run_info(model), "run_id": self.run_id})
-            self._start_back_half(restore_up_to=global_step)
-            return
+            return global_step
         if store.holds_run():
             if not self.config.overwrite:
                 raise ValueError(
@@ -171,7 +186,7 @@ class Monitor:
             )
         store.write_run({"run_id": self.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **self.run_info(model)})
         self._store_texts()
-        self._start_back_half()
+        return None
 
     def _stored_run(self) -> dict:
         try:
@@ -451,19 +466,22 @@ class Monitor:
                 self._process(self.pipeline, key, snaps, state, args)
 
     def close(self, state: Any = None, args: Any = None) -> None:
-        if self.worker is not None:
-            try:
-                self.collect(state, args, block=True)
-            finally:
-                if self.worker is not None:
-                    self.worker.close()
-                self.worker = None
-        if self.integrations:
-            from .integrations import finish_all
+        try:
+            if self.worker is not None:
+                try:
+                    self.collect(state, args, block=True)
+                finally:
+                    if self.worker is not None:
+                        self.worker.close()
+                    self.worker = None
+            if self.integrations:
+                from .integrations import finish_all
 
-            self.failures.extend(finish_all(self.integrations, self.run_view))
-        if self.failures:
-            logger.warning("layerwatch: %d step(s) of snapshots failed during training; see the warnings above", len(self.failures))
+                self.failures.extend(finish_all(self.integrations, self.run_view))
+            if self.failures:
+                logger.warning("layerwatch: %d step(s) of snapshots failed during training; see the warnings above", len(self.failures))
+        finally:
+            self.store.release()  # the run is over: another may use the folder
 
     def _report(self, key: SnapshotKey, stage: str, reason: str) -> None:
         msg = (

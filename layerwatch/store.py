@@ -45,7 +45,7 @@ from .config import check_split_name, is_split_name
 from .snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
 
 __all__ = [
-    "DamagedFileError", "RunStore", "Snapshot", "SnapshotKey", "atomic_write", "atomic_write_text",
+    "DamagedFileError", "RunDirectoryInUse", "RunStore", "Snapshot", "SnapshotKey", "atomic_write", "atomic_write_text",
     "RUN_FILE", "METRICS_FILE",
 ]
 
@@ -55,6 +55,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 MANIFEST_FILE = ".layerwatch-files"
 LOCK_FILE = ".layerwatch-lock"
+OWNER_FILE = ".layerwatch-owner"
 SUPERSEDED = "superseded"
 RUN_FORMAT = "layerwatch-run"
 METRIC_FIELDS = ("split", "epoch", "step", "layer", "metric", "value")
@@ -76,6 +77,15 @@ class DamagedFileError(ValueError):
 
     def __reduce__(self):
         return (DamagedFileError, (self.path, self.reason))
+
+
+class RunDirectoryInUse(ValueError):
+    """Another run that is still going holds the run directory (see :meth:`RunStore.claim`)."""
+
+
+# The run directories this process holds, by real path: a run of this process that never
+# finished (a notebook cell whose training raised) gives its folder up to the next one.
+_CLAIMS: dict[str, Any] = {}
 
 
 def _tmp_name(ext: str) -> str:
@@ -134,6 +144,7 @@ class RunStore:
         self._lock = threading.RLock()
         self._lock_depth = 0
         self._lock_fh = None
+        self._claim_fh = None
 
     # -- paths -------------------------------------------------------------------
     def array_path(self, kind: str, split: str, key: SnapshotKey, ext: str = ".npz") -> str:
@@ -443,9 +454,17 @@ class RunStore:
         """Whether the folder holds a layerwatch run, or files of one (even without run.json)."""
         if os.path.exists(self.run_path) and not self.foreign_run_file():
             return True
-        if os.path.exists(os.path.join(self.root, MANIFEST_FILE)):
+        if self._manifest_lists_files():
             return True
         return any(self.keys(split) for split in self.splits())
+
+    def _manifest_lists_files(self) -> bool:
+        """Whether the manifest names a file other than the lock (taken before anything is written)."""
+        try:
+            with open(os.path.join(self.root, MANIFEST_FILE), encoding="utf-8", errors="replace") as fh:
+                return any(line.strip() not in ("", LOCK_FILE) for line in fh)
+        except OSError:
+            return False
 
     def owned_files(self) -> list[str]:
         """Every file layerwatch wrote here, as absolute paths (from the manifest, or, for a
@@ -453,7 +472,7 @@ class RunStore:
         root = os.path.abspath(self.root)
         manifest = os.path.join(root, MANIFEST_FILE)
         paths: set[str] = set()
-        if os.path.exists(manifest):
+        if self._manifest_lists_files():
             with open(manifest, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     rel = line.strip()
@@ -553,8 +572,7 @@ class RunStore:
         folder of the run directory (``superseded/``, hidden folders and links excepted)."""
         if not os.path.isdir(self.root):
             return
-        manifest = os.path.exists(os.path.join(self.root, MANIFEST_FILE))
-        owned = set(self.owned_files()) if manifest else None
+        owned = set(self.owned_files()) if self._manifest_lists_files() else None
         for folder, dirs, files in os.walk(self.root):
             dirs[:] = sorted(
                 d for d in dirs
@@ -657,6 +675,68 @@ class RunStore:
                 if self._lock_depth == 0 and self._lock_fh is not None:
                     self._lock_fh.close()
                     self._lock_fh = None
+
+    def claim(self) -> None:
+        """Hold the run directory for one run until :meth:`release` (or the process ends).
+
+        Two runs started into the same folder would mix their snapshots; the first to
+        claim it wins and every other one gets :class:`RunDirectoryInUse` before it
+        checks, writes or removes anything. The claim is an exclusive ``flock`` on
+        ``.layerwatch-owner``, held as long as the run: the kernel drops it when the
+        holder dies however it dies (a kill, a crash, a lost node), so a stale claim never
+        blocks a later run. A run of this same process that never released its claim (a
+        training that raised in a notebook) gives it up to the new one, with a warning.
+        Where ``flock`` does not exist (not POSIX) nothing is claimed.
+        """
+        if self._claim_fh is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no claim
+            return
+        os.makedirs(self.root, exist_ok=True)
+        real = os.path.realpath(self.root)
+        stale = _CLAIMS.pop(real, None)
+        if stale is not None and not stale.closed:
+            logger.warning(
+                "layerwatch: a run of this process that did not finish (a training that raised?) still held %s; "
+                "the new run takes it over", self.root,
+            )
+            stale.close()
+        path = os.path.join(self.root, OWNER_FILE)
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            try:
+                who = json.loads(holder)
+                who = f" (process {who['pid']} on {who['host']}, since {who['since']})"
+            except (ValueError, KeyError, TypeError):
+                who = ""
+            raise RunDirectoryInUse(
+                f"output_dir={self.root!r} is in use: another layerwatch run that is still going holds it{who}, and "
+                "two runs in one folder would mix their snapshots; pass another output_dir, or wait until that run ends"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        fh.flush()
+        # Not in the manifest: overwrite=True must never remove the file the claim is held on.
+        self._claim_fh = fh
+        _CLAIMS[real] = fh
+
+    def release(self) -> None:
+        """Give up the claim of :meth:`claim` (the run ended)."""
+        fh, self._claim_fh = self._claim_fh, None
+        if fh is None:
+            return
+        real = os.path.realpath(self.root)
+        if _CLAIMS.get(real) is fh:
+            del _CLAIMS[real]
+        fh.close()
 
     def _open_lock(self):
         try:
