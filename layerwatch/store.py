@@ -130,6 +130,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _check_signature(path: str, signatures: tuple[bytes, ...], kind: str) -> None:
+    """A :class:`DamagedFileError` for a file that is empty or does not start as a ``kind`` file does."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise DamagedFileError(path, "an empty file")
+    if not any(head.startswith(sig) for sig in signatures):
+        raise DamagedFileError(path, f"not a {kind} file")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _number(text: str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
@@ -346,20 +361,35 @@ class RunStore:
     def table_path(self, name: str) -> str:
         return self.file_path(name)
 
-    def read_table(self, name: str) -> list[dict]:
+    def read_table(self, name: str, required: Sequence[str] = ()) -> list[dict]:
         """Rows of a CSV table written by :meth:`replace_rows`; ``epoch``, ``step``, ``layer``,
-        ``head`` and ``value`` come back as numbers."""
+        ``head`` and ``value`` come back as numbers.
+
+        Raises :class:`DamagedFileError` for a table that cannot be read whole: a header
+        without the ``required`` columns (garbled), a row cut short (truncated), a cell
+        that is no number where one belongs.
+        """
         path = self.table_path(name)
         if not os.path.exists(path):
             return []
         try:
             with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
+                reader = csv.DictReader(fh)
+                rows = list(reader)
+                header = reader.fieldnames or []
+            absent = [c for c in required if c not in header]
+            if absent:
+                raise DamagedFileError(path, f"its header {header} lacks the column(s) {absent}")
+            for r in rows:
+                if None in r.values() or None in r:
+                    raise DamagedFileError(path, f"a row does not have the {len(header)} columns of the header (cut short?)")
             for r in rows:
                 for col in ("epoch", "step", "layer", "head", "value"):
                     if col in r:
                         r[col] = float(r[col]) if col == "value" else _number(r[col])
-        except (ValueError, TypeError, csv.Error) as exc:
+        except DamagedFileError:
+            raise
+        except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
             raise DamagedFileError(path, f"{type(exc).__name__}: {exc}") from None
         return rows
 
@@ -400,7 +430,43 @@ class RunStore:
             self.write_table(name, fields, [r for r in old if not replaced(r)] + list(rows))
 
     def read_metrics(self) -> list[dict]:
-        return self.read_table(METRICS_FILE)
+        return self.read_table(METRICS_FILE, METRIC_FIELDS)
+
+    # -- pictures ----------------------------------------------------------------
+    def read_image(self, path: str) -> np.ndarray:
+        """A frame PNG as an RGB array; raises :class:`DamagedFileError` naming a file that
+        cannot be read (empty, truncated, not a picture)."""
+        import imageio.v3 as iio
+
+        _check_signature(path, (b"\x89PNG\r\n\x1a\n",), "PNG")
+        try:
+            img = iio.imread(path, extension=".png")
+            if img.ndim == 2:
+                img = np.stack([img] * 3, axis=-1)
+            return img[..., :3]
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # imageio raises many kinds for a bad file
+            raise DamagedFileError(path, f"not a readable PNG: {_first_line(exc)}") from None
+
+    def check_gif(self, path: str) -> int:
+        """The number of frames of a GIF; raises :class:`DamagedFileError` for one that cannot be read."""
+        import imageio.v3 as iio
+
+        _check_signature(path, (b"GIF87a", b"GIF89a"), "GIF")
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b";":  # every whole GIF ends with its trailer byte
+                raise DamagedFileError(path, "a GIF cut short (no trailer)")
+        try:
+            frames = iio.improps(path, index=None, extension=".gif").shape[0]
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise DamagedFileError(path, f"not a readable GIF: {_first_line(exc)}") from None
+        if frames < 1:
+            raise DamagedFileError(path, "a GIF without frames")
+        return int(frames)
 
     def write_metrics(self, rows: list[dict]) -> None:
         self.write_table(METRICS_FILE, METRIC_FIELDS, rows)
