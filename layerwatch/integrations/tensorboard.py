@@ -25,6 +25,7 @@ import os
 from typing import Any, Mapping
 
 from ..snapshot import Snapshot, SnapshotKey
+from ..store import atomic_write_text
 from .base import (
     Integration, RunInfo, frame_images, label_texts, load_snapshots, parse_projector_layers, prediction_texts,
     projector_positions, snapshot_splits, text_of,
@@ -104,6 +105,39 @@ def layerwatch_events(log_dir: str | os.PathLike) -> str | None:
             except Exception:  # a damaged event file of someone else's: not ours to judge
                 continue
     return None
+
+
+def _read_projector(folder: str | None) -> list:
+    """The embeddings listed in ``folder``'s ``projector_config.pbtxt`` (none when absent or unreadable)."""
+    if folder is None:
+        return []
+    path = os.path.join(folder, "projector_config.pbtxt")
+    if not os.path.isfile(path):
+        return []
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    config = projector_config_pb2.ProjectorConfig()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text_format.Parse(fh.read(), config)
+    except (OSError, ValueError, text_format.ParseError):
+        return []
+    return list(config.embeddings)
+
+
+def _write_projector(folder: str | None, before: list, after: list) -> None:
+    """List in ``projector_config.pbtxt`` every embedding of ``before`` and ``after`` (once each, in order)."""
+    names = {e.tensor_name for e in after}
+    missing = [e for e in before if e.tensor_name not in names]
+    if folder is None or not missing:
+        return
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    config = projector_config_pb2.ProjectorConfig()
+    config.embeddings.extend(missing + after)
+    atomic_write_text(os.path.join(folder, "projector_config.pbtxt"), text_format.MessageToString(config))
 
 
 def _same_dir(a: str | None, b: str | None) -> bool:
@@ -252,11 +286,18 @@ class TensorBoardIntegration(Integration):
         header.append("row")
         columns.append([str(int(i)) for i in snap.indices])
         metadata = [list(row) for row in zip(*columns)]
+        folder = _writer_dir(writer)
+        listed = _read_projector(folder)
         for j in positions:
             writer.add_embedding(
                 snap.pooled[j], metadata=metadata, metadata_header=header,
                 tag=f"layerwatch/{split}/layer_{int(snap.layers[j])}", global_step=key.step,
             )
+        # A writer lists in projector_config.pbtxt only what it added itself, rewriting the
+        # whole file each time; a second writer into the same folder (the Trainer's closed
+        # at the end of training while a background worker still draws, an earlier
+        # session) would drop every earlier embedding. Merge with what was listed before.
+        _write_projector(folder, listed, _read_projector(folder))
 
     def __repr__(self) -> str:
         where = self.log_dir or ("the Trainer's log directory" if self.trainer is not None else "?")
