@@ -33,7 +33,7 @@ from .measures.base import SplitPlan
 from .pipeline import Pipeline
 from .snapshot import Snapshot, SnapshotKey
 from .splits import prepare_splits
-from .store import RunStore
+from .store import RunStore, atomic_write_text
 from .trainer_log import TrainerLog
 
 logger = logging.getLogger("layerwatch")
@@ -381,7 +381,7 @@ class Monitor:
 
         s = self.splits[name]
         snap = Snapshot(
-            labels=self.labels[name], indices=s.indices, epoch=key.epoch, step=key.step, split=name,
+            labels=self.labels[name], indices=s.indices, epoch=key.epoch, step=key.step, split=name, with_step=key.with_step,
             label_names=tuple(self.label_names) if self.label_names else None,
         )
         head = parts.get(COMMON)
@@ -518,8 +518,8 @@ def _summary(key: SnapshotKey, stage: str, failures: list[str]) -> str:
 def write_checkpoint(folder: str, state: dict) -> None:
     """Note the run in a Trainer checkpoint, so a resume can tell it is the same run."""
     if os.path.isdir(folder):
-        with open(os.path.join(folder, CHECKPOINT_FILE), "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2)
+        # Atomic, as every run file: a kill mid-write never leaves a half note to be misread.
+        atomic_write_text(os.path.join(folder, CHECKPOINT_FILE), json.dumps(state, indent=2))
 
 
 def _read_checkpoint(folder: str) -> dict | None:

@@ -309,7 +309,7 @@ class RunStore:
         return Snapshot(
             pooled=z.get("pooled"), labels=z["labels"], layers=z["layers"], indices=z["indices"],
             predictions=z.get("predictions"), epoch=float(z.get("epoch", key.epoch)), step=int(z.get("step", key.step)),
-            split=split, label_names=tuple(label_names) if label_names is not None else None,
+            split=split, with_step=key.with_step, label_names=tuple(label_names) if label_names is not None else None,
         )
 
     def snapshot_key(self, split: str, key: SnapshotKey) -> SnapshotKey:

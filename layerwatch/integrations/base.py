@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..config import parse_projector_layers
 from ..snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
 from ..store import METRIC_FIELDS, METRICS_FILE, DamagedFileError, RunStore
 
@@ -314,40 +315,6 @@ def prediction_texts(run: RunInfo, predictions: np.ndarray | None) -> list[str] 
         return None
     names = label_texts(run, np.clip(np.asarray(predictions), 0, None))
     return ["(other)" if int(p) < 0 else n for p, n in zip(np.asarray(predictions).tolist(), names)]
-
-
-def parse_projector_layers(value: Any) -> str | tuple[int, ...] | None:
-    """Normalise ``projector_layers=``: ``"last"``, ``"all"``, a tuple of hidden-state indices, or None.
-
-    ``None``, ``"none"`` or an empty sequence turn the Embedding Projector off; ``"0,6,12"``
-    is accepted so that the command line can pass it through.
-
-    Raises:
-        ValueError: anything else, naming what is allowed.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("last", "all"):
-            return text
-        if text in ("none", ""):
-            return None
-        try:
-            return tuple(int(v) for v in text.split(","))
-        except ValueError:
-            raise ValueError(
-                f"projector_layers={value!r} is not one of 'last', 'all', 'none' or hidden-state indices such as '0,6,12'"
-            ) from None
-    try:
-        layers = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"projector_layers={value!r} is not one of 'last', 'all', None or a list of hidden-state indices"
-        ) from None
-    if any(l < 0 for l in layers):
-        raise ValueError(f"projector_layers={value!r} holds a negative index; hidden-state indices start at 0 (embeddings)")
-    return layers or None
 
 
 def projector_positions(choice: str | tuple[int, ...] | None, stored: np.ndarray, split: str) -> list[int]:
