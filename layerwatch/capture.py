@@ -24,6 +24,7 @@ from .labels import canonical, classify, match_head, resolve
 from .measures import Measurement
 from .measures.base import Batch, SplitPlan
 from .measures.embeddings import Embeddings
+from .progress import Progress
 from .snapshot import Snapshot
 from .splits import empty_row_error
 
@@ -169,13 +170,15 @@ def capture_split(
     plan: SplitPlan,
     measurements: Sequence[Measurement],
     batch_size: int = 32,
-    progress: bool = False,
+    progress: "bool | Progress" = False,
     autocast: Any = None,
 ) -> dict[str, Part]:
     """Run ``model`` once over ``plan.indices`` of ``dataset`` for every measurement.
 
     ``autocast``: a function giving a fresh autocast context per batch (see
     :mod:`layerwatch.precision`), or None for the model's own precision.
+    ``progress``: the snapshot's :class:`~layerwatch.progress.Progress`, or True for a
+    bar (a plain line off a terminal) of this capture's own.
 
     Returns:
         ``{measurement name: Part}`` and, under ``"__common__"``, the head's predictions
@@ -204,11 +207,10 @@ def capture_split(
     head: np.ndarray | None = None
     outputs: int | None = None
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(indices), desc=f"layerwatch capture {plan.split}".rstrip(), unit="row", leave=False)
+    # One bar for the whole snapshot (the caller's), or this capture's own; plain lines off a terminal.
+    own = not isinstance(progress, Progress)
+    bar = Progress(f"capture {plan.split}".rstrip(), len(indices), enabled=bool(progress)) if own else progress
+    bar.working(f"capture {plan.split}".rstrip())
     was_training = model.training
     model.eval()
     try:
@@ -235,12 +237,12 @@ def capture_split(
                 # batches' worth would be alive at its peak.
                 del out, batch, logits, feed
                 record.clear()
-                if bar is not None:
-                    bar.update(len(batch_rows))
+                bar.advance(len(batch_rows))
     finally:
         model.train(was_training)
-        if bar is not None:
+        if own:
             bar.close()
+    bar.done(f"captured {plan.split or 'the rows'} ({len(indices)} rows)")
     parts = {name: acc.finish() for name, acc in accumulators.items()}
     parts[COMMON] = Part(rows={"head_predictions": head} if head is not None else {}, meta={"outputs": outputs})
     return parts

@@ -31,6 +31,7 @@ from .labels import HeadMatch, LabelVocabulary, match_head, resolve
 from .measures import for_config
 from .measures.base import SplitPlan
 from .pipeline import Pipeline
+from .progress import Progress, quiet
 from .snapshot import Snapshot, SnapshotKey
 from .splits import prepare_splits
 from .store import RunStore, atomic_write_text
@@ -328,12 +329,16 @@ class Monitor:
         started = time.perf_counter()
         raise_now = fatal or self.config.on_error == "raise"
         parts, error = None, None
+        rows = sum(len(s.indices) for s in self.splits.values())
+        back_half = len(self.measurements) if self.worker is None else 0
+        progress = Progress(key.title, rows + back_half, enabled=self.config.progress and dist.is_main())
         try:
-            parts = self._capture(model)
+            parts = self._capture(model, progress)
         except Exception as exc:
             error = exc
         failures = dist.agree(error is None, f"{type(error).__name__}: {error}" if error else "")
         if failures:
+            progress.close()
             if raise_now:
                 raise error if error is not None else dist.RankFailed("; ".join(failures))
             if dist.is_main():
@@ -343,9 +348,11 @@ class Monitor:
         error = None
         if dist.is_main():
             try:
-                self._hand_over(model, key, gathered, state, args)
+                self._hand_over(model, key, gathered, state, args, progress)
             except Exception as exc:
                 error = exc
+            finally:
+                progress.close()
         failures = dist.agree(error is None, f"{type(error).__name__}: {error}" if error else "")
         self.last_step = key.step
         if failures and raise_now:
@@ -354,7 +361,7 @@ class Monitor:
             self._report(key, "handing over", f"{type(error).__name__}: {error}")
         logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
 
-    def _capture(self, model: Any) -> dict[str, dict]:
+    def _capture(self, model: Any, progress: Progress | None = None) -> dict[str, dict]:
         from .capture import capture_split
 
         rank, world = dist.rank_world()
@@ -372,7 +379,7 @@ class Monitor:
             )
             out[s.name] = capture_split(
                 model, s.dataset, plan, self.measurements, batch_size=self.config.batch_size,
-                progress=self.config.progress and rank == 0, autocast=self.context.get("autocast"),
+                progress=progress if progress is not None else quiet(), autocast=self.context.get("autocast"),
             )
         return out
 
@@ -402,7 +409,9 @@ class Monitor:
         self.layers = tuple(int(v) for v in snap.layers)
         return snap
 
-    def _hand_over(self, model: Any, key: SnapshotKey, gathered: dict, state: Any, args: Any) -> None:
+    def _hand_over(
+        self, model: Any, key: SnapshotKey, gathered: dict, state: Any, args: Any, progress: Progress | None = None,
+    ) -> None:
         snaps = {name: self._assemble(key, name, parts) for name, parts in gathered.items() if parts is not None}
         for m in self.measurements:
             self._step(key, m.name, m.after_capture, model, snaps, key, self.context)
@@ -415,7 +424,7 @@ class Monitor:
             self.worker.submit(key, snaps)
             self.collect(state, args, block=False)
             return
-        self._process(self.pipeline, key, snaps, state, args)
+        self._process(self.pipeline, key, snaps, state, args, progress)
 
     def _step(self, key: SnapshotKey, stage: str, fn: Any, *a: Any) -> None:
         try:
@@ -425,9 +434,11 @@ class Monitor:
                 raise
             self._report(key, stage, f"{type(exc).__name__}: {exc}")
 
-    def _process(self, pipeline: Pipeline, key: SnapshotKey, snaps: dict, state: Any, args: Any) -> None:
+    def _process(
+        self, pipeline: Pipeline, key: SnapshotKey, snaps: dict, state: Any, args: Any, progress: Progress | None = None,
+    ) -> None:
         try:
-            logs = pipeline.process(snaps, key)
+            logs = pipeline.process(snaps, key, progress=progress)
         except Exception as exc:
             if self.config.on_error == "raise":
                 raise

@@ -15,6 +15,7 @@ from typing import Sequence
 from .config import LayerwatchConfig
 from .measures import Measurement, for_config
 from .measures.base import Context
+from .progress import Progress, quiet
 from .reduce import thread_limit
 from .snapshot import Snapshot, SnapshotKey
 from .store import RunStore
@@ -71,6 +72,7 @@ class Pipeline:
 
     def process(
         self, snaps: dict[str, Snapshot], key: SnapshotKey, render: bool = True, draw_splits: set[str] | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, float]:
         """Measure and (optionally) draw one snapshot of every split.
 
@@ -80,6 +82,7 @@ class Pipeline:
             render: Draw frames and GIFs now (else only remember them for :meth:`render_all`).
             draw_splits: Splits to measure and draw (default: all); the others are only
                 read as references (``layerwatch render --splits``).
+            progress: The snapshot's :class:`~layerwatch.progress.Progress` (default: say nothing).
 
         Returns the numbers as flat ``{"layerwatch/<split>/<metric>/layer_<i>": value}``;
         the steps that failed are in :attr:`failures`.
@@ -88,15 +91,14 @@ class Pipeline:
         self.ctx.render = render
         self.ctx.draw_splits = draw_splits
         logs: dict[str, float] = {}
-        bar = None
-        if self.config.progress and render:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(self.measurements, desc=f"layerwatch {key.title}", unit="measurement", leave=False)
+        progress = progress if progress is not None else quiet()
+        self.ctx.progress = progress
         with thread_limit(self.config.threads):
-            for m in bar if bar is not None else self.measurements:
+            for m in self.measurements:
+                progress.working(m.name)
                 out = self.ctx.guard(f"{m.name}", key, m.process, self.ctx, key, snaps)
                 logs.update(out or {})
+                progress.done(f"{m.name} measured and drawn", 1)
             if render:
                 self._write_report(key)
         self.failures = list(self.ctx.failures)

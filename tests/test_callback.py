@@ -406,3 +406,50 @@ def test_the_checkpoint_note_is_written_whole_or_not_at_all(tmp_path):
     assert (tmp_path / CHECKPOINT_FILE).read_text() == before
     assert json.loads(before)["last_step"] == 4
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary file left behind
+
+
+# -- what the console says -------------------------------------------------------------------------
+
+def test_off_a_terminal_progress_is_one_plain_line_per_finished_step(tmp_path, capsys):
+    train, val = toy_dataset(16), toy_dataset(8, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=True)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    err = capsys.readouterr().err  # captured: not a terminal, as a log file, CI or a notebook
+    assert "\r" not in err and "\x1b[" not in err
+    lines = [l for l in err.splitlines() if l.startswith("layerwatch epoch")]
+    for epoch in (0, 1):
+        mine = [l.split("] ")[0] for l in lines if l.startswith(f"layerwatch epoch {epoch}:")]
+        assert [l.split(" [")[0] for l in mine] == [
+            f"layerwatch epoch {epoch}: captured train (16 rows)",
+            f"layerwatch epoch {epoch}: captured validation (8 rows)",
+            f"layerwatch epoch {epoch}: embeddings measured and drawn",
+        ]
+
+
+def test_in_a_terminal_one_bar_per_snapshot_says_which_split_is_worked_on(tmp_path, monkeypatch):
+    import tqdm
+
+    from layerwatch import progress
+
+    bars = []
+
+    class Recording(tqdm.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.texts = []
+            bars.append(self)
+
+        def set_description_str(self, desc=None, refresh=True):
+            self.texts.append(desc)
+            super().set_description_str(desc, refresh)
+
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(tqdm, "tqdm", Recording)
+    train, val = toy_dataset(16), toy_dataset(8, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=True)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    assert len(bars) == 2  # one per snapshot, never one per split or measurement
+    for bar, epoch in zip(bars, (0, 1)):
+        assert bar.total == 16 + 8 + 1 and bar.n == bar.total
+        assert bar.texts[:2] == [f"layerwatch epoch {epoch}: capture train", f"layerwatch epoch {epoch}: capture validation"]
+        assert f"layerwatch epoch {epoch}: embeddings: laying out validation (3 layers, 8 rows)" in bar.texts
