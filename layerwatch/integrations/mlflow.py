@@ -16,7 +16,6 @@ to through ``MlflowClient`` by its id, which MLflow allows for a finished run to
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Mapping
 
