@@ -437,13 +437,16 @@ class Monitor:
     def _process(
         self, pipeline: Pipeline, key: SnapshotKey, snaps: dict, state: Any, args: Any, progress: Progress | None = None,
     ) -> None:
+        pipeline.progress = progress
         try:
-            logs = pipeline.process(snaps, key, progress=progress)
+            logs = pipeline.process(snaps, key)
         except Exception as exc:
             if self.config.on_error == "raise":
                 raise
             self._report(key, "drawing", f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            pipeline.progress = None
         if pipeline.failures:
             self.failures.append(_summary(key, "drawing", pipeline.failures))
         self.log.write(logs, key, state, args)

@@ -49,6 +49,8 @@ class Pipeline:
         self.ctx = Context(store, config, label_names, regression, reference_split)
         self.measurements = list(measurements) if measurements is not None else for_config(config)
         self.failures: list[str] = []
+        # The current snapshot's Progress (layerwatch.progress), set by the caller; None says nothing.
+        self.progress: Progress | None = None
 
     @property
     def label_names(self) -> list[str] | None:
@@ -72,7 +74,6 @@ class Pipeline:
 
     def process(
         self, snaps: dict[str, Snapshot], key: SnapshotKey, render: bool = True, draw_splits: set[str] | None = None,
-        progress: Progress | None = None,
     ) -> dict[str, float]:
         """Measure and (optionally) draw one snapshot of every split.
 
@@ -82,7 +83,6 @@ class Pipeline:
             render: Draw frames and GIFs now (else only remember them for :meth:`render_all`).
             draw_splits: Splits to measure and draw (default: all); the others are only
                 read as references (``layerwatch render --splits``).
-            progress: The snapshot's :class:`~layerwatch.progress.Progress` (default: say nothing).
 
         Returns the numbers as flat ``{"layerwatch/<split>/<metric>/layer_<i>": value}``;
         the steps that failed are in :attr:`failures`.
@@ -91,7 +91,7 @@ class Pipeline:
         self.ctx.render = render
         self.ctx.draw_splits = draw_splits
         logs: dict[str, float] = {}
-        progress = progress if progress is not None else quiet()
+        progress = self.progress if self.progress is not None else quiet()
         self.ctx.progress = progress
         with thread_limit(self.config.threads):
             for m in self.measurements:
