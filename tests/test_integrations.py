@@ -675,3 +675,13 @@ def test_exporting_twice_into_one_tensorboard_folder_is_refused_before_writing(l
     # A folder that live logging filled is refused the same way.
     with pytest.raises(ValueError, match="already holds layerwatch's images"):
         export_run(live.lw, tensorboard=live.tb_own)
+
+
+def test_export_of_a_run_with_a_damaged_run_json_is_refused_without_saying_skipped(live, tmp_path, capsys):
+    run_dir = tmp_path / "lw"
+    shutil.copytree(live.lw, run_dir)
+    (run_dir / "run.json").write_text('{"format": "layerwatch-run", "labels"')
+    assert main(["export", str(run_dir), "--tensorboard", str(tmp_path / "tb")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'run.json'} is damaged" in err and "cannot be exported" in err and "skipped" not in err
+    assert not os.path.exists(tmp_path / "tb")

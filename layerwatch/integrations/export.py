@@ -17,6 +17,7 @@ import os
 from typing import Any, Sequence
 
 from ..snapshot import SnapshotKey
+from ..store import DamagedFileError
 from .base import Integration, RunInfo, metric_logs, parse_projector_layers, read_metric_rows, stored_keys
 
 __all__ = ["add_export_command", "export_run", "send_run"]
@@ -94,7 +95,14 @@ def export_run(
     if tensorboard is None and wandb_dir is None and not mlflow:
         raise ValueError("name at least one place to export to: --tensorboard LOGDIR, --wandb DIR or --mlflow")
     projector_layers = parse_projector_layers(projector_layers)
-    run = RunInfo.from_store(run_dir)
+    try:
+        run = RunInfo.from_store(run_dir)
+    except DamagedFileError as exc:
+        # The one file a run cannot be sent without (labels, settings): not skipped, refused.
+        raise ValueError(
+            f"{exc.path} is damaged ({exc.reason}); without it the run cannot be exported (restore it from a backup, "
+            "or rerun)"
+        ) from None
     run.store.clean_temporary()
     available = run.store.splits()
     missing = [s for s in splits or () if s not in available]
