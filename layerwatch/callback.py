@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -18,6 +19,18 @@ logger = logging.getLogger("layerwatch")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerwatchConfig)}
 
 
+def _noting_given(init):
+    """Note which settings the caller passed (``self._given``), whatever their values: with
+    ``config=``, exactly those override it, even one equal to its default."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args: Any, **kwargs: Any) -> None:
+        self._given = set(kwargs) | ({"output_dir"} if len(args) > 1 else set())
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 class LayerwatchCallback(TrainerCallback):
     """Snapshot every layer of the model at the start of training and after each epoch.
 
@@ -30,8 +43,9 @@ class LayerwatchCallback(TrainerCallback):
         splits: ``{"train": train_ds, "validation": val_ds}``: tokenized datasets with
             ``input_ids``, ``attention_mask`` and a label column.
         output_dir: The run directory.
-        config: A :class:`~layerwatch.config.LayerwatchConfig`; keywords that differ from
-            their defaults override its values.
+        config: A :class:`~layerwatch.config.LayerwatchConfig`; every keyword passed
+            along with it (``output_dir`` included) overrides its value, even one equal
+            to the default.
         Every other keyword is a setting of :class:`~layerwatch.config.LayerwatchConfig`,
         documented there.
 
@@ -40,6 +54,7 @@ class LayerwatchCallback(TrainerCallback):
     the Trainer so that the numbers can go through ``Trainer.log``.
     """
 
+    @_noting_given
     def __init__(
         self,
         splits: Mapping[str, Any],
@@ -102,8 +117,11 @@ class LayerwatchCallback(TrainerCallback):
         else:
             if not isinstance(config, LayerwatchConfig):
                 raise TypeError(f"config={config!r} must be a LayerwatchConfig")
-            changed = {k: v for k, v in settings.items() if v != _DEFAULTS[k]}
-            if output_dir != _DEFAULTS["output_dir"]:
+            # Which keywords were passed, never their values: a value may equal its default
+            # and still be meant, and an array cannot be compared with ==.
+            given_names = getattr(self, "_given", set(_DEFAULTS))
+            changed = {k: v for k, v in settings.items() if k in given_names}
+            if "output_dir" in given_names:
                 changed["output_dir"] = output_dir
             self.config = config.replace(**changed) if changed else config
         self.monitor = Monitor(splits, self.config)
@@ -194,7 +212,7 @@ class LayerwatchCallback(TrainerCallback):
         if not _takes_part(state):
             return
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}") if state.global_step else None
-        self.monitor.open(model, state.global_step, checkpoint, args=args)
+        self.monitor.open(model, state.global_step, checkpoint, args=args, epoch=state.epoch)
         self.monitor.training_begin(model, args, state, kwargs.get("train_dataloader"), processing_class, checkpoint)
         if state.global_step == 0:
             self.monitor.snapshot(model, SnapshotKey(0, 0, self._with_step), state, args, fatal=True)

@@ -31,6 +31,7 @@ from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unw
     accepted_inputs, checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
 )
 from .sharding import released
+from .progress import Progress
 from .snapshot import Snapshot
 from .splits import empty_row_error
 
@@ -142,7 +143,7 @@ def capture_split(
     plan: SplitPlan,
     measurements: Sequence[Measurement],
     batch_size: int = 32,
-    progress: bool = False,
+    progress: "bool | Progress" = False,
     autocast: Any = None,
     lockstep: Lockstep | None = None,
 ) -> dict[str, Part] | None:
@@ -159,6 +160,8 @@ def capture_split(
     :class:`Lockstep`); the passes then run under ``torch.no_grad`` (FSDP keeps the
     buffers it gathers into, which must stay usable by training) and ``plan`` may hold
     no rows (the rank runs padding batches only, and returns None).
+    ``progress``: the snapshot's :class:`~layerwatch.progress.Progress`, or True for a
+    bar (a plain line off a terminal) of this capture's own.
 
     Returns:
         ``{measurement name: Part}`` and, under ``"__common__"``, the head's predictions
@@ -214,11 +217,10 @@ def capture_split(
     call = lockstep.runner if lockstep is not None and lockstep.runner is not None else model
     steps = lockstep.steps if lockstep is not None else len(batches)
 
-    bar = None
-    if progress and has_rows:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(indices), desc=f"layerwatch capture {plan.split}".rstrip(), unit="row", leave=False)
+    # One bar for the whole snapshot (the caller's), or this capture's own; plain lines off a terminal.
+    own = not isinstance(progress, Progress)
+    bar = Progress(f"capture {plan.split}".rstrip(), len(indices), enabled=bool(progress) and has_rows) if own else progress
+    bar.working(f"capture {plan.split}".rstrip())
     if autocast is None:
         from .precision import autocast_factory
 
@@ -270,8 +272,7 @@ def capture_split(
                 batch = logits = None
                 del out, feed
                 record.clear()
-                if bar is not None:
-                    bar.update(len(batch_rows))
+                bar.advance(len(batch_rows))
         parts = None
         if error is None and has_rows:
             try:
@@ -286,8 +287,10 @@ def capture_split(
     finally:
         if lockstep is not None:
             released(call)
-        if bar is not None:
+        if own:
             bar.close()
+    if has_rows and parts is not None:
+        bar.done(f"captured {plan.split or 'the rows'} ({len(indices)} rows)")
     return parts
 
 

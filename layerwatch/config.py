@@ -68,6 +68,40 @@ def is_split_name(name: Any) -> bool:
     return True
 
 
+def parse_projector_layers(value: Any) -> str | tuple[int, ...] | None:
+    """Normalise ``projector_layers=``: ``"last"``, ``"all"``, a tuple of hidden-state indices, or None.
+
+    ``None``, ``"none"`` or an empty sequence turn the Embedding Projector off; ``"0,6,12"``
+    is accepted so that the command line can pass it through.
+
+    Raises:
+        ValueError: anything else, naming what is allowed.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("last", "all"):
+            return text
+        if text in ("none", ""):
+            return None
+        try:
+            return tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(
+                f"projector_layers={value!r} is not one of 'last', 'all', 'none' or hidden-state indices such as '0,6,12'"
+            ) from None
+    try:
+        layers = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"projector_layers={value!r} is not one of 'last', 'all', None or a list of hidden-state indices"
+        ) from None
+    if any(l < 0 for l in layers):
+        raise ValueError(f"projector_layers={value!r} holds a negative index; hidden-state indices start at 0 (embeddings)")
+    return layers or None
+
+
 def parse_layers(value: Any) -> str | tuple[int, ...]:
     """Normalise ``layers=``: ``"all"`` or a tuple of hidden-state indices.
 
@@ -196,7 +230,8 @@ class LayerwatchConfig:
             embeddings, besides the integrations that ``report_to`` names (TensorBoard,
             W&B, MLflow; see docs/integrations.md).
         projector_layers: Layers whose pooled vectors go to TensorBoard's projector:
-            ``"last"``, ``"all"`` or hidden-state indices.
+            ``"last"``, ``"all"``, hidden-state indices, or None (``"none"``) for none;
+            read as ``layerwatch export --projector-layers`` reads it.
         dynamics: Training dynamics of every training row, recorded from the training
             passes themselves: data maps (confidence, variability, correctness) and the
             area under the margin, ``dynamics.csv``, a data-map film and the likely
@@ -287,8 +322,8 @@ class LayerwatchConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.tensorboard is not None:
             object.__setattr__(self, "tensorboard", os.fspath(self.tensorboard))
-        if self.projector_layers not in ("last", "all"):
-            object.__setattr__(self, "projector_layers", parse_layers(self.projector_layers))
+        # The same reading as `layerwatch export --projector-layers` (None or "none": no projector).
+        object.__setattr__(self, "projector_layers", parse_projector_layers(self.projector_layers))
         _check_dynamics(self)
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):

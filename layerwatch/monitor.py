@@ -31,9 +31,10 @@ from .labels import HeadMatch, LabelVocabulary, match_head, resolve
 from .measures import for_config
 from .measures.base import SplitPlan
 from .pipeline import Pipeline
+from .progress import Progress, quiet
 from .snapshot import Snapshot, SnapshotKey
 from .splits import prepare_splits
-from .store import RunStore
+from .store import RunStore, atomic_write_text
 from .text import clean_text, text_allowed
 from .trainer_log import TrainerLog
 
@@ -162,20 +163,42 @@ class Monitor:
                 "layerwatch.capture and layerwatch.measures.attribution_math.attribute on a saved checkpoint"
             )
 
-    def open(self, model: Any, global_step: int, checkpoint_dir: str | None = None, args: Any = None) -> None:
+    def open(
+        self, model: Any, global_step: int, checkpoint_dir: str | None = None, args: Any = None, epoch: float | None = None,
+    ) -> None:
         """Prepare the run directory (main process), then agree with every rank.
 
         ``global_step > 0`` is a resume: the stored run must have been taken with the
         same settings, rows and labels; snapshots it took after ``global_step`` are moved
-        to ``superseded/``.
+        to ``superseded/`` (``epoch``: the checkpoint's epoch, for files whose names give no step).
         """
         resuming = global_step > 0
         self._args = args
-        dist.together(self._open_main if dist.is_main() else (lambda *a: None), model, resuming, global_step, checkpoint_dir)
+        dist.together(
+            self._open_main if dist.is_main() else (lambda *a: None), model, resuming, global_step, checkpoint_dir, epoch,
+        )
         if resuming:
             self.last_step = int(global_step)
 
-    def _open_main(self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None) -> None:
+    def _open_main(
+        self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None, epoch: float | None = None,
+    ) -> None:
+        store = self.store
+        # Before anything is checked, written or removed: one run at a time in a folder.
+        store.claim()
+        try:
+            with store.lock():
+                restore_up_to = self._prepare_dir(model, resuming, global_step, checkpoint_dir, epoch)
+            self._start_back_half(restore_up_to=restore_up_to)
+        except BaseException:
+            store.release()
+            raise
+
+    def _prepare_dir(
+        self, model: Any, resuming: bool, global_step: int, checkpoint_dir: str | None, epoch: float | None,
+    ) -> int | None:
+        """Check the run directory and write run.json (under the claim and the directory's lock);
+        returns the step up to which the stored run is taken up (None: a new run)."""
         store = self.store
         store.clean_temporary()
         if store.foreign_run_file():
@@ -186,7 +209,7 @@ class Monitor:
         if resuming and store.holds_run():
             info = self._stored_run()
             self._check_resume(info, checkpoint_dir)
-            moved = store.supersede(global_step)
+            moved = store.supersede(global_step, epoch)
             if moved:
                 logger.warning(
                     "layerwatch: the run resumes at step %d; %d snapshot(s) taken after it by the run before the "
@@ -197,8 +220,7 @@ class Monitor:
             store.write_run({**info, **self.run_info(model), "run_id": self.run_id})
             if not text_allowed(self.config):
                 self._store_texts()  # removes the texts a run with report_text=True stored
-            self._start_back_half(restore_up_to=global_step)
-            return
+            return global_step
         if store.holds_run():
             if not self.config.overwrite:
                 raise ValueError(
@@ -213,7 +235,7 @@ class Monitor:
             )
         store.write_run({"run_id": self.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **self.run_info(model)})
         self._store_texts()
-        self._start_back_half()
+        return None
 
     def _stored_run(self) -> dict:
         try:
@@ -410,12 +432,16 @@ class Monitor:
         started = time.perf_counter()
         raise_now = fatal or self.config.on_error == "raise"
         parts, error = None, None
+        rows = sum(len(s.indices) for s in self.splits.values())
+        back_half = len(self.measurements) if self.worker is None else 0
+        progress = Progress(key.title, rows + back_half, enabled=self.config.progress and dist.is_main())
         try:
-            parts = self._capture(model)
+            parts = self._capture(model, progress)
         except Exception as exc:
             error = exc
         failures = dist.agree(error is None, f"{type(error).__name__}: {error}" if error else "")
         if failures:
+            progress.close()
             if raise_now:
                 raise error if error is not None else dist.RankFailed("; ".join(failures))
             if dist.is_main():
@@ -425,9 +451,11 @@ class Monitor:
         error = None
         if dist.is_main():
             try:
-                self._hand_over(model, key, gathered, state, args)
+                self._hand_over(model, key, gathered, state, args, progress)
             except Exception as exc:
                 error = exc
+            finally:
+                progress.close()
         failures = dist.agree(error is None, f"{type(error).__name__}: {error}" if error else "")
         self.last_step = key.step
         if failures and raise_now:
@@ -436,10 +464,8 @@ class Monitor:
             self._report(key, "handing over", f"{type(error).__name__}: {error}")
         logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
 
-    def _capture(self, model: Any) -> dict[str, dict]:
-        from .capture import capture_split
-
-        from .capture import Lockstep
+    def _capture(self, model: Any, progress: Progress | None = None) -> dict[str, dict]:
+        from .capture import Lockstep, capture_split
 
         rank, world = dist.rank_world()
         out = {}
@@ -463,7 +489,7 @@ class Monitor:
             )
             out[s.name] = capture_split(
                 model, s.dataset, plan, self.measurements, batch_size=self.config.batch_size,
-                progress=self.config.progress and rank == 0, autocast=self.context.get("autocast"),
+                progress=progress if progress is not None else quiet(), autocast=self.context.get("autocast"),
                 lockstep=lockstep,
             )
         return out
@@ -473,7 +499,7 @@ class Monitor:
 
         s = self.splits[name]
         snap = Snapshot(
-            labels=self.labels[name], indices=s.indices, epoch=key.epoch, step=key.step, split=name,
+            labels=self.labels[name], indices=s.indices, epoch=key.epoch, step=key.step, split=name, with_step=key.with_step,
             label_names=tuple(self.label_names) if self.label_names else None,
         )
         head = parts.get(COMMON)
@@ -494,7 +520,9 @@ class Monitor:
         self.layers = tuple(int(v) for v in snap.layers)
         return snap
 
-    def _hand_over(self, model: Any, key: SnapshotKey, gathered: dict, state: Any, args: Any) -> None:
+    def _hand_over(
+        self, model: Any, key: SnapshotKey, gathered: dict, state: Any, args: Any, progress: Progress | None = None,
+    ) -> None:
         snaps = {name: self._assemble(key, name, parts) for name, parts in gathered.items() if parts is not None}
         for m in self.measurements:
             self._step(key, m.name, m.after_capture, model, snaps, key, self.context)
@@ -507,7 +535,7 @@ class Monitor:
             self.worker.submit(key, snaps)
             self.collect(state, args, block=False)
             return
-        self._process(self.pipeline, key, snaps, state, args)
+        self._process(self.pipeline, key, snaps, state, args, progress)
 
     def _step(self, key: SnapshotKey, stage: str, fn: Any, *a: Any) -> None:
         try:
@@ -517,7 +545,10 @@ class Monitor:
                 raise
             self._report(key, stage, f"{type(exc).__name__}: {exc}")
 
-    def _process(self, pipeline: Pipeline, key: SnapshotKey, snaps: dict, state: Any, args: Any) -> None:
+    def _process(
+        self, pipeline: Pipeline, key: SnapshotKey, snaps: dict, state: Any, args: Any, progress: Progress | None = None,
+    ) -> None:
+        pipeline.progress = progress
         try:
             logs = pipeline.process(snaps, key)
         except Exception as exc:
@@ -525,6 +556,8 @@ class Monitor:
                 raise
             self._report(key, "drawing", f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            pipeline.progress = None
         if pipeline.failures:
             self.failures.append(_summary(key, "drawing", pipeline.failures))
         self.log.write(logs, key, state, args)
@@ -558,19 +591,22 @@ class Monitor:
                 self._process(self.pipeline, key, snaps, state, args)
 
     def close(self, state: Any = None, args: Any = None) -> None:
-        if self.worker is not None:
-            try:
-                self.collect(state, args, block=True)
-            finally:
-                if self.worker is not None:
-                    self.worker.close()
-                self.worker = None
-        if self.integrations:
-            from .integrations import finish_all
+        try:
+            if self.worker is not None:
+                try:
+                    self.collect(state, args, block=True)
+                finally:
+                    if self.worker is not None:
+                        self.worker.close()
+                    self.worker = None
+            if self.integrations:
+                from .integrations import finish_all
 
-            self.failures.extend(finish_all(self.integrations, self.run_view))
-        if self.failures:
-            logger.warning("layerwatch: %d step(s) of snapshots failed during training; see the warnings above", len(self.failures))
+                self.failures.extend(finish_all(self.integrations, self.run_view))
+            if self.failures:
+                logger.warning("layerwatch: %d step(s) of snapshots failed during training; see the warnings above", len(self.failures))
+        finally:
+            self.store.release()  # the run is over: another may use the folder
 
     def _report(self, key: SnapshotKey, stage: str, reason: str) -> None:
         msg = (
@@ -631,8 +667,8 @@ def _summary(key: SnapshotKey, stage: str, failures: list[str]) -> str:
 def write_checkpoint(folder: str, state: dict) -> None:
     """Note the run in a Trainer checkpoint, so a resume can tell it is the same run."""
     if os.path.isdir(folder):
-        with open(os.path.join(folder, CHECKPOINT_FILE), "w", encoding="utf-8") as fh:
-            json.dump(state, fh, indent=2)
+        # Atomic, as every run file: a kill mid-write never leaves a half note to be misread.
+        atomic_write_text(os.path.join(folder, CHECKPOINT_FILE), json.dumps(state, indent=2))
 
 
 def _read_checkpoint(folder: str) -> dict | None:

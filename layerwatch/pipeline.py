@@ -15,6 +15,7 @@ from typing import Sequence
 from .config import LayerwatchConfig
 from .measures import Measurement, for_config
 from .measures.base import Context
+from .progress import Progress, quiet
 from .reduce import thread_limit
 from .snapshot import Snapshot, SnapshotKey
 from .store import RunStore
@@ -48,6 +49,8 @@ class Pipeline:
         self.ctx = Context(store, config, label_names, regression, reference_split)
         self.measurements = list(measurements) if measurements is not None else for_config(config)
         self.failures: list[str] = []
+        # The current snapshot's Progress (layerwatch.progress), set by the caller; None says nothing.
+        self.progress: Progress | None = None
 
     @property
     def label_names(self) -> list[str] | None:
@@ -88,15 +91,14 @@ class Pipeline:
         self.ctx.render = render
         self.ctx.draw_splits = draw_splits
         logs: dict[str, float] = {}
-        bar = None
-        if self.config.progress and render:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(self.measurements, desc=f"layerwatch {key.title}", unit="measurement", leave=False)
+        progress = self.progress if self.progress is not None else quiet()
+        self.ctx.progress = progress
         with thread_limit(self.config.threads):
-            for m in bar if bar is not None else self.measurements:
+            for m in self.measurements:
+                progress.working(m.name)
                 out = self.ctx.guard(f"{m.name}", key, m.process, self.ctx, key, snaps)
                 logs.update(out or {})
+                progress.done(f"{m.name} measured and drawn", 1)
             if render:
                 self._write_report(key)
         self.failures = list(self.ctx.failures)

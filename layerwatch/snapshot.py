@@ -156,6 +156,7 @@ class Snapshot:
             (-1 where the head predicted a class that is no label of the run), or None
             when the model has no head or its outputs cannot be matched to the labels.
         epoch, step: when it was taken (0, 0 = before training).
+        with_step: its files are named with the step even at a whole epoch (``every_n_steps``).
         split: the split's name.
         label_names: legend text per class id, when known.
         results: what each measurement computed, ``{measurement: {array name: array}}``;
@@ -175,12 +176,14 @@ class Snapshot:
         split: str = "",
         label_names: tuple[str, ...] | None = None,
         results: dict[str, dict[str, np.ndarray]] | None = None,
+        with_step: bool = False,
     ):
         self.labels = labels if labels is not None else np.zeros(0, dtype=np.int64)
         self.indices = indices if indices is not None else np.arange(len(self.labels), dtype=np.int64)
         self.predictions = predictions
         self.epoch = epoch_value(epoch)
         self.step = int(step)
+        self.with_step = bool(with_step)
         self.split = split
         self.label_names = tuple(label_names) if label_names is not None else None
         self.results = {k: dict(v) for k, v in (results or {}).items()}
@@ -218,7 +221,8 @@ class Snapshot:
 
     @property
     def key(self) -> SnapshotKey:
-        return SnapshotKey(self.epoch, self.step)
+        """When it was taken, named as its files are (with the step where they carry it)."""
+        return SnapshotKey(self.epoch, self.step, self.with_step)
 
     def __repr__(self) -> str:
         return (

@@ -46,7 +46,7 @@ from .snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
 from .text import clean_text
 
 __all__ = [
-    "DamagedFileError", "RunStore", "Snapshot", "SnapshotKey", "atomic_write", "atomic_write_text",
+    "DamagedFileError", "RunDirectoryInUse", "RunStore", "Snapshot", "SnapshotKey", "atomic_write", "atomic_write_text",
     "RUN_FILE", "METRICS_FILE",
 ]
 
@@ -56,6 +56,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 MANIFEST_FILE = ".layerwatch-files"
 LOCK_FILE = ".layerwatch-lock"
+OWNER_FILE = ".layerwatch-owner"
 SUPERSEDED = "superseded"
 RUN_FORMAT = "layerwatch-run"
 METRIC_FIELDS = ("split", "epoch", "step", "layer", "metric", "value")
@@ -77,6 +78,15 @@ class DamagedFileError(ValueError):
 
     def __reduce__(self):
         return (DamagedFileError, (self.path, self.reason))
+
+
+class RunDirectoryInUse(ValueError):
+    """Another run that is still going holds the run directory (see :meth:`RunStore.claim`)."""
+
+
+# The run directories this process holds, by real path: a run of this process that never
+# finished (a notebook cell whose training raised) gives its folder up to the next one.
+_CLAIMS: dict[str, Any] = {}
 
 
 def _tmp_name(ext: str) -> str:
@@ -135,6 +145,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _check_signature(path: str, signatures: tuple[bytes, ...], kind: str) -> None:
+    """A :class:`DamagedFileError` for a file that is empty or does not start as a ``kind`` file does."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise DamagedFileError(path, "an empty file")
+    if not any(head.startswith(sig) for sig in signatures):
+        raise DamagedFileError(path, f"not a {kind} file")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _number(text: str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
@@ -149,6 +174,7 @@ class RunStore:
         self._lock = threading.RLock()
         self._lock_depth = 0
         self._lock_fh = None
+        self._claim_fh = None
 
     # -- paths -------------------------------------------------------------------
     def array_path(self, kind: str, split: str, key: SnapshotKey, ext: str = ".npz") -> str:
@@ -298,7 +324,7 @@ class RunStore:
         return Snapshot(
             pooled=z.get("pooled"), labels=z["labels"], layers=z["layers"], indices=z["indices"],
             predictions=z.get("predictions"), epoch=float(z.get("epoch", key.epoch)), step=int(z.get("step", key.step)),
-            split=split, label_names=tuple(label_names) if label_names is not None else None,
+            split=split, with_step=key.with_step, label_names=tuple(label_names) if label_names is not None else None,
         )
 
     def snapshot_key(self, split: str, key: SnapshotKey) -> SnapshotKey:
@@ -358,20 +384,35 @@ class RunStore:
     def table_path(self, name: str) -> str:
         return self.file_path(name)
 
-    def read_table(self, name: str) -> list[dict]:
+    def read_table(self, name: str, required: Sequence[str] = ()) -> list[dict]:
         """Rows of a CSV table written by :meth:`replace_rows`; ``epoch``, ``step``, ``layer``,
-        ``head`` and ``value`` come back as numbers."""
+        ``head`` and ``value`` come back as numbers.
+
+        Raises :class:`DamagedFileError` for a table that cannot be read whole: a header
+        without the ``required`` columns (garbled), a row cut short (truncated), a cell
+        that is no number where one belongs.
+        """
         path = self.table_path(name)
         if not os.path.exists(path):
             return []
         try:
             with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
+                reader = csv.DictReader(fh)
+                rows = list(reader)
+                header = reader.fieldnames or []
+            absent = [c for c in required if c not in header]
+            if absent:
+                raise DamagedFileError(path, f"its header {header} lacks the column(s) {absent}")
+            for r in rows:
+                if None in r.values() or None in r:
+                    raise DamagedFileError(path, f"a row does not have the {len(header)} columns of the header (cut short?)")
             for r in rows:
                 for col in ("epoch", "step", "layer", "head", "value"):
                     if col in r:
                         r[col] = float(r[col]) if col == "value" else _number(r[col])
-        except (ValueError, TypeError, csv.Error) as exc:
+        except DamagedFileError:
+            raise
+        except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
             raise DamagedFileError(path, f"{type(exc).__name__}: {exc}") from None
         return rows
 
@@ -412,7 +453,43 @@ class RunStore:
             self.write_table(name, fields, [r for r in old if not replaced(r)] + list(rows))
 
     def read_metrics(self) -> list[dict]:
-        return self.read_table(METRICS_FILE)
+        return self.read_table(METRICS_FILE, METRIC_FIELDS)
+
+    # -- pictures ----------------------------------------------------------------
+    def read_image(self, path: str) -> np.ndarray:
+        """A frame PNG as an RGB array; raises :class:`DamagedFileError` naming a file that
+        cannot be read (empty, truncated, not a picture)."""
+        import imageio.v3 as iio
+
+        _check_signature(path, (b"\x89PNG\r\n\x1a\n",), "PNG")
+        try:
+            img = iio.imread(path, extension=".png")
+            if img.ndim == 2:
+                img = np.stack([img] * 3, axis=-1)
+            return img[..., :3]
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # imageio raises many kinds for a bad file
+            raise DamagedFileError(path, f"not a readable PNG: {_first_line(exc)}") from None
+
+    def check_gif(self, path: str) -> int:
+        """The number of frames of a GIF; raises :class:`DamagedFileError` for one that cannot be read."""
+        import imageio.v3 as iio
+
+        _check_signature(path, (b"GIF87a", b"GIF89a"), "GIF")
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b";":  # every whole GIF ends with its trailer byte
+                raise DamagedFileError(path, "a GIF cut short (no trailer)")
+        try:
+            frames = iio.improps(path, index=None, extension=".gif").shape[0]
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise DamagedFileError(path, f"not a readable GIF: {_first_line(exc)}") from None
+        if frames < 1:
+            raise DamagedFileError(path, "a GIF without frames")
+        return int(frames)
 
     def write_metrics(self, rows: list[dict]) -> None:
         self.write_table(METRICS_FILE, METRIC_FIELDS, rows)
@@ -466,9 +543,17 @@ class RunStore:
         """Whether the folder holds a layerwatch run, or files of one (even without run.json)."""
         if os.path.exists(self.run_path) and not self.foreign_run_file():
             return True
-        if os.path.exists(os.path.join(self.root, MANIFEST_FILE)):
+        if self._manifest_lists_files():
             return True
         return any(self.keys(split) for split in self.splits())
+
+    def _manifest_lists_files(self) -> bool:
+        """Whether the manifest names a file other than the lock (taken before anything is written)."""
+        try:
+            with open(os.path.join(self.root, MANIFEST_FILE), encoding="utf-8", errors="replace") as fh:
+                return any(line.strip() not in ("", LOCK_FILE) for line in fh)
+        except OSError:
+            return False
 
     def owned_files(self) -> list[str]:
         """Every file layerwatch wrote here, as absolute paths (from the manifest, or, for a
@@ -476,7 +561,7 @@ class RunStore:
         root = os.path.abspath(self.root)
         manifest = os.path.join(root, MANIFEST_FILE)
         paths: set[str] = set()
-        if os.path.exists(manifest):
+        if self._manifest_lists_files():
             with open(manifest, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     rel = line.strip()
@@ -571,37 +656,73 @@ class RunStore:
                     if key is not None:
                         yield kind, split, key, os.path.join(folder, f)
 
-    def supersede(self, after_step: int) -> list[str]:
-        """Move every snapshot taken after ``after_step`` to ``superseded/<time>/``.
+    def _keyed_files(self) -> Iterator[tuple[str, SnapshotKey]]:
+        """``(path, key)`` of every file layerwatch wrote whose name is a snapshot key, in any
+        folder of the run directory (``superseded/``, hidden folders and links excepted)."""
+        if not os.path.isdir(self.root):
+            return
+        owned = set(self.owned_files()) if self._manifest_lists_files() else None
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(
+                d for d in dirs
+                if not d.startswith(".") and not os.path.islink(os.path.join(folder, d))
+                and not (folder == self.root and d == SUPERSEDED)
+            )
+            for f in sorted(files):
+                key = SnapshotKey.parse(os.path.splitext(f)[0])
+                path = os.path.join(folder, f)
+                if key is not None and (owned is None or os.path.abspath(path) in owned):
+                    yield path, key
+
+    def supersede(self, after_step: int, after_epoch: float | None = None) -> list[str]:
+        """Move everything of the snapshots taken after ``after_step`` to ``superseded/<time>/``.
 
         A run resumed from a checkpoint goes on from that checkpoint's step; snapshots
-        that a killed run took after it belong to a course of training that no longer
-        exists. They are moved aside (never deleted) so that the films hold one course of
-        training. Returns the names of the snapshots moved.
+        that a killed (or longer) run took after it belong to a course of training that
+        no longer exists. One rule holds for every measurement, whatever its folders: a
+        file named by a snapshot key (``epoch_003.png`` in ``attention_frames/entropy/``,
+        any depth) is moved when that snapshot came after the checkpoint, and so is every
+        row of a table with a ``step`` after it. When that snapshot came is read from the
+        name (``..._step_0000012``), else from the step stored in the embeddings of the
+        snapshot of that name (any split), else from its epoch against ``after_epoch``
+        (the checkpoint's epoch). Files are moved (never deleted), keeping their folders,
+        so that the films hold one course of training. Returns the names of the
+        snapshots moved.
         """
-        steps: dict[tuple[str, str], int] = {}
+        stored: dict[str, int] = {}
         for split in self.splits():
             for key in self.keys(split):
                 try:
-                    steps[(split, key.name)] = self.snapshot_key(split, key).step
+                    stored[key.name] = self.snapshot_key(split, key).step
                 except (DamagedFileError, FileNotFoundError):
-                    steps[(split, key.name)] = key.step
-        later = set()
-        for kind, split, key, path in list(self.snapshot_files()):
-            step = steps.get((split, key.name), key.step if key.with_step else None)
-            if step is not None and step > after_step:
-                later.add((kind, split, key, path))
+                    continue
+
+        def abandoned(key: SnapshotKey) -> bool:
+            if key.with_step:
+                return key.step > after_step
+            if key.name in stored:
+                return stored[key.name] > after_step
+            if after_epoch is not None:
+                return float(key.epoch) > float(after_epoch) + 1e-6
+            return False
+
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = os.path.join(self.root, SUPERSEDED, stamp)
         moved = set()
         with self.lock():
-            for kind, split, key, path in sorted(later, key=lambda t: t[3]):
-                dest = os.path.join(target, kind, split, os.path.basename(path))
+            for path, key in list(self._keyed_files()):
+                if not abandoned(key):
+                    continue
+                dest = os.path.join(target, os.path.relpath(path, self.root))
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 os.replace(path, dest)
                 moved.add(key.name)
             for table in self._tables():
-                rows = self.read_table(table)
+                try:
+                    rows = self.read_table(table)
+                except DamagedFileError as exc:
+                    logger.warning("layerwatch: %s", exc)
+                    continue
                 late = [r for r in rows if "step" in r and int(r["step"]) > after_step]
                 if late:
                     fields = list(rows[0].keys())
@@ -615,6 +736,7 @@ class RunStore:
         return sorted(moved)
 
     def _tables(self) -> list[str]:
+        # Tables live directly in the run directory (``table_path``), whatever measurement wrote them.
         return sorted(
             f for f in os.listdir(self.root)
             if f.endswith(".csv") and os.path.isfile(os.path.join(self.root, f))
@@ -642,6 +764,68 @@ class RunStore:
                 if self._lock_depth == 0 and self._lock_fh is not None:
                     self._lock_fh.close()
                     self._lock_fh = None
+
+    def claim(self) -> None:
+        """Hold the run directory for one run until :meth:`release` (or the process ends).
+
+        Two runs started into the same folder would mix their snapshots; the first to
+        claim it wins and every other one gets :class:`RunDirectoryInUse` before it
+        checks, writes or removes anything. The claim is an exclusive ``flock`` on
+        ``.layerwatch-owner``, held as long as the run: the kernel drops it when the
+        holder dies however it dies (a kill, a crash, a lost node), so a stale claim never
+        blocks a later run. A run of this same process that never released its claim (a
+        training that raised in a notebook) gives it up to the new one, with a warning.
+        Where ``flock`` does not exist (not POSIX) nothing is claimed.
+        """
+        if self._claim_fh is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no claim
+            return
+        os.makedirs(self.root, exist_ok=True)
+        real = os.path.realpath(self.root)
+        stale = _CLAIMS.pop(real, None)
+        if stale is not None and not stale.closed:
+            logger.warning(
+                "layerwatch: a run of this process that did not finish (a training that raised?) still held %s; "
+                "the new run takes it over", self.root,
+            )
+            stale.close()
+        path = os.path.join(self.root, OWNER_FILE)
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            try:
+                who = json.loads(holder)
+                who = f" (process {who['pid']} on {who['host']}, since {who['since']})"
+            except (ValueError, KeyError, TypeError):
+                who = ""
+            raise RunDirectoryInUse(
+                f"output_dir={self.root!r} is in use: another layerwatch run that is still going holds it{who}, and "
+                "two runs in one folder would mix their snapshots; pass another output_dir, or wait until that run ends"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        fh.flush()
+        # Not in the manifest: overwrite=True must never remove the file the claim is held on.
+        self._claim_fh = fh
+        _CLAIMS[real] = fh
+
+    def release(self) -> None:
+        """Give up the claim of :meth:`claim` (the run ended)."""
+        fh, self._claim_fh = self._claim_fh, None
+        if fh is None:
+            return
+        real = os.path.realpath(self.root)
+        if _CLAIMS.get(real) is fh:
+            del _CLAIMS[real]
+        fh.close()
 
     def _open_lock(self):
         try:

@@ -121,3 +121,30 @@ def test_a_killed_worker_is_reported_and_the_run_goes_on(tmp_path, caplog, kills
         assert iio.improps(tmp_path / "lw" / f"{split}.gif", index=None).shape[0] == 4
     logged = [h["step"] for h in trainer.state.log_history if "layerwatch/train/silhouette/layer_1" in h]
     assert logged == [0, 4, 8, 12]
+
+
+@pytest.mark.parametrize("where", ["trainer-writer", "own-writer"])
+def test_background_projector_config_lists_every_embedding(tmp_path, monkeypatch, where):
+    # The Trainer's TensorBoard callback closes its writer when training ends, while the
+    # worker still draws; later snapshots go through another writer, whose config must
+    # still list the earlier ones (the tensors of every snapshot are on disk either way).
+    pytest.importorskip("tensorboard")
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    tb = tmp_path / "tb"
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tb))
+    train, val = toy_dataset(32), toy_dataset(16, seed=1)
+    kw = {"tensorboard": str(tb)} if where == "own-writer" else {}
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=False,
+                               background=True, **kw)
+    trainer = make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=2,
+                           report_to=["tensorboard"] if where == "trainer-writer" else [])
+    watch.attach(trainer)
+    trainer.train()
+    config = projector_config_pb2.ProjectorConfig()
+    text_format.Parse((tb / "projector_config.pbtxt").read_text(encoding="utf-8"), config)
+    names = sorted(e.tensor_name for e in config.embeddings)
+    assert names == sorted(f"layerwatch/{s}/layer_2:{step:05d}" for s in ("train", "validation") for step in (0, 4, 8))
+    for e in config.embeddings:
+        assert (tb / e.tensor_path).exists() and (tb / e.metadata_path).exists()

@@ -342,3 +342,114 @@ def test_n_jobs_auto_uses_every_cpu_in_process_and_one_in_the_background(tmp_pat
     assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path), background=True)) == 1
     assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path), background=True, n_jobs=2)) == 2
     assert resolve_jobs(LayerwatchConfig(output_dir=str(tmp_path), n_jobs=1)) == 1
+
+
+# -- settings with config=, and what a snapshot is called -----------------------------------------
+
+def test_keywords_passed_with_a_config_override_it_even_when_equal_to_their_defaults(tmp_path):
+    from layerwatch import LayerwatchConfig
+
+    cfg = LayerwatchConfig(output_dir=str(tmp_path / "from-config"), method="pca", max_samples=50, progress=False,
+                           attention=True, projector_layers="all")
+    train = toy_dataset(16)
+    watch = LayerwatchCallback({"train": train}, "layerwatch_run", config=cfg, method="tsne", max_samples=1000,
+                               attention=False, projector_layers="last")
+    assert (watch.config.method, watch.config.max_samples, watch.config.attention) == ("tsne", 1000, False)
+    assert watch.config.projector_layers == "last" and watch.config.output_dir == "layerwatch_run"
+    # What was not passed comes from the config.
+    kept = LayerwatchCallback({"train": train}, config=cfg, seed=3)
+    assert (kept.config.method, kept.config.max_samples, kept.config.progress, kept.config.seed) == ("pca", 50, False, 3)
+    assert kept.config.output_dir == str(tmp_path / "from-config")
+
+
+def test_array_valued_settings_are_taken_with_or_without_a_config(tmp_path):
+    from layerwatch import LayerwatchConfig
+
+    train = toy_dataset(16)
+    kw = dict(layers=np.array([0, 2]), attention_examples=np.array([1, 3]), projector_layers=np.array([2]))
+    for config in (None, LayerwatchConfig(output_dir=str(tmp_path / "c"), method="pca")):
+        watch = LayerwatchCallback({"train": train}, tmp_path / "lw", config=config, **kw)
+        assert watch.config.layers == (0, 2) and watch.config.projector_layers == (2,)
+        assert [int(r) for r in watch.config.attention_examples] == [1, 3]
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("none", None), ("last", "last"), ("0,2", (0, 2)), ([], None)])
+def test_the_config_reads_projector_layers_as_export_does(value, expected):
+    from layerwatch import LayerwatchConfig
+    from layerwatch.integrations.base import parse_projector_layers
+
+    cfg = LayerwatchConfig(projector_layers=value)
+    assert cfg.projector_layers == parse_projector_layers(value) == expected
+    assert LayerwatchConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).projector_layers == expected
+
+
+def test_a_snapshot_knows_the_name_of_its_files(tmp_path):
+    # every_n_steps names even whole epochs with the step; a snapshot read back says so.
+    train = toy_dataset(32)
+    watch = LayerwatchCallback({"train": train}, tmp_path / "lw", method="pca", progress=False, every_n_steps=4)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    store = RunStore(tmp_path / "lw")
+    keys = store.keys("train")
+    assert [k.name for k in keys] == ["epoch_000_step_0000000", "epoch_001_step_0000004"]
+    for key in keys:
+        snap = store.load_snapshot("train", key)
+        assert snap.key == key and snap.key.step == key.step and os.path.exists(store.embedding_path("train", snap.key))
+
+
+def test_the_checkpoint_note_is_written_whole_or_not_at_all(tmp_path):
+    from layerwatch.monitor import CHECKPOINT_FILE, write_checkpoint
+
+    write_checkpoint(str(tmp_path), {"run_id": "abc", "last_step": 4})
+    before = (tmp_path / CHECKPOINT_FILE).read_text()
+    with pytest.raises(TypeError):
+        write_checkpoint(str(tmp_path), {"run_id": "abc", "last_step": 8, "bad": object()})  # fails mid-write
+    assert (tmp_path / CHECKPOINT_FILE).read_text() == before
+    assert json.loads(before)["last_step"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary file left behind
+
+
+# -- what the console says -------------------------------------------------------------------------
+
+def test_off_a_terminal_progress_is_one_plain_line_per_finished_step(tmp_path, capsys):
+    train, val = toy_dataset(16), toy_dataset(8, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=True)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    err = capsys.readouterr().err  # captured: not a terminal, as a log file, CI or a notebook
+    assert "\r" not in err and "\x1b[" not in err
+    lines = [l for l in err.splitlines() if l.startswith("layerwatch epoch")]
+    for epoch in (0, 1):
+        mine = [l.split("] ")[0] for l in lines if l.startswith(f"layerwatch epoch {epoch}:")]
+        assert [l.split(" [")[0] for l in mine] == [
+            f"layerwatch epoch {epoch}: captured train (16 rows)",
+            f"layerwatch epoch {epoch}: captured validation (8 rows)",
+            f"layerwatch epoch {epoch}: embeddings measured and drawn",
+        ]
+
+
+def test_in_a_terminal_one_bar_per_snapshot_says_which_split_is_worked_on(tmp_path, monkeypatch):
+    import tqdm
+
+    from layerwatch import progress
+
+    bars = []
+
+    class Recording(tqdm.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.texts = []
+            bars.append(self)
+
+        def set_description_str(self, desc=None, refresh=True):
+            self.texts.append(desc)
+            super().set_description_str(desc, refresh)
+
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(tqdm, "tqdm", Recording)
+    train, val = toy_dataset(16), toy_dataset(8, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=True)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    assert len(bars) == 2  # one per snapshot, never one per split or measurement
+    for bar, epoch in zip(bars, (0, 1)):
+        assert bar.total == 16 + 8 + 1 and bar.n == bar.total
+        assert bar.texts[:2] == [f"layerwatch epoch {epoch}: capture train", f"layerwatch epoch {epoch}: capture validation"]
+        assert f"layerwatch epoch {epoch}: embeddings: laying out validation (3 layers, 8 rows)" in bar.texts

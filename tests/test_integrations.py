@@ -582,3 +582,106 @@ def test_export_of_a_regression_run_to_wandb_has_its_rows_without_places(tmp_pat
     assert all(r[3] is None and r[4] is None for r in table["data"])
     assert "has no 2-D coordinates" in caplog.text
     assert not glob.glob(os.path.join(run_dir, "files", "media", "videos", "**", "*"), recursive=True)
+
+
+# -- export of a damaged run: every damaged file is named and skipped, in every tool -------------------
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+_DAMAGE = {
+    # kind: (what to do to the copy, the file named in the warning)
+    "empty-frame-png": (lambda lw: open(lw / "frames" / "validation" / "epoch_001.png", "wb").close(), "frames/validation/epoch_001.png"),
+    "truncated-metrics-csv": (lambda lw: _truncate(lw / "metrics.csv"), "metrics.csv"),
+    "garbled-metrics-header": (
+        lambda lw: (lw / "metrics.csv").write_text("spilt,epok\n" + (lw / "metrics.csv").read_text().split("\n", 1)[1]),
+        "metrics.csv",
+    ),
+    "truncated-embeddings-npz": (lambda lw: _truncate(lw / "embeddings" / "validation" / "epoch_002.npz"), "embeddings/validation/epoch_002.npz"),
+    "garbled-texts-json": (lambda lw: (lw / "texts" / "validation.json").write_text('{"indices": [1, 2'), "texts/validation.json"),
+    "truncated-gif": (lambda lw: _truncate(lw / "validation.gif"), "validation.gif"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_export_of_a_damaged_run_names_and_skips_the_file_in_every_tool(live, tmp_path, monkeypatch, capsys, damage):
+    targets = ["--tensorboard", str(tmp_path / "tb")]
+    if _installed("wandb"):
+        for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+            os.makedirs(tmp_path / var, exist_ok=True)
+            monkeypatch.setenv(var, str(tmp_path / var))
+        monkeypatch.setenv("WANDB_SILENT", "true")
+        targets += ["--wandb", str(tmp_path / "wb")]
+    if _installed("mlflow"):
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        targets += ["--mlflow-uri", (tmp_path / "mlruns").as_uri()]
+    run_dir = tmp_path / "lw"
+    shutil.copytree(live.lw, run_dir)
+    change, named = _DAMAGE[damage]
+    change(run_dir)
+    assert main(["export", str(run_dir), *targets]) == 0
+    err = capsys.readouterr().err
+    assert f"{run_dir / named} is damaged" in err and "it is skipped" in err
+    assert "Traceback" not in err
+    # TensorBoard: everything else went, the damaged file's part did not.
+    acc = _accumulator(tmp_path / "tb")
+    images = _images(acc)
+    expected_val = [0, 6] if damage == "empty-frame-png" else [0, 3, 6]
+    assert [e.step for e in images["layerwatch/validation"]] == expected_val
+    assert [e.step for e in images["layerwatch/train"]] == [0, 3, 6]
+    scalars = acc.Tags()["scalars"]
+    if "metrics" in damage:
+        assert scalars == []
+    else:
+        assert [s.step for s in acc.Scalars("layerwatch/train/silhouette/layer_1")] == [0, 3, 6]
+    projected = sorted(e.tensor_name for e in _projector(tmp_path / "tb"))
+    val = [n for n in projected if n.startswith("layerwatch/validation/")]
+    assert val == [f"layerwatch/validation/layer_2:{s:05d}" for s in ((0, 3) if damage == "truncated-embeddings-npz" else (0, 3, 6))]
+    if _installed("wandb"):
+        wb = _wandb_run_dir(tmp_path / "wb")
+        history = _wandb_history(wb)
+        frames = [h["train/global_step"] for h in history if "layerwatch/frames/validation/_type" in h]
+        assert frames == expected_val
+        films = [h for h in history if "layerwatch/films/validation/_type" in h]
+        assert len(films) == (0 if damage == "truncated-gif" else 1)
+    if _installed("mlflow"):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+        (run,) = client.search_runs(["0"])
+        names = sorted(os.path.basename(a.path) for a in client.list_artifacts(run.info.run_id, "layerwatch"))
+        expected = {"metrics.csv", "report.html", "train.gif", "validation.gif"}
+        expected -= {"metrics.csv"} if "metrics" in damage else set()
+        expected -= {"validation.gif"} if damage == "truncated-gif" else set()
+        assert names == sorted(expected)
+        assert run.info.status == "FINISHED"
+
+
+def test_exporting_twice_into_one_tensorboard_folder_is_refused_before_writing(live, tmp_path, capsys):
+    assert main(["export", str(live.lw), "--tensorboard", str(tmp_path / "tb")]) == 0
+    files = sorted(str(p) for p in (tmp_path / "tb").rglob("*"))
+    before = _accumulator(tmp_path / "tb")
+    counts = {t: len(before.Images(t)) for t in before.Tags()["images"]}
+    capsys.readouterr()
+    assert main(["export", str(live.lw), "--tensorboard", str(tmp_path / "tb")]) == 2
+    err = capsys.readouterr().err
+    assert "already holds layerwatch's images and scalars" in err and "each of them twice" in err
+    assert "Pass another (new) log directory, or delete that one first" in err
+    assert sorted(str(p) for p in (tmp_path / "tb").rglob("*")) == files
+    after = _accumulator(tmp_path / "tb")
+    assert {t: len(after.Images(t)) for t in after.Tags()["images"]} == counts == {"layerwatch/train": 3, "layerwatch/validation": 3}
+    # A folder that live logging filled is refused the same way.
+    with pytest.raises(ValueError, match="already holds layerwatch's images"):
+        export_run(live.lw, tensorboard=live.tb_own)
+
+
+def test_export_of_a_run_with_a_damaged_run_json_is_refused_without_saying_skipped(live, tmp_path, capsys):
+    run_dir = tmp_path / "lw"
+    shutil.copytree(live.lw, run_dir)
+    (run_dir / "run.json").write_text('{"format": "layerwatch-run", "labels"')
+    assert main(["export", str(run_dir), "--tensorboard", str(tmp_path / "tb")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'run.json'} is damaged" in err and "cannot be exported" in err and "skipped" not in err
+    assert not os.path.exists(tmp_path / "tb")

@@ -133,3 +133,84 @@ def test_a_resume_moves_snapshots_of_the_abandoned_course_aside(tmp_path):
     assert [store.snapshot_key("train", k).step for k in store.keys("train")] == [0, 4, 8, 12]
     assert iio.improps(lw / "train.gif", index=None).shape[0] == 4
     assert sorted(r["step"] for r in store.read_metrics() if r["metric"] == "silhouette" and r["layer"] == 0) == [0, 4, 8, 12]
+
+
+def _names_outside_superseded(root):
+    """Every file of the run directory whose name is a snapshot key, outside superseded/."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "superseded"]
+        for f in files:
+            key = SnapshotKey.parse(os.path.splitext(f)[0])
+            if key is not None:
+                found.append((os.path.relpath(os.path.join(folder, f), root), key))
+    return found
+
+
+def test_a_resume_to_fewer_epochs_leaves_no_abandoned_frame_of_any_measurement(tmp_path):
+    # Three epochs with a checkpoint per epoch, then a resume from epoch 1's checkpoint to
+    # two epochs: the stored epoch 3 (and the first run's epoch 2) belong to an abandoned
+    # course, in every measurement's folders and tables, whatever their layout.
+    train, val = toy_dataset(32), toy_dataset(16, seed=1)
+    splits = {"train": train, "validation": val}
+    lw = tmp_path / "lw"
+    kw = dict(method="pca", progress=False, attention=True, attention_examples=2, attribution=True,
+              attribution_examples=2, attribution_steps=4)
+    watch = LayerwatchCallback(splits, lw, **kw)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=3, save_strategy="epoch").train()
+    assert any("epoch_003" in name for name, _ in _names_outside_superseded(lw / "attention_frames"))
+    watch2 = LayerwatchCallback(splits, lw, **kw)
+    trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=2, save_strategy="no")
+    trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-4"))
+    store = RunStore(lw)
+    assert [store.snapshot_key("train", k).step for k in store.keys("train")] == [0, 4, 8]
+    existing = {"epoch_000", "epoch_001", "epoch_002"}
+    stray = [name for name, key in _names_outside_superseded(lw) if key.name not in existing]
+    assert stray == []
+    assert list((lw / "superseded").glob("*/attention_frames/*/epoch_003.png"))
+    assert list((lw / "superseded").glob("*/attribution_frames/*/epoch_003.png"))
+    # The first run's epoch 2 was moved aside too: what is there now is the new course's.
+    new_epoch2 = store.snapshot_key("train", SnapshotKey(2))
+    assert new_epoch2.step == 8 and list((lw / "superseded").glob("*/attention/train/epoch_002.npz"))
+    for table in ("metrics.csv", "attention.csv", "norms.csv"):
+        rows = store.read_table(table)
+        assert rows and {r["step"] for r in rows} == {0, 4, 8}, table
+    films = sorted(lw.glob("attention_*.gif")) + sorted(lw.glob("attribution_*.gif")) + sorted(lw.glob("*.gif"))
+    assert any(f.name.startswith("attribution_") for f in films) and any(f.name.startswith("attention_") for f in films)
+    for gif in set(films):
+        # drift against the previous snapshot has no frame at the first one
+        expected = 2 if gif.name == "attention_drift_prev.gif" else 3
+        assert iio.improps(gif, index=None).shape[0] == expected, gif.name
+
+
+def test_a_resume_supersedes_every_folder_layout_of_a_measurement(tmp_path):
+    # A measurement defined here keeps its frames in folders named by anything (not a
+    # split), with epoch-only names, a table of its own and a nested folder: the rule is one.
+    from layerwatch.measures import Measurement, register, unregister
+
+    class Deep(Measurement):
+        name = "deep"
+        output_flags = {"output_hidden_states": True}
+
+        def process(self, ctx, key, snaps):
+            for folder in ("deep_frames/entropy-of-everything", "deep_frames/by.example.7/nested"):
+                ctx.store.write_bytes(os.path.join(ctx.store.root, folder, key.name + ".png"), b"frame")
+            row = {"split": "train", "epoch": key.epoch, "step": key.step, "stat": "n", "value": 1.0}
+            ctx.store.replace_rows("deep.csv", ("split", "epoch", "step", "stat", "value"), "train", key, [row])
+            return {}
+
+    register(Deep)
+    try:
+        train = toy_dataset(32)
+        lw = tmp_path / "lw"
+        watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+        make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=3, save_strategy="epoch").train()
+        watch2 = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+        trainer = make_trainer(tiny_bert(), train, [watch2], tmp_path / "t", epochs=1, save_strategy="no")
+        trainer.train(resume_from_checkpoint=str(tmp_path / "t" / "checkpoint-4"))
+    finally:
+        unregister(Deep.name)
+    stray = [name for name, key in _names_outside_superseded(lw) if key.name not in {"epoch_000", "epoch_001"}]
+    assert stray == []
+    assert len(list((lw / "superseded").glob("*/deep_frames/by.example.7/nested/epoch_00[23].png"))) == 2
+    assert {r["step"] for r in RunStore(lw).read_table("deep.csv")} == {0, 4}

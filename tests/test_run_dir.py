@@ -241,3 +241,106 @@ def test_a_damaged_metrics_table_is_moved_aside_not_overwritten(run_copy, caplog
     assert len(aside) == 1 and aside[0].read_bytes() == b"split,epoch\nnot,a,table,\x00"
     assert any("moved to" in r.message for r in caplog.records)
     assert {r["step"] for r in store.read_metrics()} == {99}
+
+
+# -- one run at a time in a folder ------------------------------------------------------------
+
+def _env():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_two_runs_started_together_into_one_folder_one_wins_the_other_is_refused(tmp_path):
+    # Both runners wait at a barrier file, then call trainer.train() at the same moment;
+    # overwrite=True would even let the later one remove the first one's files.
+    lw, barrier = tmp_path / "lw", tmp_path / "barrier"
+    barrier.mkdir()
+    worker = os.path.join(os.path.dirname(__file__), "race_worker.py")
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, worker, str(lw), str(tmp_path / f"t-{name}"), rows, str(barrier), name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        )
+        for name, rows in (("a", "24"), ("b", "32"))
+    }
+    outputs = {}
+    try:
+        # The first to end must be the refused one: the winner waits at its first step.
+        deadline = 240
+        import time
+
+        start = time.monotonic()
+        while not any(p.poll() is not None for p in procs.values()):
+            assert time.monotonic() - start < deadline, "neither run ended: both are training into one folder"
+            time.sleep(0.05)
+        loser = next(n for n, p in procs.items() if p.poll() is not None)
+        winner = "b" if loser == "a" else "a"
+        outputs[loser] = procs[loser].communicate(timeout=30)
+        (barrier / "release").touch()
+        outputs[winner] = procs[winner].communicate(timeout=deadline)
+    finally:
+        (barrier / "release").touch()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert procs[loser].returncode == 3, outputs[loser]
+    assert procs[winner].returncode == 0, outputs[winner]
+    refused = outputs[loser][0]
+    assert f"output_dir={str(lw)!r} is in use" in refused and "another layerwatch run" in refused
+    assert "pass another output_dir, or wait until that run ends" in refused
+    # The refused run never trained, and the folder holds the winner's snapshots only.
+    assert "'loss'" not in outputs[loser][0]
+    rows = {"a": 24, "b": 32}[winner]
+    store = RunStore(lw)
+    assert [k.name for k in store.keys("train")] == ["epoch_000", "epoch_001"]
+    assert {store.load_snapshot("train", k).num_rows for k in store.keys("train")} == {rows}
+    assert store.read_run()["splits"]["train"]["rows"] == rows
+
+
+_HOLDER = """
+import sys, time
+from layerwatch.store import RunStore
+RunStore(sys.argv[1]).claim()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_claim_held_by_a_live_run_refuses_and_a_dead_holder_never_blocks(tmp_path):
+    from layerwatch.store import RunDirectoryInUse
+
+    lw = tmp_path / "lw"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(lw)], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirectoryInUse, match=rf"process {holder.pid} on .* pass another output_dir, or wait"):
+            RunStore(lw).claim()
+        # A Trainer run is refused the same way, before its first step and writing nothing.
+        train = toy_dataset(16)
+        watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
+        trainer = make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1)
+        with pytest.raises(RunDirectoryInUse, match="is in use"):
+            trainer.train()
+        assert trainer.state.global_step == 0 and not (lw / "run.json").exists()
+    finally:
+        holder.kill()  # dies without releasing anything, as a killed training would
+        holder.wait()
+    # The kernel dropped the dead holder's lock: the folder is free at once.
+    store = RunStore(lw)
+    store.claim()
+    store.release()
+    watch = _train(str(lw))
+    assert [k.name for k in RunStore(lw).keys("train")] == ["epoch_000", "epoch_001"]
+    # Released at the end of training: the next run into the folder is told it holds a run, not that it is busy.
+    with pytest.raises(ValueError, match="already holds a layerwatch run"):
+        _train(str(lw))
+
+
+def test_an_unfinished_run_of_the_same_process_gives_the_folder_up(tmp_path, caplog):
+    # A notebook cell whose training raised never reached on_train_end.
+    first = RunStore(tmp_path / "lw")
+    first.claim()
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        RunStore(tmp_path / "lw").claim()
+    assert "did not finish" in caplog.text

@@ -19,15 +19,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..config import parse_projector_layers
 from ..snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
-from ..store import DamagedFileError, RunStore
+from ..store import METRIC_FIELDS, METRICS_FILE, DamagedFileError, RunStore
 from ..text import clean_text, text_allowed
 
 logger = logging.getLogger("layerwatch")
 
 __all__ = [
-    "Integration", "RunInfo", "finish_all", "frame_paths", "label_texts", "last_key", "load_snapshots", "metric_logs",
-    "parse_projector_layers", "prediction_texts", "projector_positions", "send_snapshot", "snapshot_splits",
+    "Integration", "RunInfo", "finish_all", "frame_images", "frame_paths", "label_texts", "last_key", "load_snapshots", "metric_logs",
+    "parse_projector_layers", "prediction_texts", "projector_positions", "read_metric_rows", "readable_file",
+    "send_snapshot", "snapshot_splits",
     "stored_keys", "text_of",
 ]
 
@@ -201,14 +203,53 @@ def load_snapshots(run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot]
     return out
 
 
-def frame_paths(run: RunInfo, key: SnapshotKey, splits: Sequence[str]) -> dict[str, str]:
-    """``{split: frame PNG}`` of the frames of ``key`` on disk (a frame whose drawing failed is absent)."""
+def frame_images(run: RunInfo, key: SnapshotKey, splits: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """``{split: (frame PNG, its RGB pixels)}`` of the frames of ``key`` that can be read.
+
+    A frame whose drawing failed is absent; a damaged one (empty, truncated) is named in a
+    warning and left out, as ``layerwatch render`` and ``info`` do.
+    """
     out = {}
     for split in splits:
         path = run.store.frame_path(split, key)
-        if os.path.exists(path):
-            out[split] = path
+        if not os.path.exists(path):
+            continue
+        try:
+            out[split] = (path, run.store.read_image(path))
+        except DamagedFileError as exc:
+            logger.warning("layerwatch: %s", exc)
     return out
+
+
+def frame_paths(run: RunInfo, key: SnapshotKey, splits: Sequence[str]) -> dict[str, str]:
+    """``{split: frame PNG}`` of the frames of ``key`` on disk that can be read (see :func:`frame_images`)."""
+    return {split: path for split, (path, _) in frame_images(run, key, splits).items()}
+
+
+def readable_file(run: RunInfo, path: str) -> bool:
+    """Whether a whole-run file an integration uploads (a GIF, ``metrics.csv``) exists and can
+    be read; a damaged one is named in a warning (and not sent)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        if path.endswith(".gif"):
+            run.store.check_gif(path)
+        elif path.endswith(".csv"):
+            rel = os.path.relpath(path, run.store.root)
+            run.store.read_table(rel, METRIC_FIELDS if rel == METRICS_FILE else ())
+    except DamagedFileError as exc:
+        logger.warning("layerwatch: %s", exc)
+        return False
+    return True
+
+
+def read_metric_rows(run: RunInfo) -> list[dict]:
+    """The rows of ``metrics.csv`` (none, with a warning naming it, when it is damaged)."""
+    try:
+        return run.store.read_metrics()
+    except DamagedFileError as exc:
+        logger.warning("layerwatch: %s", exc)
+        return []
 
 
 def stored_keys(run: RunInfo, splits: Sequence[str] | None = None) -> list[SnapshotKey]:
@@ -243,7 +284,7 @@ def metric_logs(run: RunInfo, key: SnapshotKey, rows: Sequence[dict] | None = No
         key: The snapshot (its true epoch and step).
         rows: The rows of ``metrics.csv`` already read (read here when None).
     """
-    rows = run.store.read_metrics() if rows is None else rows
+    rows = read_metric_rows(run) if rows is None else rows
     out = {}
     for r in rows:
         # A snapshot is known by its step and epoch in every table (file names may lack the step).
@@ -278,40 +319,6 @@ def prediction_texts(run: RunInfo, predictions: np.ndarray | None) -> list[str] 
         return None
     names = label_texts(run, np.clip(np.asarray(predictions), 0, None))
     return ["(other)" if int(p) < 0 else n for p, n in zip(np.asarray(predictions).tolist(), names)]
-
-
-def parse_projector_layers(value: Any) -> str | tuple[int, ...] | None:
-    """Normalise ``projector_layers=``: ``"last"``, ``"all"``, a tuple of hidden-state indices, or None.
-
-    ``None``, ``"none"`` or an empty sequence turn the Embedding Projector off; ``"0,6,12"``
-    is accepted so that the command line can pass it through.
-
-    Raises:
-        ValueError: anything else, naming what is allowed.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("last", "all"):
-            return text
-        if text in ("none", ""):
-            return None
-        try:
-            return tuple(int(v) for v in text.split(","))
-        except ValueError:
-            raise ValueError(
-                f"projector_layers={value!r} is not one of 'last', 'all', 'none' or hidden-state indices such as '0,6,12'"
-            ) from None
-    try:
-        layers = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"projector_layers={value!r} is not one of 'last', 'all', None or a list of hidden-state indices"
-        ) from None
-    if any(l < 0 for l in layers):
-        raise ValueError(f"projector_layers={value!r} holds a negative index; hidden-state indices start at 0 (embeddings)")
-    return layers or None
 
 
 def projector_positions(choice: str | tuple[int, ...] | None, stored: np.ndarray, split: str) -> list[int]:

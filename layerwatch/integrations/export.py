@@ -17,7 +17,8 @@ import os
 from typing import Any, Sequence
 
 from ..snapshot import SnapshotKey
-from .base import Integration, RunInfo, load_snapshots, metric_logs, parse_projector_layers, stored_keys
+from ..store import DamagedFileError
+from .base import Integration, RunInfo, metric_logs, parse_projector_layers, read_metric_rows, stored_keys
 
 __all__ = ["add_export_command", "export_run", "send_run"]
 
@@ -41,12 +42,13 @@ def send_run(run: RunInfo, integrations: Sequence[Integration]) -> list[Snapshot
     if not keys:
         raise ValueError(f"run {run.store.root!r} holds no snapshots yet; nothing to export")
     chosen = set(run.splits())
-    rows = [r for r in run.store.read_metrics() if r["split"] in chosen]
+    rows = [r for r in read_metric_rows(run) if r["split"] in chosen]
     for key in keys:
-        snaps = load_snapshots(run, key, None)
         logs = metric_logs(run, key, rows)
         for integration in integrations:
-            integration.snapshot(run, key, snaps, logs)
+            # None: each reads what it sends from the run directory, so a damaged file of
+            # one kind (a split's vectors) never keeps back a sound one (its frame).
+            integration.snapshot(run, key, None, logs)
     for integration in integrations:
         integration.finish(run)
     return keys
@@ -93,7 +95,14 @@ def export_run(
     if tensorboard is None and wandb_dir is None and not mlflow:
         raise ValueError("name at least one place to export to: --tensorboard LOGDIR, --wandb DIR or --mlflow")
     projector_layers = parse_projector_layers(projector_layers)
-    run = RunInfo.from_store(run_dir)
+    try:
+        run = RunInfo.from_store(run_dir)
+    except DamagedFileError as exc:
+        # The one file a run cannot be sent without (labels, settings): not skipped, refused.
+        raise ValueError(
+            f"{exc.path} is damaged ({exc.reason}); without it the run cannot be exported (restore it from a backup, "
+            "or rerun)"
+        ) from None
     run.store.clean_temporary()
     available = run.store.splits()
     missing = [s for s in splits or () if s not in available]
@@ -106,8 +115,17 @@ def export_run(
     integrations: list[Integration] = []
     where: dict[str, str] = {}
     if tensorboard is not None:
-        from .tensorboard import TensorBoardIntegration
+        from .tensorboard import TensorBoardIntegration, layerwatch_events, require_tensorboard
 
+        require_tensorboard()
+        earlier = layerwatch_events(tensorboard)
+        if earlier is not None:
+            # TensorBoard shows every event of a folder: a second export would double each image and scalar.
+            raise ValueError(
+                f"--tensorboard {os.fspath(tensorboard)!r} already holds layerwatch's images and scalars ({earlier}: an "
+                "earlier export or live logging); exporting again would show each of them twice. Pass another (new) "
+                "log directory, or delete that one first"
+            )
         integrations.append(TensorBoardIntegration(tensorboard, scalars=True, projector_layers=projector_layers))
         where["tensorboard"] = os.fspath(tensorboard)
     if wandb_dir is not None:

@@ -16,12 +16,11 @@ to through ``MlflowClient`` by its id, which MLflow allows for a finished run to
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Mapping
 
 from ..snapshot import Snapshot, SnapshotKey
-from .base import Integration, RunInfo
+from .base import Integration, RunInfo, readable_file
 
 __all__ = ["MLflowIntegration", "require_mlflow"]
 
@@ -116,7 +115,7 @@ class MLflowIntegration(Integration):
         files = [run.store.gif_path(split) for split in run.splits()]
         files += [run.store.metrics_path, run.store.file_path("report.html")]
         for path in files:
-            if os.path.exists(path):
+            if readable_file(run, path):
                 client.log_artifact(self.run_id, path, artifact_path=self.artifact_path)
         if self.end_run:
             client.set_terminated(self.run_id)

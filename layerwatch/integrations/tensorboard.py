@@ -25,12 +25,13 @@ import os
 from typing import Any, Mapping
 
 from ..snapshot import Snapshot, SnapshotKey
+from ..store import atomic_write_text
 from .base import (
-    Integration, RunInfo, frame_paths, label_texts, load_snapshots, parse_projector_layers, prediction_texts,
+    Integration, RunInfo, frame_images, label_texts, load_snapshots, parse_projector_layers, prediction_texts,
     projector_positions, snapshot_splits, text_of,
 )
 
-__all__ = ["TensorBoardIntegration", "require_tensorboard", "trainer_tensorboard_callback", "trainer_logging_dir"]
+__all__ = ["TensorBoardIntegration", "layerwatch_events", "require_tensorboard", "trainer_tensorboard_callback", "trainer_logging_dir"]
 
 INSTALL_HINT = 'pip install "layerwatch[tensorboard]"'
 
@@ -72,6 +73,71 @@ def trainer_logging_dir(args: Any = None) -> str | None:
     from transformers.integrations.integration_utils import default_logdir
 
     return os.path.join(args.output_dir, default_logdir())
+
+
+def layerwatch_events(log_dir: str | os.PathLike) -> str | None:
+    """The first file of ``log_dir`` that already holds layerwatch's images, scalars or
+    projector vectors (an earlier export, or live logging), or None.
+
+    Event files are read with TensorBoard's own loader until a ``layerwatch/`` tag shows up;
+    a file it cannot read is passed over.
+    """
+    folder = os.fspath(log_dir)
+    if not os.path.isdir(folder):
+        return None
+    config = os.path.join(folder, "projector_config.pbtxt")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8", errors="replace") as fh:
+            if 'tensor_name: "layerwatch/' in fh.read():
+                return config
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    for root, _, files in os.walk(folder):
+        for f in sorted(files):
+            if "tfevents" not in f:
+                continue
+            path = os.path.join(root, f)
+            try:
+                for event in EventFileLoader(path).Load():
+                    summary = getattr(event, "summary", None)
+                    if summary is not None and any(v.tag.startswith("layerwatch/") for v in summary.value):
+                        return path
+            except Exception:  # a damaged event file of someone else's: not ours to judge
+                continue
+    return None
+
+
+def _read_projector(folder: str | None) -> list:
+    """The embeddings listed in ``folder``'s ``projector_config.pbtxt`` (none when absent or unreadable)."""
+    if folder is None:
+        return []
+    path = os.path.join(folder, "projector_config.pbtxt")
+    if not os.path.isfile(path):
+        return []
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    config = projector_config_pb2.ProjectorConfig()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text_format.Parse(fh.read(), config)
+    except (OSError, ValueError, text_format.ParseError):
+        return []
+    return list(config.embeddings)
+
+
+def _write_projector(folder: str | None, before: list, after: list) -> None:
+    """List in ``projector_config.pbtxt`` every embedding of ``before`` and ``after`` (once each, in order)."""
+    names = {e.tensor_name for e in after}
+    missing = [e for e in before if e.tensor_name not in names]
+    if folder is None or not missing:
+        return
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    config = projector_config_pb2.ProjectorConfig()
+    config.embeddings.extend(missing + after)
+    atomic_write_text(os.path.join(folder, "projector_config.pbtxt"), text_format.MessageToString(config))
 
 
 def _same_dir(a: str | None, b: str | None) -> bool:
@@ -180,10 +246,8 @@ class TensorBoardIntegration(Integration):
         writer = self.writer()
         splits = snapshot_splits(run, key, snaps)
         if self.images:
-            from ..animate import read_png
-
-            for split, path in frame_paths(run, key, splits).items():
-                writer.add_image(f"layerwatch/{split}", read_png(path), key.step, dataformats="HWC")
+            for split, (_, image) in frame_images(run, key, splits).items():
+                writer.add_image(f"layerwatch/{split}", image, key.step, dataformats="HWC")
         if self._write_scalars():
             for tag, value in sorted(logs.items()):
                 writer.add_scalar(tag, float(value), key.step)
@@ -222,11 +286,18 @@ class TensorBoardIntegration(Integration):
         header.append("row")
         columns.append([str(int(i)) for i in snap.indices])
         metadata = [list(row) for row in zip(*columns)]
+        folder = _writer_dir(writer)
+        listed = _read_projector(folder)
         for j in positions:
             writer.add_embedding(
                 snap.pooled[j], metadata=metadata, metadata_header=header,
                 tag=f"layerwatch/{split}/layer_{int(snap.layers[j])}", global_step=key.step,
             )
+        # A writer lists in projector_config.pbtxt only what it added itself, rewriting the
+        # whole file each time; a second writer into the same folder (the Trainer's closed
+        # at the end of training while a background worker still draws, an earlier
+        # session) would drop every earlier embedding. Merge with what was listed before.
+        _write_projector(folder, listed, _read_projector(folder))
 
     def __repr__(self) -> str:
         where = self.log_dir or ("the Trainer's log directory" if self.trainer is not None else "?")

@@ -31,7 +31,7 @@ import numpy as np
 from ..snapshot import Snapshot, SnapshotKey
 from ..store import DamagedFileError
 from .base import (
-    Integration, RunInfo, frame_paths, label_texts, last_key, prediction_texts, snapshot_splits, text_of,
+    Integration, RunInfo, frame_paths, label_texts, last_key, prediction_texts, readable_file, snapshot_splits, text_of,
 )
 
 logger = logging.getLogger("layerwatch")
@@ -135,7 +135,7 @@ class WandbIntegration(Integration):
                 continue
             last_step = key.step if last_step is None else max(last_step, key.step)
             gif = run.store.gif_path(split)
-            if self.videos and os.path.exists(gif):
+            if self.videos and readable_file(run, gif):
                 data[f"layerwatch/films/{split}"] = self.wandb.Video(gif, format="gif", caption=f"{split}: every snapshot")
             if self.table:
                 table = self._rows_table(run, split, key)

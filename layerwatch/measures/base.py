@@ -153,6 +153,13 @@ class Context:
         self.draw_splits: set[str] | None = None
         # A background worker leaves it to the training process to report failed steps.
         self.log_failures = True
+        # The snapshot's progress (layerwatch.progress.Progress), to say what is being worked on.
+        self.progress = None
+
+    def working(self, what: str) -> None:
+        """Say in the snapshot's progress bar what is being worked on now (nothing without one)."""
+        if self.progress is not None:
+            self.progress.working(what)
 
     def drawn(self, splits) -> list[str]:
         """The splits of ``splits`` to measure and draw now, the reference split first."""

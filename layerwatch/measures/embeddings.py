@@ -221,6 +221,7 @@ class Embeddings(Measurement):
         if started is None:
             return
         collect, degenerate = started
+        ctx.working(f"{self.name}: laying out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
         result = ctx.guard(f"laying out {split}", key, collect)
         if result is None:
             return
