@@ -83,6 +83,8 @@ class LayerwatchCallback(TrainerCallback):
         report: bool = True,
         tensorboard: str | None = None,
         projector_layers: Any = "last",
+        store_dtype: str = "float32",
+        keep_vectors: str = "all",
         **unknown: Any,
     ):
         if unknown:
