@@ -145,7 +145,7 @@ def test_opentsne_warm_start_stops_on_the_kl_gradient(monkeypatch):
     assert runs == [50]
     runs.clear()
     Reducer("tsne", seed=0, backend="opentsne", warm_min_grad_norm=1e-12, **FAST_TSNE)(x, first)
-    assert runs == [50, 100, 150]  # never met: the whole warm schedule (250 - 50 - a last 50 unchecked)
+    assert runs == [50, 100, 150, 200]  # never met: the whole warm schedule (250 - 50 iterations, checked every 50)
 
 
 # -- run.json and info name the backend ---------------------------------------------------------
