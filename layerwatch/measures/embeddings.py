@@ -386,10 +386,15 @@ class Embeddings(Measurement):
             logger.warning("layerwatch: %s", exc)
         for key, by_split in snaps:
             for split, snap in by_split.items():
-                if snap.pooled.shape[-1]:  # not a snapshot whose vectors were not kept
+                if snap.pooled.shape[-1]:
                     entry = [np.asarray(snap.indices), np.asarray(snap.layers), snap.pooled, None]
                     self._first.setdefault(split, entry)
                     self._latest[split] = entry
+                else:
+                    # Its vectors were not kept (keep_vectors="drift"; a resume from a middle
+                    # snapshot): the next drift from the previous snapshot is unknown, not
+                    # a drift from an older one.
+                    self._latest.pop(split, None)
                 try:
                     stored = ctx.store.load_layout(split, key)
                 except FileNotFoundError:
