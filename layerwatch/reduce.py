@@ -61,8 +61,8 @@ from .config import METHODS, check_choice, check_perplexity, require_umap
 # t-SNE backends: "auto" picks by rows and by what is installed.
 TSNE_BACKENDS = ("auto", "sklearn", "opentsne")
 # From this many rows up, "auto" lays out t-SNE with openTSNE's FFT-accelerated gradients
-# (where scikit-learn's Barnes-Hut costs grow faster than the rows); below it openTSNE
-# brings nothing that matters (docs/costs.md, benchmarks/scale.py).
+# (where scikit-learn's Barnes-Hut costs grow faster than the rows): measured to pay at
+# 5,000 rows and to cost more at 1,000 (benchmarks/scale.py --layouts; docs/costs.md).
 OPENTSNE_MIN_ROWS = 5000
 # A UMAP warm start: epochs and learning rate (umap's own: 500 epochs below 10,000 rows, 1.0).
 UMAP_WARM_EPOCHS = 100
