@@ -14,11 +14,23 @@ layers; such cells are marked ``~`` (extrapolated). The seed's capture memory (e
 of every layer, padded to 64, and the copy ``torch.cat`` makes) is computed, not run:
 it would not fit in memory at the larger sizes.
 
+``--layouts``: the t-SNE backends instead (no model, no data set needed). scikit-learn's
+Barnes-Hut against openTSNE's FFT-accelerated gradients (``Reducer(backend=...)``, the
+same schedule for both) on MiniLM-shaped vectors: 7 layers of 384 dimensions, built like
+``benchmarks/alignment.py``'s synthetic run (classes that separate never, gradually or
+late while every point drifts and the whole cloud turns), at each of ``--layout-rows``.
+For each backend and size: the seconds (wall and CPU) of the first snapshot's fresh maps
+and of a later snapshot's warm-started maps (all layers, one at a time, one thread each),
+and the alignment bars of docs/costs.md against the same backend's independent fits
+(moves >= 3x less, neighbour recall >= 90% of independent, 2-D silhouette within 0.1).
+
 Usage::
 
     python benchmarks/scale.py                  # 1k, 3k, 10k rows; MiniLM and BERT-base
     python benchmarks/scale.py --models minilm  # MiniLM only
     python benchmarks/scale.py --quick          # 300 and 1,000 rows, MiniLM only
+    python benchmarks/scale.py --layouts        # t-SNE backends at 1,000 and 10,000 rows, 7 x 384 (long)
+    python benchmarks/scale.py --layouts --layout-rows 1000 --layout-layers 1 --epochs 2   # a quick check
 """
 
 from __future__ import annotations
@@ -63,6 +75,96 @@ def _measure(model_name: str, data_dir: str, n: int, methods: tuple, tsne_full_m
     return out
 
 
+def _layer_vectors(n: int, layers: int, dim: int, epochs: int, seed: int = 0):
+    """(epochs of (layers, n, dim) float32, labels): alignment.py's synthetic layers, as many as asked."""
+    import numpy as np
+
+    import alignment
+
+    runs, got = [], 0
+    while got < layers:
+        run = alignment.synthetic_run(n=n, dim=dim, epochs=epochs, seed=seed + len(runs))
+        runs.append(run)
+        got += len(run.layer_names)
+    pooled = [np.concatenate([r.pooled[t] for r in runs])[:layers] for t in range(epochs)]
+    return pooled, runs[0].labels
+
+
+def _backend_figures(pooled: list, labels, backend: str, align: bool) -> dict:
+    """Lay out every layer of every epoch; time the fresh first epoch and the later ones."""
+    import numpy as np
+
+    import alignment
+    from layerwatch.reduce import Reducer
+
+    reducer = Reducer("tsne", seed=0, align=align, backend=backend)
+    n_layers, n_epochs = pooled[0].shape[0], len(pooled)
+    layouts = [[None] * n_epochs for _ in range(n_layers)]
+    wall, cpu = np.zeros(n_epochs), np.zeros(n_epochs)
+    for t in range(n_epochs):
+        for j in range(n_layers):
+            prev = layouts[j][t - 1] if t else None
+            w0, c0 = time.perf_counter(), time.process_time()
+            layouts[j][t] = reducer(pooled[t][j], prev)
+            wall[t] += time.perf_counter() - w0
+            cpu[t] += time.process_time() - c0
+    move = np.full((n_layers, n_epochs), np.nan)
+    recall, sil = np.zeros((n_layers, n_epochs)), np.zeros((n_layers, n_epochs))
+    for j in range(n_layers):
+        for t in range(n_epochs):
+            if t:
+                move[j, t] = alignment.movement(layouts[j][t], layouts[j][t - 1])
+            recall[j, t] = alignment.neighbour_recall(alignment.knn_indices(pooled[t][j]), layouts[j][t])
+            sil[j, t] = alignment.silhouette_2d(layouts[j][t], labels)
+    return {"wall": wall, "cpu": cpu, "figures": alignment.Figures(move, recall, sil, float(wall.sum()), float(cpu.sum()))}
+
+
+def _measure_layouts(n: int, layers: int, dim: int, epochs: int, backends: tuple) -> dict:
+    """Every backend, tied and independent, on the same vectors (in a fresh process)."""
+    import alignment
+    from layerwatch.reduce import thread_limit
+
+    pooled, labels = _layer_vectors(n, layers, dim, epochs)
+    out = {}
+    with common.quiet_warnings(), thread_limit(1):
+        for backend in backends:
+            tied = _backend_figures(pooled, labels, backend, True)
+            free = _backend_figures(pooled, labels, backend, False)
+            out[backend] = {
+                "fresh_wall": float(tied["wall"][0]), "fresh_cpu": float(tied["cpu"][0]),
+                "warm_wall": float(tied["wall"][1:].mean()), "warm_cpu": float(tied["cpu"][1:].mean()),
+                "bars": alignment.bars(tied["figures"], free["figures"]),
+            }
+    return out
+
+
+def layouts_main(args) -> None:
+    from layerwatch.reduce import has_opentsne
+
+    if not has_opentsne():
+        common.skip("openTSNE is not installed: pip install 'layerwatch[scale]'")
+    rows = [int(r) for r in args.layout_rows.split(",") if r.strip()]
+    backends = ("sklearn", "opentsne")
+    common.print_load()
+    table = []
+    for n in rows:
+        started = time.perf_counter()
+        r = common.in_fresh_process(_measure_layouts, n, args.layout_layers, args.layout_dim, args.epochs, backends)
+        base = r["sklearn"]
+        for b in backends:
+            cell = r[b]
+            bars = "; ".join(f"{name}: {fig} {'ok' if ok else 'FAIL' if ok is False else ''}".strip() for name, fig, ok in cell["bars"])
+            table.append([
+                f"{n:,}", b, f"{cell['fresh_wall']:.1f} ({cell['fresh_cpu']:.1f})", f"{cell['warm_wall']:.1f} ({cell['warm_cpu']:.1f})",
+                f"{base['fresh_cpu'] / cell['fresh_cpu']:.2f}x", f"{base['warm_cpu'] / cell['warm_cpu']:.2f}x", bars,
+            ])
+        print(f"  {n:,} rows done in {time.perf_counter() - started:.0f} s (load {common.load_average():.1f})")
+    print(f"\nt-SNE of {args.layout_layers} layers x {args.layout_dim} dims, one map at a time, one thread; "
+          f"seconds wall (CPU); speed-up = scikit-learn's CPU seconds / the backend's; warm = mean over {args.epochs - 1} later snapshot(s)")
+    common.print_table(table, ["rows", "backend", "fresh s, all layers", "warm s, all layers", "fresh speed-up", "warm speed-up", "alignment bars (tied vs independent)"])
+    common.print_load(" at the end")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=common.DEFAULT_DATA, help="TweetEval 'hate' folder (default: %(default)s)")
@@ -73,7 +175,16 @@ def main(argv=None) -> None:
                         help="above this many rows t-SNE runs on one layer and is extrapolated (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=common.BATCH_SIZE)
     parser.add_argument("--quick", action="store_true", help="300 and 1,000 rows, MiniLM only")
+    parser.add_argument("--layouts", action="store_true", help="compare the t-SNE backends instead (no model or data needed)")
+    parser.add_argument("--layout-rows", default="1000,10000", help="--layouts: row counts (default: %(default)s)")
+    parser.add_argument("--layout-layers", type=int, default=7, help="--layouts: layers (default: %(default)s, MiniLM's hidden states)")
+    parser.add_argument("--layout-dim", type=int, default=384, help="--layouts: dimensions (default: %(default)s, MiniLM's)")
+    parser.add_argument("--epochs", type=int, default=3, help="--layouts: snapshots, the first fresh (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.layouts:
+        if args.epochs < 2:
+            parser.error("--epochs must be at least 2 (a fresh snapshot and a warm one)")
+        return layouts_main(args)
     if args.quick:
         args.rows, args.models = "300,1000", "minilm"
     rows = [int(r) for r in args.rows.split(",") if r.strip()]

@@ -99,6 +99,8 @@ class LayerwatchCallback(TrainerCallback):
         tensorboard: str | None = None,
         projector_layers: Any = "last",
         dynamics: Any = False,
+        store_dtype: str = "float32",
+        keep_vectors: str = "all",
         **unknown: Any,
     ):
         if unknown:

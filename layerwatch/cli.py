@@ -64,6 +64,7 @@ def summarize(run_dir: str) -> dict:
         "pooling": info.get("config", {}).get("pooling"),
         "precision": info.get("precision", info.get("config", {}).get("precision", "fp32")),
         "versions": info.get("versions"),
+        "layout_backend": ((info.get("methods") or {}).get("embeddings") or {}).get("layout", {}).get("backend"),
         "splits": {},
         "damaged": [],
     }
@@ -107,6 +108,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model:   {out['model']}")
     print(f"labels:  {out['label_names']}")
     print(f"method:  {out['method']}   pooling: {out['pooling']}   capture precision: {out['precision']}")
+    if out.get("layout_backend"):
+        print("layouts: " + ", ".join(f"{split!r} by {name}" for split, name in out["layout_backend"].items()))
     for split, e in out["splits"].items():
         print(f"split {split!r}: {len(e['snapshots'])} snapshots ({', '.join(e['snapshots'])}), "
               f"{e.get('rows', '?')} rows, layers {e.get('layers', '?')}, hidden {e.get('hidden', '?')}, "

@@ -19,6 +19,8 @@ POOLINGS = ("mean", "cls", "last")
 ON_ERROR = ("warn", "raise")
 TRAINER_LOG = ("auto", "report", "history")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+STORE_DTYPES = ("float32", "float16")
+KEEP_VECTORS = ("all", "drift")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # Split names become folder and file names (``<split>.gif`` and longer ones built from it);
@@ -238,6 +240,13 @@ class LayerwatchConfig:
             mislabelled rows (``layerwatch suspects``); the other splits' monitored rows
             from the capture pass. ``True``, ``False`` or
             ``layerwatch.measures.dynamics.Dynamics(...)`` for its own settings.
+        store_dtype: Precision of the pooled vectors on disk, ``"float32"`` or
+            ``"float16"`` (half the disk). Metrics, drift and layouts are computed from the
+            float32 vectors before storing; a split whose vectors exceed float16's range is
+            stored in float32.
+        keep_vectors: Whose pooled vectors stay on disk: ``"all"`` snapshots, or
+            ``"drift"``: the first and the latest only (all drift needs); the other
+            snapshots keep rows, labels, predictions, layouts, metrics and frames.
     """
 
     output_dir: str = "layerwatch_run"
@@ -279,6 +288,8 @@ class LayerwatchConfig:
     tensorboard: str | None = None
     projector_layers: Any = "last"
     dynamics: Any = False
+    store_dtype: str = "float32"
+    keep_vectors: str = "all"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -334,6 +345,8 @@ class LayerwatchConfig:
                 raise ValueError(f"{name}={value!r} must be a column name or None")
         if self.method == "umap":
             require_umap()
+        check_choice("store_dtype", self.store_dtype, STORE_DTYPES)
+        check_choice("keep_vectors", self.keep_vectors, KEEP_VECTORS)
 
     def to_dict(self) -> dict:
         """A JSON-ready view of the settings."""

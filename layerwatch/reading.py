@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import numpy as np
+
 from .config import LayerwatchConfig
 from .measures import Measurement, for_config
 from .snapshot import Snapshot, SnapshotKey, sort_keys
-from .store import DamagedFileError, RunStore
+from .store import DamagedFileError, RunStore, VectorsNotKept
 
 logger = logging.getLogger("layerwatch")
 
@@ -35,6 +37,10 @@ def stored_snapshots(
         for key in store.keys(split):
             try:
                 snap = store.load_snapshot(split, key, label_names)
+            except VectorsNotKept:
+                # keep_vectors="drift": rows, labels and layers without vectors (hidden size 0).
+                snap = store.load_snapshot(split, key, label_names, pooled=False)
+                snap.pooled = np.zeros((len(snap.layers), snap.num_rows, 0), dtype=np.float32)
             except DamagedFileError as exc:
                 logger.warning("layerwatch: %s", exc)
                 continue
@@ -92,6 +98,14 @@ def rebuild(
     )
     read = sorted(set(chosen) | ({reference} if reference else set()))
     snapshots = stored_snapshots(store, measurements, read, label_names)
+    thinned = [k.title for k, by_split in snapshots if any(s.pooled.shape[-1] == 0 for s in by_split.values())]
+    if thinned:
+        raise ValueError(
+            f"run {run_dir!r} kept the pooled vectors of its first and latest snapshots only "
+            f"(keep_vectors='drift'; not those of {', '.join(thinned)}), so its layouts cannot be computed again; "
+            "its frames, films, metrics and report.html are complete: use layerwatch info, report or export, "
+            "or keep_vectors='all' in runs to re-render"
+        )
     if layers is not None:
         wanted = {int(l) for l in layers}
         for _, by_split in snapshots:

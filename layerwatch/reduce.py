@@ -25,7 +25,22 @@ to the old one, so a film of layouts moves only where the model does:
   ``benchmarks/alignment.py`` measures the choice against independent fits (how much
   less the films move, neighbour recall, 2-D class separation), ``benchmarks/tsne_cost.py``
   what the schedules cost; ``docs/costs.md`` gives the figures.
-- UMAP: initialised from the previous layout, then Procrustes.
+- UMAP: a warm start from the previous layout, turned so that its bounding box is a
+  square (umap-learn rescales each axis of an initial layout to [0, 10] on its own, which
+  would stretch any other orientation), at umap's own starting scale, then a short, gentle
+  schedule (``UMAP_WARM_EPOCHS`` epochs at learning rate ``UMAP_WARM_LEARNING_RATE``
+  instead of 500 at 1.0), then Procrustes. The full schedule from the previous layout
+  re-arranged whole clusters of unchanged vectors by chance (a third of the picture's
+  radius on some seeds and CPUs); the short one keeps them where they were and still
+  follows vectors that change.
+
+Which library lays out t-SNE (``backend``): scikit-learn's Barnes-Hut below
+``OPENTSNE_MIN_ROWS`` rows, openTSNE's FFT-accelerated gradients at and above it, where they
+pay (``benchmarks/scale.py``; ``docs/costs.md``), when openTSNE is installed
+(``pip install 'layerwatch[scale]'``; without it, scikit-learn with a one-line note). Both
+run the same schedule from the same starts: the same PCA start of std 1e-4 for fresh fits,
+the same shrunk previous layout for warm ones, the same phases, momenta and learning rate,
+and the same stop on the KL gradient's norm.
 
 Every layout comes back centred and scaled to unit RMS radius, so panels can share
 fixed axis limits across frames.
@@ -42,6 +57,22 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import METHODS, check_choice, check_perplexity, require_umap
+
+# t-SNE backends: "auto" picks by rows and by what is installed.
+TSNE_BACKENDS = ("auto", "sklearn", "opentsne")
+# From this many rows up, "auto" lays out t-SNE with openTSNE's FFT-accelerated gradients
+# (where scikit-learn's Barnes-Hut costs grow faster than the rows): measured to pay at
+# 5,000 rows and to cost more at 1,000 (benchmarks/scale.py --layouts; docs/costs.md).
+OPENTSNE_MIN_ROWS = 5000
+# A UMAP warm start: epochs and learning rate (umap's own: 500 epochs below 10,000 rows, 1.0).
+UMAP_WARM_EPOCHS = 100
+UMAP_WARM_LEARNING_RATE = 0.1
+# The names run.json and `layerwatch info` give each backend.
+BACKEND_NAMES = {
+    "sklearn": "scikit-learn",
+    "opentsne": "openTSNE (FFT)",
+    "umap": "umap-learn",
+}
 
 # t-SNE input is first reduced to this many dimensions by PCA: the neighbour search then
 # costs far less and the neighbourhoods barely change.
@@ -165,6 +196,10 @@ class Reducer:
             default of 1e-7 never ends a fit early); 0 runs all ``warm_iter``. With
             sklearn's learning rate ("auto", which grows with the rows) the norm at a given
             iteration depends little on the number of rows.
+        backend: which library lays out t-SNE: ``"auto"`` (scikit-learn below
+            ``OPENTSNE_MIN_ROWS`` rows, openTSNE at and above it when installed),
+            ``"sklearn"`` or ``"opentsne"`` (needs ``pip install 'layerwatch[scale]'``).
+            Both run the same schedule; see :meth:`backend_for`.
     """
 
     def __init__(
@@ -179,8 +214,12 @@ class Reducer:
         exaggeration_iter: int = 250,
         warm_exaggeration_iter: int = 50,
         warm_min_grad_norm: float = 1e-3,
+        backend: str = "auto",
     ):
         check_choice("method", method, METHODS)
+        check_choice("backend", backend, TSNE_BACKENDS)
+        if backend == "opentsne":
+            require_opentsne()
         check_perplexity(perplexity)
         for name, value in (("n_iter", n_iter), ("warm_iter", warm_iter)):
             _check_int(name, value, _MIN_TSNE_ITER, what=f"an integer of at least {_MIN_TSNE_ITER} (sklearn's minimum)")
@@ -204,10 +243,30 @@ class Reducer:
         self.exaggeration_iter = int(exaggeration_iter)
         self.warm_exaggeration_iter = int(warm_exaggeration_iter)
         self.warm_min_grad_norm = float(warm_min_grad_norm)
+        self.backend = backend
         self._warned: set[int] = set()
+        self._noted_fallback = False
 
     def __repr__(self) -> str:
         return f"Reducer(method={self.method!r}, seed={self.seed}, align={self.align})"
+
+    def backend_for(self, n: int) -> str:
+        """The library that lays out ``n`` rows: ``"sklearn"``, ``"opentsne"`` or ``"umap"``."""
+        if self.method == "umap":
+            return "umap" if n >= _MIN_UMAP_ROWS else "sklearn"
+        if self.method != "tsne" or n < 3 or self.backend == "sklearn":
+            return "sklearn"
+        if self.backend == "opentsne":
+            return "opentsne"
+        return "opentsne" if n >= OPENTSNE_MIN_ROWS and has_opentsne() else "sklearn"
+
+    def describe(self, rows: dict[str, int]) -> dict[str, Any]:
+        """What run.json records of the layouts: method and the backend for each split's rows."""
+        return {
+            "method": self.method,
+            "aligned": self.align,
+            "backend": {split: BACKEND_NAMES[self.backend_for(int(n))] for split, n in rows.items()},
+        }
 
     def perplexity_for(self, n: int) -> float:
         """The perplexity used for ``n`` points: t-SNE needs it well below ``n``."""
@@ -263,12 +322,19 @@ class Reducer:
                 stacklevel=3,
             )
         data = _pca(x, TSNE_PCA_DIMS, self.seed) if x.shape[1] > TSNE_PCA_DIMS else x
+        if self.backend == "auto" and n >= OPENTSNE_MIN_ROWS and not has_opentsne() and not self._noted_fallback:
+            self._noted_fallback = True
+            warnings.warn(
+                f"layerwatch: openTSNE is not installed, so {n} rows are laid out by scikit-learn's "
+                f"slower t-SNE; pip install 'layerwatch[scale]' for FFT-accelerated layouts",
+                stacklevel=3,
+            )
+        if self.backend_for(n) == "opentsne":
+            return self._opentsne(data.astype(np.float32), warm, perplexity)
         if warm is not None:
             # Shrunk, not continued at full size: see the module docstring.
-            start = normalize(warm)
-            init = (start * (WARM_INIT_STD / float(start.std(axis=0).max()))).astype(np.float32)
             params = dict(
-                init=init, max_iter=self.warm_iter, early_exaggeration=self.warm_exaggeration,
+                init=self._start(warm), max_iter=self.warm_iter, early_exaggeration=self.warm_exaggeration,
                 # 0: sklearn's own default, which never stops a fit early.
                 min_grad_norm=self.warm_min_grad_norm or 1e-7,
             )
@@ -285,18 +351,117 @@ class Reducer:
         )
         return tsne.fit_transform(data.astype(np.float32))
 
+    def _start(self, warm: np.ndarray) -> np.ndarray:
+        """The previous layout shrunk to t-SNE's starting scale (see the module docstring)."""
+        start = normalize(warm)
+        return (start * (WARM_INIT_STD / float(start.std(axis=0).max()))).astype(np.float32)
+
+    def _opentsne(self, data: np.ndarray, warm: np.ndarray | None, perplexity: float) -> np.ndarray:
+        """openTSNE's FFT-accelerated t-SNE on scikit-learn's schedule (same starts, phases,
+        momenta, learning rate and stop on the KL gradient's norm)."""
+        from openTSNE import TSNEEmbedding, affinity
+        from openTSNE.tsne import kl_divergence_fft
+
+        n = len(data)
+        # The affinities: perplexity-based on approximate neighbours (Annoy), seeded.
+        aff = affinity.PerplexityBasedNN(data, perplexity=perplexity, method="annoy", n_jobs=1, random_state=self.seed)
+        if warm is not None:
+            init = self._start(warm).astype(np.float64)
+            first, total, exaggeration = self.warm_exaggeration_iter, self.warm_iter, self.warm_exaggeration
+            min_grad_norm = self.warm_min_grad_norm
+        else:
+            # sklearn's init="pca": the first two principal components at std 1e-4.
+            pcs = _pad2(_pca(data, 2, self.seed)).astype(np.float64)
+            init = pcs / (float(pcs[:, 0].std()) or 1.0) * 1e-4
+            first, total, exaggeration = self.exaggeration_iter, self.n_iter, 12.0
+            min_grad_norm = 0.0
+        # scikit-learn's learning_rate="auto", N / early_exaggeration / 4 (at least 50), for
+        # its gradient, which is 4 times openTSNE's: the same steps.
+        lr = 4.0 * max(n / exaggeration / 4.0, 50.0)
+        emb = TSNEEmbedding(init, aff, negative_gradient_method="fft", n_jobs=1, random_state=self.seed, verbose=False)
+        common = dict(learning_rate=lr, max_grad_norm=None, max_step_norm=None, n_jobs=1)
+        emb = emb.optimize(first, exaggeration=exaggeration, momentum=0.5, **common)
+
+        def small_gradient(iteration: int, error: float, embedding: Any) -> bool:
+            # sklearn's check, every 50 iterations: the norm of its (4 times larger) gradient.
+            _, grad = kl_divergence_fft(np.asarray(embedding), aff.P, dof=1, bh_params={}, fft_params=dict(
+                n_interpolation_points=3, min_num_intervals=50, ints_in_interval=1), n_jobs=1)
+            return 4.0 * float(np.linalg.norm(grad)) <= min_grad_norm
+
+        rest = total - first
+        if rest > 0:
+            callbacks = [small_gradient] if min_grad_norm > 0 else None
+            emb = emb.optimize(rest, exaggeration=1.0, momentum=0.8, callbacks=callbacks, callbacks_every_iters=50, **common)
+        return np.asarray(emb, dtype=np.float32)
+
     def _umap(self, x: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
         umap = require_umap()
         n = len(x)
         kwargs: dict[str, Any] = dict(n_components=2, random_state=self.seed, n_neighbors=min(15, n - 1))
         if warm is not None:
-            kwargs["init"] = normalize(warm) * 10.0
+            # umap-learn rescales each axis of an initial layout to [0, 10] on its own; a
+            # layout turned so its box is square keeps its shape through that.
+            kwargs["init"] = (_square_box(normalize(warm)) * 10.0).astype(np.float32)
+            kwargs["n_epochs"] = UMAP_WARM_EPOCHS
+            kwargs["learning_rate"] = UMAP_WARM_LEARNING_RATE
         if n < 4096:
             # umap's exact neighbour search below 4096 points is a slow Python loop.
             kwargs["force_approximation_algorithm"] = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return umap.UMAP(**kwargs).fit_transform(x)
+
+
+def _square_box(layout: np.ndarray) -> np.ndarray:
+    """``layout`` turned about its centre so that its x and y ranges are equal.
+
+    Turning by 90 degrees swaps the two ranges, so their difference changes sign between
+    0 and 90 degrees and, being continuous, is zero somewhere in between (bisection).
+    """
+    a = np.asarray(layout, dtype=np.float64)
+
+    def turned(t: float) -> np.ndarray:
+        c, s = np.cos(t), np.sin(t)
+        return a @ np.array([[c, -s], [s, c]])
+
+    def gap(t: float) -> float:
+        r = turned(t)
+        return float(np.ptp(r[:, 0]) - np.ptp(r[:, 1]))
+
+    lo, hi = 0.0, np.pi / 2
+    g_lo = gap(lo)
+    if g_lo == 0.0 or len(a) < 2:
+        return a
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if (gap(mid) > 0) == (g_lo > 0):
+            lo = mid
+        else:
+            hi = mid
+    return turned(0.5 * (lo + hi))
+
+
+def has_opentsne() -> bool:
+    """Whether openTSNE can be imported."""
+    try:
+        require_opentsne()
+    except ImportError:
+        return False
+    return True
+
+
+def require_opentsne() -> Any:
+    """The openTSNE module, or an ImportError with the install hint."""
+    try:
+        import openTSNE
+
+        openTSNE.TSNEEmbedding  # noqa: B018 - a leftover folder imports as an empty namespace package
+    except (ImportError, AttributeError):
+        raise ImportError(
+            "backend='opentsne' needs the openTSNE package: pip install 'layerwatch[scale]' "
+            "(or leave backend='auto', which uses scikit-learn when openTSNE is missing)"
+        ) from None
+    return openTSNE
 
 
 def thread_limit(threads: int, user_api: str | None = None):

@@ -89,6 +89,23 @@ class RunDirectoryInUse(ValueError):
 _CLAIMS: dict[str, Any] = {}
 
 
+class VectorsNotKept(DamagedFileError):
+    """A snapshot whose pooled vectors were not kept (``keep_vectors="drift"``); its
+    rows, labels, predictions, layout, metrics and frames are there."""
+
+    def __init__(self, path: str, reason: str = "keep_vectors='drift'"):
+        ValueError.__init__(
+            self,
+            f"{path} holds no pooled vectors: the run kept those of its first and latest snapshots only "
+            f"({reason}); what needs them skips this snapshot (its layouts, metrics and frames are stored)",
+        )
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):
+        return (VectorsNotKept, (self.path, self.reason))
+
+
 def _tmp_name(ext: str) -> str:
     return f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{ext}"
 
@@ -298,10 +315,26 @@ class RunStore:
         return sort_keys(keys)
 
     # -- snapshots ---------------------------------------------------------------
-    def save_snapshot(self, snap: Snapshot, key: SnapshotKey) -> str:
-        """Store a snapshot's rows, labels, predictions and pooled vectors (``embeddings/``)."""
+    def save_snapshot(self, snap: Snapshot, key: SnapshotKey, dtype: str = "float32") -> str:
+        """Store a snapshot's rows, labels, predictions and pooled vectors (``embeddings/``).
+
+        ``dtype="float16"`` stores the vectors at half precision (they are read back as
+        float32); vectors beyond float16's range are stored in float32 instead.
+        """
+        pooled = np.ascontiguousarray(snap.pooled, dtype=np.float32)
+        if dtype == "float16":
+            finite = pooled[np.isfinite(pooled)]
+            if not finite.size or float(np.abs(finite).max()) <= float(np.finfo(np.float16).max):
+                pooled = pooled.astype(np.float16)
+            else:
+                logger.warning(
+                    "layerwatch: %s, %s: vectors beyond float16's range (largest %.3g); stored in float32",
+                    snap.split, key.title, float(np.abs(finite).max()),
+                )
+        elif dtype != "float32":
+            raise ValueError(f"dtype={dtype!r} is not one of 'float32', 'float16'")
         arrays = {
-            "pooled": np.ascontiguousarray(snap.pooled, dtype=np.float32),
+            "pooled": pooled,
             "labels": np.asarray(snap.labels),
             "layers": np.asarray(snap.layers, dtype=np.int64),
             "indices": np.asarray(snap.indices, dtype=np.int64),
@@ -318,14 +351,39 @@ class RunStore:
         """One split's stored snapshot (``pooled=False``: without the vectors, which is much
         cheaper for readers that need only rows, labels and predictions)."""
         z = self.load_arrays("embeddings", split, key, skip=() if pooled else ("pooled",))
+        if pooled and "pooled" not in z and "vectors_not_kept" in z:
+            raise VectorsNotKept(self.embedding_path(split, key))
         missing = [k for k in (("pooled",) if pooled else ()) + ("labels", "layers", "indices") if k not in z]
         if missing:
             raise DamagedFileError(self.embedding_path(split, key), f"it lacks {missing}")
+        vectors = z.get("pooled")
+        if vectors is not None and vectors.dtype != np.float32:
+            vectors = vectors.astype(np.float32)  # float16 stores are read back as float32
         return Snapshot(
-            pooled=z.get("pooled"), labels=z["labels"], layers=z["layers"], indices=z["indices"],
+            pooled=vectors, labels=z["labels"], layers=z["layers"], indices=z["indices"],
             predictions=z.get("predictions"), epoch=float(z.get("epoch", key.epoch)), step=int(z.get("step", key.step)),
             split=split, with_step=key.with_step, label_names=tuple(label_names) if label_names is not None else None,
         )
+
+    def drop_vectors(self, split: str, key: SnapshotKey) -> None:
+        """Rewrite a stored snapshot without its pooled vectors (``keep_vectors="drift"``),
+        keeping rows, labels, predictions, epoch and step."""
+        try:
+            z = self.load_arrays("embeddings", split, key, skip=("pooled",))
+        except FileNotFoundError:
+            return
+        if "vectors_not_kept" in z:
+            return
+        self.save_arrays("embeddings", split, key, {**z, "vectors_not_kept": np.array(True)})
+
+    def has_vectors(self, split: str, key: SnapshotKey) -> bool:
+        """Whether the stored snapshot still holds its pooled vectors."""
+        path = self.embedding_path(split, key)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return "pooled.npy" in zf.namelist()
+        except (OSError, zipfile.BadZipFile):
+            return False
 
     def snapshot_key(self, split: str, key: SnapshotKey) -> SnapshotKey:
         """``key`` with the epoch and step stored in its embeddings file (names may lack the step)."""
@@ -334,6 +392,7 @@ class RunStore:
 
     def save_layout(
         self, split: str, key: SnapshotKey, layout: np.ndarray, layers: np.ndarray, method: str, aligned: bool,
+        backend: str | None = None,
     ) -> None:
         arrays = {
             "layout": np.asarray(layout, dtype=np.float32),
@@ -341,6 +400,8 @@ class RunStore:
             "method": np.array(method),
             "aligned": np.array(bool(aligned)),
         }
+        if backend is not None:
+            arrays["backend"] = np.array(backend)  # the library that drew these maps
         self.save_arrays("layouts", split, key, arrays)
 
     def load_layout(self, split: str, key: SnapshotKey) -> dict:

@@ -241,17 +241,21 @@ def test_reduce_layers_skips_a_non_finite_layer_and_lays_out_the_rest():
 
 
 # -- optional backend -------------------------------------------------------------------
-def test_umap_layout_is_normalised_seeded_and_tied():
+# Seeds and data other than the first: a tie that held for one seed on one CPU by luck
+# (umap's 500 epochs from the previous layout re-arranged whole clusters, 0.56 on a CPU
+# without AVX512, above 0.5 for other seeds here) must hold for all of them.
+@pytest.mark.parametrize("seed, data_seed", [(0, 0), (1, 0), (2, 1)])
+def test_umap_layout_is_normalised_seeded_and_tied(seed, data_seed):
     pytest.importorskip("umap")
-    x = blobs(n=100)
-    first = Reducer("umap", seed=0)(x)
+    x = blobs(n=100, seed=data_seed)
+    first = Reducer("umap", seed=seed)(x)
     assert first.shape == (100, 2) and np.isfinite(first).all()
     assert np.sqrt((first.astype(np.float64) ** 2).sum(axis=1).mean()) == pytest.approx(1.0, abs=1e-5)
-    np.testing.assert_array_equal(Reducer("umap", seed=0)(x), first)
+    np.testing.assert_array_equal(Reducer("umap", seed=seed)(x), first)
     # The previous frame, turned: a tied layout follows it, an independent one cannot know.
     prev = first @ rotation(2.0).astype(np.float32)
-    tied = Reducer("umap", seed=0, align=True)(x, prev)
-    free = Reducer("umap", seed=0, align=False)(x, prev)
+    tied = Reducer("umap", seed=seed, align=True)(x, prev)
+    free = Reducer("umap", seed=seed, align=False)(x, prev)
     np.testing.assert_array_equal(free, first)
     assert mean_move(tied, prev) < 0.35
     assert mean_move(free, prev) > 1.0
@@ -274,6 +278,54 @@ def test_umap_forces_its_approximate_neighbour_search_below_4096_points(monkeypa
     Reducer("umap", seed=0)(np.random.default_rng(1).normal(size=(n, 8)).astype(np.float32))
     assert seen.get("force_approximation_algorithm") is forced
     assert seen["random_state"] == 0
+
+
+def test_umap_warm_start_is_square_short_and_gentle(monkeypatch):
+    # umap-learn rescales each axis of an initial layout to [0, 10]: the previous layout is
+    # handed over turned so both ranges are equal (its shape survives that), with the warm
+    # schedule's epochs and learning rate; a fresh fit keeps umap's own.
+    umap = pytest.importorskip("umap")
+    from layerwatch.reduce import UMAP_WARM_EPOCHS, UMAP_WARM_LEARNING_RATE
+
+    seen: list[dict] = []
+
+    class Recording:
+        def __init__(self, **kwargs):
+            seen.append(kwargs)
+
+        def fit_transform(self, x):
+            return np.random.default_rng(0).normal(size=(len(x), 2))
+
+    monkeypatch.setattr(umap, "UMAP", Recording)
+    x = np.random.default_rng(1).normal(size=(60, 8)).astype(np.float32)
+    prev = np.random.default_rng(2).normal(size=(60, 2)) * [5.0, 0.5] @ rotation(0.4)
+    Reducer("umap", seed=0)(x, prev)
+    Reducer("umap", seed=0)(x)
+    warm, fresh = seen
+    init = warm["init"]
+    assert np.ptp(init[:, 0]) == pytest.approx(np.ptp(init[:, 1]), rel=1e-6)
+    # Only turned (and scaled): every distance between points keeps its ratio.
+    d = lambda a: np.linalg.norm(a[:, None] - a[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(init) / d(init).max(), d(normalize(prev)) / d(normalize(prev)).max(), atol=1e-5)
+    assert (warm["n_epochs"], warm["learning_rate"]) == (UMAP_WARM_EPOCHS, UMAP_WARM_LEARNING_RATE)
+    assert "init" not in fresh and "n_epochs" not in fresh and "learning_rate" not in fresh
+
+
+def test_umap_warm_start_follows_vectors_that_change():
+    # Classes that separate between two frames are separated in the tied frame nearly as
+    # well as in a fresh fit (a gentle warm start must not freeze the previous picture).
+    pytest.importorskip("umap")
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 3
+    base = rng.normal(size=(300, 20)).astype(np.float32)
+    centres = rng.normal(size=(3, 20)).astype(np.float32) * 4.0
+    mixed, apart = base + 0.15 * centres[labels], base + centres[labels]
+    r = Reducer("umap", seed=0)
+    tied = r(apart, r(mixed))
+    assert silhouette_score(tied, labels) > silhouette_score(r(apart), labels) - 0.2
+    assert silhouette_score(tied, labels) > silhouette_score(r(mixed), labels) + 0.3
 
 
 def test_umap_missing_gives_an_install_hint(monkeypatch):

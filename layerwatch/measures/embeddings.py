@@ -24,7 +24,7 @@ from ..config import resolve_jobs, resolve_layers
 from ..distributed import Part
 from ..film import Film, Frame
 from ..metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
-from ..reduce import Reducer, is_degenerate, start_layouts, thread_limit
+from ..reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ..snapshot import SnapshotKey, epoch_value
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
 
@@ -113,6 +113,14 @@ class Embeddings(Measurement):
         # Per split, the vectors of the first and of the latest snapshot (for the drift).
         self._first: dict[str, Any] = {}
         self._latest: dict[str, Any] = {}
+        self._rows: dict[str, int] = {}
+
+    def prepare(self, model: Any, context: dict[str, Any]) -> None:
+        self._rows = {name: len(indices) for name, indices in (context.get("splits_indices") or {}).items()}
+
+    def describe(self) -> dict[str, Any]:
+        # Which library lays out each split's maps (chosen by its rows and what is installed).
+        return {"layout": self.reducer.describe(self._rows)} if self._rows else {}
 
     # -- front half ---------------------------------------------------------------------
     def start(self, plan: SplitPlan) -> Accumulator:
@@ -125,7 +133,15 @@ class Embeddings(Measurement):
         }
 
     def save(self, store, snap, key) -> None:
-        store.save_snapshot(snap, key)
+        # Metrics, drift and layouts use the float32 vectors in memory, never the stored copy.
+        store.save_snapshot(snap, key, dtype=self.config.store_dtype)
+        if self.config.keep_vectors == "drift":
+            # Drift needs the first snapshot's vectors and the previous one's: once this one
+            # is stored, the vectors of every snapshot between the first and it go.
+            keys = [k for k in store.keys(snap.split) if k.name != key.name]
+            for k in keys[1:]:
+                if store.has_vectors(snap.split, k):
+                    store.drop_vectors(snap.split, k)
 
     def load(self, store, snap, key) -> None:
         pass  # store.load_snapshot reads these arrays with the snapshot itself
@@ -233,6 +249,7 @@ class Embeddings(Measurement):
         ctx.guard(
             f"saving the layout of {split}", key, ctx.store.save_layout,
             split, key, layout, snap.layers, self.config.method, self.config.align,
+            backend=BACKEND_NAMES[self.reducer.backend_for(snap.num_rows)],
         )
         frame = Frame(key, _FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
         film = self._film(ctx, snap)
@@ -371,9 +388,15 @@ class Embeddings(Measurement):
             logger.warning("layerwatch: %s", exc)
         for key, by_split in snaps:
             for split, snap in by_split.items():
-                entry = [np.asarray(snap.indices), np.asarray(snap.layers), snap.pooled, None]
-                self._first.setdefault(split, entry)
-                self._latest[split] = entry
+                if snap.pooled.shape[-1]:
+                    entry = [np.asarray(snap.indices), np.asarray(snap.layers), snap.pooled, None]
+                    self._first.setdefault(split, entry)
+                    self._latest[split] = entry
+                else:
+                    # Its vectors were not kept (keep_vectors="drift"; a resume from a middle
+                    # snapshot): the next drift from the previous snapshot is unknown, not
+                    # a drift from an older one.
+                    self._latest.pop(split, None)
                 try:
                     stored = ctx.store.load_layout(split, key)
                 except FileNotFoundError:

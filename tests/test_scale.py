@@ -1,0 +1,269 @@
+"""Runs that scale: the t-SNE backend chosen by rows and by what is installed, openTSNE's
+warm starts, the backend named in run.json and ``layerwatch info``, and stores that keep
+less (float16 vectors; the vectors of the first and latest snapshots only).
+
+Small synthetic data and one tiny trained run per setting; ``benchmarks/scale.py``
+measures the same at 1,000 and 10,000 rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+
+import numpy as np
+import pytest
+from conftest import make_trainer, tiny_bert, toy_dataset
+
+from layerwatch import reduce as reduce_mod
+from layerwatch.reduce import OPENTSNE_MIN_ROWS, Reducer
+
+FAST_TSNE = dict(n_iter=250, warm_iter=250, exaggeration_iter=100)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+def blobs(n: int = 150, dim: int = 20, classes: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 4.0
+    return (centres[np.arange(n) % classes] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def mean_move(a: np.ndarray, b: np.ndarray) -> float:
+    from layerwatch.reduce import normalize
+
+    return float(np.linalg.norm(normalize(a) - normalize(b), axis=1).mean())
+
+
+# -- which library lays out a map ------------------------------------------------------------
+@pytest.mark.parametrize("installed", [True, False])
+def test_tsne_backend_follows_the_rows_and_what_is_installed(monkeypatch, installed):
+    monkeypatch.setattr(reduce_mod, "has_opentsne", lambda: installed)
+    auto = Reducer("tsne")
+    assert auto.backend_for(OPENTSNE_MIN_ROWS - 1) == "sklearn"
+    assert auto.backend_for(OPENTSNE_MIN_ROWS) == ("opentsne" if installed else "sklearn")
+    assert Reducer("tsne", backend="sklearn").backend_for(10 * OPENTSNE_MIN_ROWS) == "sklearn"
+    # PCA is scikit-learn's at any size; UMAP is umap-learn's (where umap is installed).
+    assert Reducer("pca").backend_for(10 * OPENTSNE_MIN_ROWS) == "sklearn"
+    assert auto.describe({"train": OPENTSNE_MIN_ROWS, "validation": 100}) == {
+        "method": "tsne", "aligned": True,
+        "backend": {"train": "openTSNE (FFT)" if installed else "scikit-learn", "validation": "scikit-learn"},
+    }
+
+
+def test_without_opentsne_large_splits_fall_back_to_sklearn_with_one_note(monkeypatch):
+    monkeypatch.setattr(reduce_mod, "has_opentsne", lambda: False)
+    monkeypatch.setattr(reduce_mod, "OPENTSNE_MIN_ROWS", 60)
+    x = blobs(n=60)
+    r = Reducer("tsne", seed=0, **FAST_TSNE)
+    with pytest.warns(UserWarning, match=r"openTSNE is not installed, so 60 rows are laid out by scikit-learn's") as seen:
+        first = r(x)
+        r(x, first)
+    assert len([w for w in seen if "openTSNE" in str(w.message)]) == 1  # one line, not one per map
+    np.testing.assert_array_equal(first, Reducer("tsne", seed=0, backend="sklearn", **FAST_TSNE)(x))
+
+
+def test_opentsne_asked_for_but_missing_gives_an_install_hint(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_opentsne(name, *args, **kw):
+        if name == "openTSNE" or name.startswith("openTSNE."):
+            raise ImportError("No module named 'openTSNE'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_opentsne)
+    with pytest.raises(ImportError, match=r"pip install 'layerwatch\[scale\]'"):
+        Reducer("tsne", backend="opentsne")
+    assert reduce_mod.has_opentsne() is False
+
+
+def test_a_backend_that_does_not_exist_is_refused():
+    with pytest.raises(ValueError, match="backend='bh' is not one of 'auto', 'sklearn', 'opentsne'"):
+        Reducer("tsne", backend="bh")
+
+
+# -- openTSNE: same schedule, same ties -------------------------------------------------------
+def test_opentsne_layout_is_seeded_faithful_and_tied():
+    pytest.importorskip("openTSNE")
+    from sklearn.manifold import trustworthiness
+
+    x = blobs(n=150)
+    r = Reducer("tsne", seed=0, backend="opentsne", **FAST_TSNE)
+    first = r(x)
+    assert first.shape == (150, 2) and np.isfinite(first).all()
+    np.testing.assert_array_equal(r(x), first)  # seeded: the same input, the same map
+    assert trustworthiness(x, first, n_neighbors=10) > 0.9
+    # Known answer: the same vectors warm-started from their own layout (turned) barely move;
+    # an independent fit from a turned previous frame moves the whole turn.
+    c, s = np.cos(2.0), np.sin(2.0)
+    prev = first @ np.array([[c, -s], [s, c]], dtype=np.float32)
+    tied = r(x, prev)
+    free = Reducer("tsne", seed=0, align=False, backend="opentsne", **FAST_TSNE)(x, prev)
+    assert mean_move(tied, prev) < 0.25
+    assert mean_move(free, prev) > 1.0
+    # Vectors that changed are followed: the classes of new, separated vectors are separated
+    # in the warm-started map as well as in a fresh one.
+    from sklearn.metrics import silhouette_score
+
+    labels = np.arange(150) % 3
+    mixed = blobs(n=150, seed=1) * np.float32(0.1) + np.random.default_rng(2).normal(size=(150, 20)).astype(np.float32)
+    moved = r(blobs(n=150, seed=1), r(mixed))
+    fresh = r(blobs(n=150, seed=1))
+    assert silhouette_score(moved, labels) > silhouette_score(fresh, labels) - 0.1
+
+
+def test_opentsne_warm_start_stops_on_the_kl_gradient(monkeypatch):
+    pytest.importorskip("openTSNE")
+    from openTSNE import TSNEEmbedding
+
+    runs: list[int] = []
+    real = TSNEEmbedding.optimize
+
+    def recording(self, n_iter, *args, callbacks=None, **kw):
+        if callbacks:
+            def counting(iteration, error, embedding, inner=callbacks[0]):
+                runs.append(iteration)
+                return inner(iteration, error, embedding)
+            callbacks = [counting]
+        return real(self, n_iter, *args, callbacks=callbacks, **kw)
+
+    monkeypatch.setattr(TSNEEmbedding, "optimize", recording)
+    x = blobs(n=120)
+    first = Reducer("tsne", seed=0, backend="opentsne", **FAST_TSNE)(x)
+    assert runs == []  # fresh fits run their whole schedule
+    # A stop that any gradient meets ends the warm start at the first check (50 iterations).
+    Reducer("tsne", seed=0, backend="opentsne", warm_min_grad_norm=1e9, **FAST_TSNE)(x, first)
+    assert runs == [50]
+    runs.clear()
+    Reducer("tsne", seed=0, backend="opentsne", warm_min_grad_norm=1e-12, **FAST_TSNE)(x, first)
+    assert runs == [50, 100, 150, 200]  # never met: the whole warm schedule (250 - 50 iterations, checked every 50)
+
+
+# -- run.json and info name the backend ---------------------------------------------------------
+def watched_run(out, **settings):
+    from layerwatch import LayerwatchCallback
+
+    train, val = toy_dataset(40), toy_dataset(24, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False, **settings)
+    make_trainer(tiny_bert(), train, [watch], out / "t", epochs=2).train()
+    return out / "lw"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same tiny run twice: default stores, and float16 vectors of the first and latest
+    snapshots only."""
+    plain = watched_run(tmp_path_factory.mktemp("plain"))
+    lean = watched_run(tmp_path_factory.mktemp("lean"), store_dtype="float16", keep_vectors="drift")
+    return plain, lean
+
+
+def test_run_json_and_info_name_the_backend_of_each_split(runs, capsys):
+    from layerwatch.cli import main
+    from layerwatch.store import RunStore, SnapshotKey
+
+    plain, _ = runs
+    info = json.loads((plain / "run.json").read_text())
+    assert info["methods"]["embeddings"]["layout"] == {
+        "method": "pca", "aligned": True, "backend": {"train": "scikit-learn", "validation": "scikit-learn"},
+    }
+    assert str(RunStore(plain).load_layout("train", SnapshotKey(1))["backend"]) == "scikit-learn"
+    assert main(["info", str(plain)]) == 0
+    assert "layouts: 'train' by scikit-learn, 'validation' by scikit-learn" in capsys.readouterr().out
+
+
+def test_the_embeddings_measurement_names_opentsne_for_large_splits(monkeypatch):
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.measures.embeddings import Embeddings
+
+    monkeypatch.setattr(reduce_mod, "has_opentsne", lambda: True)
+    m = Embeddings(LayerwatchConfig(output_dir="unused"))
+    m.prepare(None, {"splits_indices": {"train": range(OPENTSNE_MIN_ROWS), "validation": range(300)}})
+    assert m.describe()["layout"]["backend"] == {"train": "openTSNE (FFT)", "validation": "scikit-learn"}
+
+
+# -- stores that keep less -------------------------------------------------------------------------
+def read_metrics(run) -> list[tuple]:
+    with open(run / "metrics.csv", newline="") as fh:
+        return sorted(tuple(r.values()) for r in csv.DictReader(fh))
+
+
+def test_float16_stores_and_thinned_vectors_leave_every_metric_unchanged(runs):
+    plain, lean = runs
+    # Metrics, drift included, are computed from the float32 vectors before storing.
+    rows = read_metrics(plain)
+    assert {r[4] for r in rows} >= {"knn_accuracy", "cka_first", "cka_prev"}
+    assert read_metrics(lean) == rows
+
+
+def test_float16_stores_read_back_as_float32_within_half_precision(runs):
+    from layerwatch.store import RunStore, SnapshotKey
+
+    plain, lean = runs
+    with np.load(lean / "embeddings" / "validation" / "epoch_002.npz") as z:
+        assert z["pooled"].dtype == np.float16
+    a = RunStore(plain).load_snapshot("validation", SnapshotKey(2)).pooled
+    b = RunStore(lean).load_snapshot("validation", SnapshotKey(2)).pooled
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-3)
+    assert (lean / "embeddings" / "validation" / "epoch_002.npz").stat().st_size < 0.7 * (
+        plain / "embeddings" / "validation" / "epoch_002.npz").stat().st_size
+
+
+def test_keep_vectors_drift_keeps_the_first_and_latest_vectors_and_everything_else(runs, capsys):
+    from layerwatch.cli import main
+    from layerwatch.store import RunStore, SnapshotKey, VectorsNotKept
+
+    _, lean = runs
+    store = RunStore(lean)
+    for split in ("train", "validation"):
+        assert [k.name for k in store.keys(split)] == ["epoch_000", "epoch_001", "epoch_002"]
+        assert [store.has_vectors(split, k) for k in store.keys(split)] == [True, False, True]
+        with pytest.raises(VectorsNotKept, match="kept those of its first and latest snapshots only"):
+            store.load_snapshot(split, SnapshotKey(1))
+        middle = store.load_snapshot(split, SnapshotKey(1), pooled=False)  # rows, labels, predictions stay
+        assert len(middle.indices) == (40 if split == "train" else 24) and middle.predictions is not None
+        assert store.load_layout(split, SnapshotKey(1))["layout"].shape[1] == len(middle.indices)
+        assert len(list((lean / "frames" / split).iterdir())) == 3
+    assert main(["info", str(lean)]) == 0
+    capsys.readouterr()
+    # render would have to lay every snapshot out again: a clear refusal, nothing rewritten.
+    before = (lean / "validation.gif").read_bytes()
+    assert main(["render", str(lean), "--method", "pca"]) == 2
+    assert "kept the pooled vectors of its first and latest snapshots only" in capsys.readouterr().err
+    assert (lean / "validation.gif").read_bytes() == before
+
+
+@pytest.mark.parametrize("setting, value, allowed", [
+    ("store_dtype", "float64", "'float32', 'float16'"),
+    ("keep_vectors", "none", "'all', 'drift'"),
+])
+def test_store_settings_are_checked_at_construction(setting, value, allowed):
+    from layerwatch.config import LayerwatchConfig
+
+    with pytest.raises(ValueError, match=f"{setting}='{value}' is not one of {allowed}"):
+        LayerwatchConfig(output_dir="unused", **{setting: value})
+
+
+def test_vectors_beyond_float16_range_are_stored_in_float32(tmp_path, caplog):
+    from layerwatch.snapshot import Snapshot
+    from layerwatch.store import RunStore, SnapshotKey
+
+    store = RunStore(tmp_path)
+    pooled = np.ones((2, 3, 4), dtype=np.float32)
+    pooled[1, 0, 0] = 1e6  # fp32 activations can exceed float16's 65504
+    snap = Snapshot(pooled=pooled, labels=np.zeros(3, int), layers=[0, 1], indices=[0, 1, 2], epoch=0, step=0, split="train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store.save_snapshot(snap, SnapshotKey(0), dtype="float16")
+    assert "beyond float16's range" in caplog.text
+    np.testing.assert_array_equal(store.load_snapshot("train", SnapshotKey(0)).pooled, pooled)
