@@ -150,12 +150,13 @@ def _gif_frames(path: str) -> int:
     return len(iio.imread(path, index=None))
 
 
-def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
+def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys, caplog):
     out = tmp_path / "demo"
-    result = run_demo(
-        output_dir=str(out), epochs=1, method="pca", rows=64, monitor_samples=32, seed=0,
-        model=tiny_model_dir,
-    )
+    with caplog.at_level("WARNING"):
+        result = run_demo(
+            output_dir=str(out), epochs=1, method="pca", rows=64, monitor_samples=32, seed=0,
+            model=tiny_model_dir,
+        )
     assert result["failures"] == []
     assert set(result["gifs"]) == {"train", "validation"}
     for split in ("train", "validation"):
@@ -171,6 +172,9 @@ def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
         "datamap_frames", "datamaps", "dynamics", "embeddings", "frames", "layouts", "texts",  # the demo runs dynamics=True
     ]
     assert (out / "dynamics.csv").exists() and (out / "datamap_train.gif").exists()
+    # The 64 training rows are 64 different sentences, and the tokenizer keeps them apart.
+    assert json.loads((out / "dynamics" / "meta.json").read_text())["duplicates"] == 0
+    assert "same token ids" not in caplog.text
 
     with open(out / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
