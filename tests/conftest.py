@@ -92,14 +92,42 @@ def _close_figures():
     plt.close("all")
 
 
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def word_piece_tokenizer(words):
+    """A lower-casing BERT WordPiece tokenizer whose vocabulary is the special tokens, then ``words``.
+
+    Built from the ``tokenizers`` WordPiece model directly: ``BertTokenizerFast(vocab_file=...)``
+    loads only the special tokens under transformers 5, so every word became ``[UNK]``. This
+    construction gives the same ids under transformers 4.46+ and 5, saved and reloaded.
+    Pieces starting with ``##`` continue a word.
+    """
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import BertTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*SPECIAL_TOKENS, *words]))}
+    backend = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    backend.decoder = decoders.WordPiece()
+    return BertTokenizerFast(
+        tokenizer_object=backend, do_lower_case=True, pad_token="[PAD]", unk_token="[UNK]",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )
+
+
 def save_tiny_bert(folder, words, hidden_size: int, intermediate_size: int):
     """Save a 2-layer random BERT classifier and a word-level tokenizer for ``words`` to ``folder``."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = word_piece_tokenizer(words)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,

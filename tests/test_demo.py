@@ -111,13 +111,37 @@ def test_missing_demo_model_says_how_to_install(monkeypatch, tmp_path):
 
 
 # -- a whole run -----------------------------------------------------------------
+def _words(texts) -> list[str]:
+    return sorted({w for text in texts for w in re.findall(r"[a-z0-9]+|[^a-z0-9\s]", text.lower())})
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> str:
     """A 2-layer random BERT whose vocabulary holds the corpus's words, saved to disk."""
-    words = set()
-    for text in make_corpus(2000, seed=0, validation_rows=8)["train"]["text"]:
-        words.update(re.findall(r"[a-z0-9]+|[^a-z0-9\s]", text.lower()))
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), sorted(words), hidden_size=32, intermediate_size=64))
+    words = _words(make_corpus(2000, seed=0, validation_rows=8)["train"]["text"])
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words, hidden_size=32, intermediate_size=64))
+
+
+def test_tiny_model_tokenizer_knows_every_word_of_the_corpus(tiny_model_dir):
+    """The saved tokenizer gives each word its own id, never [UNK], and the rows stay as distinct as their texts."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = list(make_corpus(64, seed=0)["train"]["text"])  # the rows of the whole-run tests below
+    words = _words(texts)
+    ids = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
+    assert all(len(i) == 1 for i in ids), [w for w, i in zip(words, ids) if len(i) != 1]
+    flat = [i[0] for i in ids]
+    assert tok.unk_token_id not in flat, [w for w, i in zip(words, flat) if i == tok.unk_token_id]
+    assert len(set(flat)) == len(words)
+    rows = [tuple(tok(t, truncation=True, max_length=48)["input_ids"]) for t in texts]
+    assert len(set(rows)) == len(set(texts))
+    # Reloaded from disk, it tokenizes as the tokenizer that was saved.
+    from conftest import word_piece_tokenizer
+
+    built = word_piece_tokenizer(_words(make_corpus(2000, seed=0, validation_rows=8)["train"]["text"]))
+    assert [tuple(built(t, truncation=True, max_length=48)["input_ids"]) for t in texts] == rows
+    assert built.tokenize(texts[0]) == tok.tokenize(texts[0])
 
 
 def _gif_frames(path: str) -> int:
@@ -126,12 +150,13 @@ def _gif_frames(path: str) -> int:
     return len(iio.imread(path, index=None))
 
 
-def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
+def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys, caplog):
     out = tmp_path / "demo"
-    result = run_demo(
-        output_dir=str(out), epochs=1, method="pca", rows=64, monitor_samples=32, seed=0,
-        model=tiny_model_dir,
-    )
+    with caplog.at_level("WARNING"):
+        result = run_demo(
+            output_dir=str(out), epochs=1, method="pca", rows=64, monitor_samples=32, seed=0,
+            model=tiny_model_dir,
+        )
     assert result["failures"] == []
     assert set(result["gifs"]) == {"train", "validation"}
     for split in ("train", "validation"):
@@ -147,6 +172,9 @@ def test_run_demo_writes_films_of_every_split(tiny_model_dir, tmp_path, capsys):
         "datamap_frames", "datamaps", "dynamics", "embeddings", "frames", "layouts", "texts",  # the demo runs dynamics=True
     ]
     assert (out / "dynamics.csv").exists() and (out / "datamap_train.gif").exists()
+    # The 64 training rows are 64 different sentences, and the tokenizer keeps them apart.
+    assert json.loads((out / "dynamics" / "meta.json").read_text())["duplicates"] == 0
+    assert "same token ids" not in caplog.text
 
     with open(out / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

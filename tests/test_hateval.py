@@ -379,6 +379,17 @@ def _tiny_model(folder: Path) -> Path:
     return save_tiny_bert(folder, words, hidden_size=16, intermediate_size=32)
 
 
+def test_tiny_model_tokenizer_knows_the_toy_tweets(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_tiny_model(tmp_path / "model"))
+    texts = (_tweeteval_folder(tmp_path / "data") / "train_text.txt").read_text(encoding="utf-8").splitlines()
+    assert tok.tokenize(texts[1]) == ["@", "user", "awful", "day", "again", "awful"]
+    ids = {t: tuple(tok(t)["input_ids"]) for t in texts}
+    assert all(tok.unk_token_id not in row for row in ids.values())
+    assert len(set(ids.values())) == len(set(texts))  # different tweets, different ids
+
+
 def test_script_end_to_end_on_a_tiny_model(tmp_path, script, capsys):
     data = _tweeteval_folder(tmp_path / "data", sizes=(("train", 24), ("val", 12), ("test", 10)))
     model = _tiny_model(tmp_path / "model")

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import make_trainer, tiny_bert
+from conftest import make_trainer, tiny_bert, word_piece_tokenizer
 from datasets import Dataset
 
 from layerwatch import LayerwatchCallback, RunStore
@@ -24,10 +24,7 @@ CLASS_WORDS = (("calm", "quiet", "gentle"), ("storm", "angry", "loud"))
 
 
 def _tokenizer():
-    from transformers import BertTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *PIECES, *[w for ws in CLASS_WORDS for w in ws], "the", "day", "was"]
-    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    tok = word_piece_tokenizer([*PIECES, *[w for ws in CLASS_WORDS for w in ws], "the", "day", "was"])
     assert tok.tokenize(MARKER) == list(PIECES)  # the marker is two tokens, neither a whole-word match
     return tok
 
