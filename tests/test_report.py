@@ -345,12 +345,16 @@ def _expected_pixel(page, split_no: int, split: str, j: int, k: int, row: int, n
 
 
 def _pixel(page, layer: int, x: float, y: float) -> list[int]:
-    """The RGBA of a panel's canvas at viewport point (x, y)."""
+    """The RGBA that a panel shows at viewport point (x, y): its dots with its marks canvas over them."""
     return page.evaluate(
         """([layer, x, y]) => {
             const c = document.querySelector(`#panels canvas[data-layer="${layer}"]`);
+            const seen = document.createElement('canvas');
+            seen.width = c.width; seen.height = c.height;
+            const g = seen.getContext('2d');
+            for (const layerCanvas of c.parentElement.querySelectorAll('canvas')) g.drawImage(layerCanvas, 0, 0);
             const r = c.getBoundingClientRect(), s = c.width / r.width;
-            return Array.from(c.getContext('2d').getImageData(Math.round((x - r.left) * s), Math.round((y - r.top) * s), 1, 1).data);
+            return Array.from(g.getImageData(Math.round((x - r.left) * s), Math.round((y - r.top) * s), 1, 1).data);
         }""",
         [layer, x, y],
     )
@@ -360,7 +364,7 @@ def test_page_loads_offline_with_no_error_and_no_request(run, open_page):
     page, log = _open(open_page, run)
     page.wait_for_timeout(200)
     assert log.console_errors == [] and log.page_errors == [] and log.requests == [] and log.dialogs == []
-    assert page.locator("#panels canvas").count() == len(LAYERS)
+    assert page.locator("#panels canvas[data-layer]").count() == len(LAYERS)
     assert page.text_content("#title") == "layerwatch report: tiny-test-model"
     assert page.locator("#gifs a").evaluate_all("els => els.map(a => a.getAttribute('href'))") == ["train.gif", "validation.gif"]
     assert page.evaluate("window.layerwatchReport.state().snapshotTitle") == "epoch 0"
@@ -503,7 +507,7 @@ def test_one_layer_large(run, open_page):
     page, _ = _open(open_page, run)
     small = page.evaluate("window.layerwatchReport.panelBox('train', 1)")["width"]
     page.select_option("#layer", label="layer 1")
-    assert page.locator("#panels canvas").count() == 1
+    assert page.locator("#panels canvas[data-layer]").count() == 1
     assert page.evaluate("window.layerwatchReport.pointOf('train', 0, 0)") is None
     assert page.evaluate("window.layerwatchReport.panelBox('train', 1)")["width"] > 1.5 * small
     page.mouse.move(*_expected_pixel(page, 0, "train", 1, 0, 12))

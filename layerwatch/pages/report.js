@@ -86,6 +86,7 @@
       const s = D.splits[si];
       decoding[si] = Promise.all(s.layers.map((_, li) => decodeFilm(s, li))).then((films) => {
         cache[si] = films;
+        if (s.texts && !s.lower) s.lower = s.texts.map((t) => (t || '').toLowerCase());   // the search index
         if (S.split === si) draw();
       });
     }
@@ -151,10 +152,13 @@
       const cap = el('figcaption');
       const canvas = el('canvas');
       canvas.dataset.layer = String(sp().layers[li]);
-      fig.append(cap, canvas);
+      // The dots on one canvas, the hovered and pinned marks on another over it: a pointer
+      // move clears and redraws only the marks.
+      const over = el('canvas', null, 'marks'), stack = el('div', null, 'stack');
+      stack.append(canvas, over);
+      fig.append(cap, stack);
       host.append(fig);
-      const base = document.createElement('canvas');   // the dots; hover and pin draw over a copy
-      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), base, bctx: base.getContext('2d'), w: 0, h: 0, px: null, grid: null };
+      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), over, octx: over.getContext('2d'), w: 0, h: 0, px: null, grid: null };
       canvas.addEventListener('pointermove', (e) => onPointer(p, e, false));
       canvas.addEventListener('click', (e) => onPointer(p, e, true));
       canvas.addEventListener('pointerleave', () => { if (S.hover !== null) { S.hover = null; showDetails(); drawMarks(); } });
@@ -165,13 +169,14 @@
   function sizePanels() {
     const dpr = window.devicePixelRatio || 1;
     for (const p of panels) {
-      const w = Math.max(80, Math.floor(p.canvas.parentElement.clientWidth));
+      const w = Math.max(80, Math.floor(p.canvas.parentElement.parentElement.clientWidth));
       p.w = w; p.h = w;
       p.canvas.style.width = w + 'px'; p.canvas.style.height = w + 'px';
       p.canvas.width = Math.round(w * dpr); p.canvas.height = Math.round(w * dpr);
       p.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-      p.base.width = p.canvas.width; p.base.height = p.canvas.height;
-      p.bctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      p.over.style.width = w + 'px'; p.over.style.height = w + 'px';
+      p.over.width = p.canvas.width; p.over.height = p.canvas.height;
+      p.octx.setTransform(dpr, 0, 0, dpr, 0, 0);
     }
   }
   // Data coordinates -> CSS pixels inside the canvas, with the panel's fixed limits.
@@ -194,24 +199,23 @@
     drawMarks();
     lastDrawMs = performance.now() - t0;
   }
-  // The hovered and pinned rings and the pinned path, over a copy of each panel's dots:
-  // all that a pointer move redraws.
+  // The hovered and pinned rings and the pinned path, on each panel's marks canvas: all
+  // that a pointer move redraws.
   function drawMarks() {
     for (const p of panels) {
-      const ctx = p.ctx;
-      ctx.save(); ctx.setTransform(1, 0, 0, 1, 0, 0); ctx.drawImage(p.base, 0, 0); ctx.restore();
+      p.octx.clearRect(0, 0, p.w, p.h);
       if (!p.px) continue;
       const r = radius(p);
       // On top of the dots, so that it stays visible inside a dense cluster.
       if (S.pinned !== null) drawPath(p, S.pinned);
       for (const [row, colour] of [[S.pinned, PIN], [S.hover, HOVER]]) {
         if (row === null || isNaN(p.px[2 * row])) continue;
-        ring(ctx, p.px[2 * row], p.px[2 * row + 1], r + 4, colour);
+        ring(p.octx, p.px[2 * row], p.px[2 * row + 1], r + 4, colour);
       }
     }
   }
   function drawPanel(p, cols) {
-    const s = sp(), ctx = p.bctx, n = s.rows;
+    const s = sp(), ctx = p.ctx, n = s.rows;
     const xy = positions(S.split, S.snap, p.layer);
     const knn = metricValue('knn_accuracy', p.layer, S.snap);
     p.cap.textContent = layerName(s.layers[p.layer]) + (knn === null ? '' : '  ·  kNN ' + knn.toFixed(3));
@@ -274,7 +278,7 @@
       const q = toPixels(p, xy.subarray(2 * row, 2 * row + 2));
       if (!isNaN(q[0])) pts.push([q[0], q[1], k]);
     }
-    const ctx = p.ctx;
+    const ctx = p.octx;
     const line = () => { ctx.beginPath(); pts.forEach(([x, y], j) => (j ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke(); };
     ctx.lineJoin = 'round';
     ctx.strokeStyle = 'rgba(255,255,255,0.85)'; ctx.lineWidth = 4; line();
