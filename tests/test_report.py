@@ -144,6 +144,25 @@ def test_quantised_layouts_decode_to_the_stored_ones_within_half_a_step(run):
                 assert (half / np.array([x1 - x0, y1 - y0]) < 4.9e-4).all()
 
 
+def test_film_coding_round_trips_random_layouts_within_the_stated_bound():
+    """Random films (jumps of any size between snapshots, NaN rows) decode to within half a code step."""
+    from layerwatch.report import _encode_film, _limits, decode_film
+
+    rng = np.random.default_rng(3)
+    for rows, snaps in ((1, 1), (37, 4), (500, 10)):
+        film = (rng.normal(size=(snaps, rows, 2)) * rng.uniform(0.01, 100)).astype(np.float32)
+        film[:, rows // 2] += rng.normal(size=(snaps, 2)) * 1e3  # an outlier that widens the limits
+        if rows > 1:
+            film[snaps - 1, 0] = np.nan
+        limits = _limits(film)
+        got = decode_film(_encode_film(film, limits), limits, rows)
+        assert got.shape == film.shape
+        assert np.array_equal(np.isnan(got).any(axis=-1), np.isnan(film).any(axis=-1))
+        extent = np.array([limits[1] - limits[0], limits[3] - limits[2]])
+        err = np.nan_to_num(np.abs(got - film.astype(np.float64)) / extent)
+        assert err.max() <= 0.5 / 1022 * (1 + 1e-6) and 0.5 / 1022 < 4.9e-4
+
+
 def test_limits_hold_every_point_of_the_film_and_follow_the_documented_rule(run):
     from layerwatch.report import collect_report
 
@@ -626,6 +645,29 @@ def test_a_run_with_one_snapshot_and_no_texts_file_opens(tmp_path, open_page):
     assert log.console_errors == [] and log.page_errors == [] and log.requests == []
 
 
+def test_the_page_decodes_every_film_to_the_stored_layouts_within_half_a_step(tmp_path, open_page):
+    """What the page's script decodes (every split, layer and snapshot) against the stored floats."""
+    run = make_run(tmp_path / "run", nan_row=4)
+    from layerwatch.report import collect_report
+
+    limits = {s["name"]: s["limits"] for s in collect_report(run)["splits"]}
+    page, log = _open(open_page, run)
+    store = RunStore(run)
+    for split in ("train", "validation"):
+        for k, key in enumerate(store.keys(split, "layouts")):
+            stored = store.load_layout(split, key)["layout"].astype(np.float64)
+            for j, layer in enumerate(LAYERS):
+                got = page.evaluate(f"window.layerwatchReport.positionsOf({split!r}, {layer}, {k})")
+                x0, x1, y0, y1 = limits[split][j]
+                half = np.array([x1 - x0, y1 - y0]) / Q_STEPS / 2
+                for r in range(ROWS):
+                    if not np.isfinite(stored[j, r]).all():
+                        assert got[r] is None, (split, k, layer, r)
+                        continue
+                    assert (np.abs(np.array(got[r]) - stored[j, r]) <= half + 1e-5).all(), (split, k, layer, r)  # + float32
+    assert log.console_errors == [] and log.page_errors == []
+
+
 def test_splits_with_different_snapshots_switch_cleanly(run, open_page):
     os.remove(RunStore(run).layout_path("validation", KEYS[2]))  # validation not laid out at epoch 2 yet
     page, log = _open(open_page, run)
@@ -640,4 +682,51 @@ def test_splits_with_different_snapshots_switch_cleanly(run, open_page):
     drawn = _drawn_layout(page, 1, "validation", n_keys=2)
     steps = np.array([[(l[1] - l[0]) / Q_STEPS, (l[3] - l[2]) / Q_STEPS] for l in (expected_limits(1, j, 2) for j in range(len(LAYERS)))])
     assert (np.abs(drawn - layout_of(1, 1)) <= steps[:, None, :] * 0.5 + 1e-4).all()
+    assert log.console_errors == [] and log.page_errors == []
+
+
+def test_hover_finds_the_nearest_drawn_row_among_many_as_a_full_scan_would(tmp_path, open_page):
+    """The page's grid lookup against a brute-force nearest over what it drew (ties: the later row)."""
+    n = 600
+    rng = np.random.default_rng(5)
+    store = RunStore(str(tmp_path / "big"))
+    store.write_run({"label_names": LABEL_NAMES, "label_kind": "class", "model_name": "tiny", "config": {}})
+    for k, key in enumerate(KEYS[:2]):
+        store.save_snapshot(Snapshot(pooled=np.zeros((1, n, 1), np.float32), labels=rng.integers(0, 2, n),
+                                     layers=np.array([0]), indices=np.arange(n), predictions=None, split="train"), key)
+        layout = rng.normal(size=(1, n, 2)).astype(np.float32)
+        layout[0, :50] *= 0.05  # a dense clump, where cells are crowded
+        store.save_layout("train", key, layout, np.array([0]), "tsne", True)
+    page, log = _open(open_page, store.root)
+    got = page.evaluate(
+        """([n]) => {
+            const hook = window.layerwatchReport, box = hook.panelBox('train', 0);
+            const canvas = document.querySelector('#panels canvas[data-layer="0"]');
+            const pts = [...Array(n).keys()].map((r) => hook.pointOf('train', 0, r));
+            let seed = 7;
+            const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+            const out = [];
+            for (let t = 0; t < 300; t++) {
+                // Half at random, half a few pixels from a row (around cell edges and the clump).
+                const p = t % 2 ? {x: box.left + rand() * box.width, y: box.top + rand() * box.height}
+                                : {x: pts[t % n].x + (rand() - 0.5) * 12, y: pts[t % n].y + (rand() - 0.5) * 12};
+                canvas.dispatchEvent(new PointerEvent('pointermove', {clientX: p.x, clientY: p.y, bubbles: true}));
+                out.push([p.x, p.y, hook.state().hovered]);
+            }
+            return {pts, out};
+        }""",
+        [n],
+    )
+    pts = np.array([[p["x"], p["y"]] for p in got["pts"]])
+    reach = page.evaluate("Math.max(8, Math.min(4.5, Math.max(1.8, (window.layerwatchReport.panelBox('train', 0).width + 12) * 0.3 / Math.sqrt(600))) + 4)")
+    found = 0
+    for x, y, hovered in got["out"]:
+        d = (pts[:, 0] - x) ** 2 + (pts[:, 1] - y) ** 2
+        close = np.flatnonzero(d <= d.min() + 1e-6) if d.min() <= reach**2 else []
+        if len(close) == 0:
+            assert hovered is None, (x, y, hovered)
+        else:
+            found += 1
+            assert hovered in close.tolist(), (x, y, hovered, close)
+    assert found >= 100  # the check saw many rows found, not only misses
     assert log.console_errors == [] and log.page_errors == []

@@ -777,6 +777,14 @@
       const r = h.canvas.getBoundingClientRect(), g = h.geo;
       return { x: r.left + g.left + (snapshot + 0.5) * g.cw, y: r.top + g.top + (h.m.layers.length - 1 - k + 0.5) * g.ch };
     },
+    // The decoded data coordinates of every row of a panel at a snapshot ([x, y] or null
+    // where not laid out), or null while that split is not decoded.
+    positionsOf(split, layer, snapshot) {
+      const si = D.splits.findIndex((s) => s.name === split), s = D.splits[si];
+      const li = s ? s.layers.indexOf(layer) : -1, xy = li < 0 ? null : positions(si, snapshot, li);
+      if (!xy) return null;
+      return Array.from({ length: s.rows }, (_, i) => (isNaN(xy[2 * i]) ? null : [xy[2 * i], xy[2 * i + 1]]));
+    },
     colourOf(split, layer, row) { return panelOf(split, layer) ? colours()[row] : null; },
     state() {
       const s = sp();
