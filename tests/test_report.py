@@ -730,3 +730,14 @@ def test_hover_finds_the_nearest_drawn_row_among_many_as_a_full_scan_would(tmp_p
             assert hovered in close.tolist(), (x, y, hovered, close)
     assert found >= 100  # the check saw many rows found, not only misses
     assert log.console_errors == [] and log.page_errors == []
+
+
+def test_a_browser_that_cannot_inflate_says_so_in_place_of_the_panels(run, open_page):
+    from layerwatch.report import write_report
+
+    page, log = open_page(write_report(run))
+    page.add_init_script("delete window.DecompressionStream;")
+    page.reload()
+    page.wait_for_selector("#panels p.error", timeout=5000)
+    assert "cannot decode the layouts" in page.text_content("#panels p.error")
+    assert page.get_attribute("body", "data-ready") is None

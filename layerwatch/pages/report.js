@@ -88,6 +88,10 @@
         cache[si] = films;
         if (s.texts && !s.lower) s.lower = s.texts.map((t) => (t || '').toLowerCase());   // the search index
         if (S.split === si) draw();
+      }, (err) => {
+        // A browser without DecompressionStream('deflate-raw') (before Chrome 103, Firefox 113, Safari 16.4).
+        $('panels').replaceChildren(el('p', 'This browser cannot decode the layouts (' + err + '); open the report in a current browser.', 'error'));
+        throw err;
       });
     }
     return decoding[si];
