@@ -65,8 +65,13 @@ def _text(rng: np.random.Generator) -> str:
     return " ".join(words)[:TEXT_CHARS]
 
 
-def build_run(root: str, seed: int = 0) -> str:
-    """Write the synthetic run described in the module docstring to ``root``."""
+def build_run(root: str, seed: int = 0, rows: int = ROWS, layers: int = LAYERS, hidden: int = HIDDEN) -> str:
+    """Write the synthetic run described in the module docstring to ``root``.
+
+    ``rows``, ``layers`` and ``hidden`` change its shape (``--scale`` uses ``hidden=1``: the
+    page reads no pooled vector, and 25 layers x 10,000 rows x 384 would be 3.8 GB).
+    """
+    ROWS, LAYERS, HIDDEN = rows, layers, hidden  # noqa: N806 (the shape of this run)
     from layerwatch.capture import Snapshot
     from layerwatch.store import RunStore, SnapshotKey
 
@@ -79,7 +84,7 @@ def build_run(root: str, seed: int = 0) -> str:
     metrics = []
     steps_per_epoch = 63
     for s_no, split in enumerate(SPLITS):
-        indices = np.sort(rng.choice(9000, size=ROWS, replace=False)).astype(np.int64)
+        indices = np.sort(rng.choice(max(9000, 2 * ROWS), size=ROWS, replace=False)).astype(np.int64)
         labels = (rng.random(ROWS) < 0.42).astype(np.int64)
         sign = np.where(labels == 1, 1.0, -1.0)
         noise = rng.normal(size=(LAYERS, ROWS, 2)) * 9.0
@@ -183,13 +188,176 @@ def _picture(page, out: str) -> None:
     print(f"screenshot: {out}")
 
 
+# -- --scale: the report of a big run, against the page of a baseline revision ----------
+SCALE_SIZE_TARGET = 15_000_000
+SCALE_FIRST_TARGET = 2.0
+SCALE_HOVER_TARGET = 0.050
+BASELINE_REV = "e723a37"  # the page before the films were coded (int16 per snapshot, every dot redrawn)
+
+# Runs in the page: pointer moves, pin clicks and a search dispatched to the page's own
+# handlers (they answer synchronously), each timed with the page's clock, in ms.
+_INTERACT = """async ([split, layer, rows]) => {
+  const hook = window.layerwatchReport, canvas = document.querySelector('canvas[data-layer="' + layer + '"]');
+  const at = (r) => hook.pointOf(split, layer, r);
+  const fire = (type, p) => canvas.dispatchEvent(new PointerEvent(type, {clientX: p.x, clientY: p.y, bubbles: true}));
+  const time = (f) => { const t0 = performance.now(); f(); return performance.now() - t0; };
+  const hover = [], pin = [];
+  for (const r of rows) { const p = at(r); if (p) hover.push(time(() => fire('pointermove', p))); }
+  for (const r of rows.slice(0, 5)) {
+    const p = at(r);
+    if (p) pin.push(time(() => canvas.dispatchEvent(new MouseEvent('click', {clientX: p.x, clientY: p.y, bubbles: true}))));
+    if (p) canvas.dispatchEvent(new MouseEvent('click', {clientX: p.x, clientY: p.y, bubbles: true}));   // unpin
+  }
+  const box = document.getElementById('search');
+  const search = time(() => { box.value = 'the'; box.dispatchEvent(new Event('input')); });
+  box.value = ''; box.dispatchEvent(new Event('input'));
+  return {hover, pin, search, matches: hook.state().matches.length};
+}"""
+
+
+def baseline_page(root: str, rev: str) -> str | None:
+    """The page that revision ``rev`` wrote for this run (its script and style, its int16 coding), or None."""
+    import subprocess
+
+    from layerwatch.pages import render_page
+    from layerwatch.report import _BODY, collect_report
+    from layerwatch.store import RunStore
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        js, css = (subprocess.run(["git", "show", f"{rev}:layerwatch/pages/{name}"], cwd=here, check=True,
+                                  capture_output=True, text=True).stdout for name in ("report.js", "report.css"))
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    data = collect_report(root, sections=[])
+    store = RunStore(root)
+    data["format"] = "layerwatch-report/1"
+    for s in data["splits"]:
+        films = [np.asarray(store.load_layout(s["name"], key)["layout"], np.float64) for key in store.keys(s["name"], "layouts")]
+        s["xy"] = [[_int16(f[j], s["limits"][j]) for j in range(len(s["layers"]))] for f in films]
+        del s["films"]
+    return render_page(data["title"], _BODY, [js], [css], data)
+
+
+def _int16(xy: np.ndarray, limits) -> str:
+    """The baseline's coding: little-endian int16 pairs over the limits, base64."""
+    import base64
+
+    lo = np.array([limits[0], limits[2]])
+    span = np.array([limits[1] - limits[0], limits[3] - limits[2]])
+    missing = ~np.isfinite(xy).all(axis=1)
+    q = np.rint((np.where(missing[:, None], lo, xy) - lo) / span * 65534 - 32767).clip(-32767, 32767).astype("<i2")
+    q[missing] = -32768
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def time_scale_page(path: str, repeats: int, layer: int, rows: int, timeout_s: float) -> dict:
+    """First picture (page's clock from the navigation), ready, hover, pin and search times in Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from browser import chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        common.skip("no Chromium found (apt-get install chromium)")
+    uri = "file://" + os.path.abspath(path)
+    first, ready, hover, pin, search = [], [], [], [], []
+    probe = [int(r) for r in np.linspace(0, rows - 1, 40)]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for n in range(repeats + 1):
+                context = browser.new_context(offline=True, viewport={"width": 1360, "height": 1060})
+                page = context.new_page()
+                with common.Timer() as t:
+                    page.goto(uri, wait_until="commit", timeout=timeout_s * 1000)
+                    page.wait_for_selector("body[data-ready='1']", timeout=timeout_s * 1000)
+                if n:  # the first load warms the browser's own caches; it is not counted
+                    first.append(page.evaluate("window.layerwatchReport.readyMs") / 1000)
+                    ready.append(t.seconds)
+                    got = page.evaluate(_INTERACT, ["train", layer, probe])
+                    hover.extend(got["hover"])
+                    pin.extend(got["pin"])
+                    search.append(got["search"])
+                context.close()
+        finally:
+            browser.close()
+    return {"first": common.median(first), "ready": common.median(ready), "hover": common.median(hover) / 1000,
+            "hover_max": max(hover) / 1000, "pin": common.median(pin) / 1000, "search": common.median(search) / 1000}
+
+
+def scale(args: argparse.Namespace) -> int:
+    """``--scale``: size, first picture and hover of a big run's page, and the baseline's in the same run."""
+    from layerwatch.report import write_report
+
+    rows, layers = args.rows, args.layers
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or os.path.join(tmp, "run")
+        print(f"building a synthetic run: {len(SPLITS)} splits x {layers} layers x {rows} rows, {SNAPSHOTS} snapshots, "
+              f"{TEXT_CHARS}-character texts (pooled vectors of width 1: the page reads none)")
+        build_run(root, rows=rows, layers=layers, hidden=1)
+        with common.Timer() as t:
+            path = write_report(root)
+        pages = {"coded films (this revision)": (path, t.seconds)}
+        old = baseline_page(root, args.baseline) if args.baseline else None
+        if old is not None:
+            old_path = os.path.join(root, "report_baseline.html")
+            with open(old_path, "w", encoding="utf-8") as fh:
+                fh.write(old)
+            pages[f"int16 per snapshot ({args.baseline})"] = (old_path, None)
+        elif args.baseline:
+            print(f"(no baseline: 'git show {args.baseline}:...' failed; run from a git checkout)")
+        figures = {}
+        for name, (page_path, _) in pages.items():
+            print(f"timing in Chromium: {name} ...", flush=True)
+            figures[name] = dict(size=os.path.getsize(page_path),
+                                 **time_scale_page(page_path, args.repeats, layers // 2, rows, args.page_timeout))
+    table = []
+    names = list(figures)
+    for name in names:
+        f = figures[name]
+        table += [
+            (f"{name}: file size", f"{f['size'] / 1e6:.2f} MB", f"<= {SCALE_SIZE_TARGET / 1e6:.0f} MB",
+             common.verdict(f["size"] <= SCALE_SIZE_TARGET)),
+            ("  first picture drawn (page's clock from navigation)", f"{f['first']:.2f} s", f"< {SCALE_FIRST_TARGET:.0f} s",
+             common.verdict(f["first"] < SCALE_FIRST_TARGET)),
+            ("  ready, every split decoded (wall)", f"{f['ready']:.2f} s", "", ""),
+            ("  hover answered (median of 40 rows)", f"{f['hover'] * 1000:.1f} ms", f"< {SCALE_HOVER_TARGET * 1000:.0f} ms",
+             common.verdict(f["hover"] < SCALE_HOVER_TARGET)),
+            ("  hover answered (slowest)", f"{f['hover_max'] * 1000:.1f} ms", "", ""),
+            ("  pin a row: its path drawn (median)", f"{f['pin'] * 1000:.1f} ms", "", ""),
+            ("  search 'the' (median)", f"{f['search'] * 1000:.1f} ms", "", ""),
+        ]
+    write = pages[names[0]][1]
+    table.append((f"write_report ({names[0]})", f"{write:.1f} s", "", ""))
+    if len(names) == 2:
+        a, b = figures[names[0]], figures[names[1]]
+        for key, what in (("size", "file size"), ("first", "first picture"), ("hover", "hover"), ("pin", "pin"),
+                          ("search", "search")):
+            table.append((f"ratio {what}: baseline / this revision", f"{b[key] / a[key]:.1f}x", "", ""))
+    common.print_table(table, ("figure", "value", "target", "verdict"))
+    common.print_load(" (after)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed writes and page loads (default: %(default)s)")
     parser.add_argument("--screenshot", help="also save a picture of the page here (PNG)")
     parser.add_argument("--keep", help="build the run in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--scale", action="store_true",
+                        help="the big-run figures instead: 2 splits x --layers x --rows, 10 snapshots (size, first "
+                             "picture, hover), against the page of --baseline in the same run")
+    parser.add_argument("--rows", type=int, default=10_000, help="--scale: rows per split (default: %(default)s)")
+    parser.add_argument("--layers", type=int, default=25, help="--scale: layers (default: %(default)s)")
+    parser.add_argument("--baseline", default=BASELINE_REV,
+                        help="--scale: the git revision whose page to compare with ('' for none; default: %(default)s)")
+    parser.add_argument("--page-timeout", type=float, default=180.0, help="--scale: seconds a page may take to load")
     args = parser.parse_args()
     common.print_load()
+    if args.scale:
+        return scale(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or os.path.join(tmp, "run")
         print(f"building a synthetic run: {len(SPLITS)} splits x {LAYERS} layers x {ROWS} rows, "

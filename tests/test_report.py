@@ -7,6 +7,7 @@ expected position, text, label and prediction is known before the page is opened
 from __future__ import annotations
 
 import base64
+import zlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ LAYERS = [0, 1, 2]
 ROWS = 20
 # Per-epoch snapshots: epoch 0 (before training), then epochs 1 and 2.
 KEYS = [SnapshotKey(0, 0), SnapshotKey(1, 5), SnapshotKey(2, 10)]
-Q_STEPS = 65534  # the documented int16 code range across a panel's limits
+Q_STEPS = 1022  # the documented 10-bit code range across a panel's limits
 
 
 def layout_of(split_no: int, k: int) -> np.ndarray:
@@ -105,12 +106,16 @@ def expected_limits(split_no: int, j: int, n_keys: int = len(KEYS)) -> tuple[flo
     return lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1]
 
 
-def decode(b64: str, limits) -> np.ndarray:
-    """The documented decoding: little-endian int16 pairs over the panel's limits."""
-    q = np.frombuffer(base64.b64decode(b64), dtype="<i2").reshape(-1, 2).astype(np.float64)
+def decode(b64: str, limits, rows: int) -> np.ndarray:
+    """The documented decoding: (snapshots, rows, 2) from raw DEFLATE of zigzag differences in byte planes."""
+    raw = np.frombuffer(zlib.decompress(base64.b64decode(b64), -15), dtype=np.uint8).astype(np.int64)
+    blocks = raw.reshape(-1, 4 * rows)
+    z = blocks[:, : 2 * rows] * 256 + blocks[:, 2 * rows :]
+    d = np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
+    q = np.cumsum(d, axis=0).reshape(-1, rows, 2).astype(np.float64)
     x0, x1, y0, y1 = limits
-    out = np.stack([x0 + (q[:, 0] + 32767) * (x1 - x0) / Q_STEPS, y0 + (q[:, 1] + 32767) * (y1 - y0) / Q_STEPS], axis=1)
-    out[(q == -32768).any(axis=1)] = np.nan
+    out = np.stack([x0 + q[..., 0] * (x1 - x0) / Q_STEPS, y0 + q[..., 1] * (y1 - y0) / Q_STEPS], axis=-1)
+    out[(q == 1023).any(axis=-1)] = np.nan
     return out
 
 
@@ -127,14 +132,35 @@ def test_quantised_layouts_decode_to_the_stored_ones_within_half_a_step(run):
     store = RunStore(run)
     assert [s["name"] for s in data["splits"]] == ["train", "validation"]
     for s in data["splits"]:
-        assert len(s["xy"]) == len(KEYS) and s["layers"] == LAYERS
+        assert len(s["films"]) == len(LAYERS) and s["layers"] == LAYERS
         for k, key in enumerate(store.keys(s["name"], "layouts")):
             stored = store.load_layout(s["name"], key)["layout"].astype(np.float64)
             for j in range(len(LAYERS)):
                 x0, x1, y0, y1 = s["limits"][j]
                 half = np.array([x1 - x0, y1 - y0]) / Q_STEPS / 2
-                err = np.abs(decode(s["xy"][k][j], s["limits"][j]) - stored[j])
+                err = np.abs(decode(s["films"][j], s["limits"][j], s["rows"])[k] - stored[j])
                 assert (err <= half * (1 + 1e-6)).all(), (s["name"], k, j, err.max(axis=0), half)
+                # The stated bound: under 4.9e-4 of the panel's extent.
+                assert (half / np.array([x1 - x0, y1 - y0]) < 4.9e-4).all()
+
+
+def test_film_coding_round_trips_random_layouts_within_the_stated_bound():
+    """Random films (jumps of any size between snapshots, NaN rows) decode to within half a code step."""
+    from layerwatch.report import _encode_film, _limits, decode_film
+
+    rng = np.random.default_rng(3)
+    for rows, snaps in ((1, 1), (37, 4), (500, 10)):
+        film = (rng.normal(size=(snaps, rows, 2)) * rng.uniform(0.01, 100)).astype(np.float32)
+        film[:, rows // 2] += rng.normal(size=(snaps, 2)) * 1e3  # an outlier that widens the limits
+        if rows > 1:
+            film[snaps - 1, 0] = np.nan
+        limits = _limits(film)
+        got = decode_film(_encode_film(film, limits), limits, rows)
+        assert got.shape == film.shape
+        assert np.array_equal(np.isnan(got).any(axis=-1), np.isnan(film).any(axis=-1))
+        extent = np.array([limits[1] - limits[0], limits[3] - limits[2]])
+        err = np.nan_to_num(np.abs(got - film.astype(np.float64)) / extent)
+        assert err.max() <= 0.5 / 1022 * (1 + 1e-6) and 0.5 / 1022 < 4.9e-4
 
 
 def test_limits_hold_every_point_of_the_film_and_follow_the_documented_rule(run):
@@ -155,10 +181,11 @@ def test_a_row_that_could_not_be_laid_out_is_marked_missing(tmp_path):
     from layerwatch.report import collect_report
 
     data = collect_report(make_run(tmp_path / "run", nan_row=4))
-    xy = decode(data["splits"][0]["xy"][0][1], data["splits"][0]["limits"][1])
+    s = data["splits"][0]
+    xy = decode(s["films"][1], s["limits"][1], s["rows"])[0]
     assert np.isnan(xy[4]).all() and np.isfinite(np.delete(xy, 4, axis=0)).all()
     # The other layers keep the row.
-    assert np.isfinite(decode(data["splits"][0]["xy"][0][0], data["splits"][0]["limits"][0])).all()
+    assert np.isfinite(decode(s["films"][0], s["limits"][0], s["rows"])).all()
 
 
 def test_rows_labels_predictions_texts_and_metrics_come_from_the_run(run):
@@ -215,7 +242,9 @@ def test_layers_and_splits_pick_what_is_shown(run):
     (s,) = data["splits"]
     assert s["name"] == "validation" and s["layers"] == [2, 0]
     stored = RunStore(run).load_layout("validation", KEYS[1])["layout"]
-    assert np.abs(decode(s["xy"][1][0], s["limits"][0]) - stored[2]).max() < 1e-3
+    x0, x1, y0, y1 = s["limits"][0]
+    half = np.array([x1 - x0, y1 - y0]) / Q_STEPS / 2
+    assert (np.abs(decode(s["films"][0], s["limits"][0], s["rows"])[1] - stored[2]) <= half * (1 + 1e-6)).all()
     assert {m["split"] for m in data["metrics"]} == {"validation"}
     assert [m["layers"] for m in data["metrics"] if m["metric"] == "knn_accuracy"] == [[2, 0]]
 
@@ -335,12 +364,16 @@ def _expected_pixel(page, split_no: int, split: str, j: int, k: int, row: int, n
 
 
 def _pixel(page, layer: int, x: float, y: float) -> list[int]:
-    """The RGBA of a panel's canvas at viewport point (x, y)."""
+    """The RGBA that a panel shows at viewport point (x, y): its dots with its marks canvas over them."""
     return page.evaluate(
         """([layer, x, y]) => {
             const c = document.querySelector(`#panels canvas[data-layer="${layer}"]`);
+            const seen = document.createElement('canvas');
+            seen.width = c.width; seen.height = c.height;
+            const g = seen.getContext('2d');
+            for (const layerCanvas of c.parentElement.querySelectorAll('canvas')) g.drawImage(layerCanvas, 0, 0);
             const r = c.getBoundingClientRect(), s = c.width / r.width;
-            return Array.from(c.getContext('2d').getImageData(Math.round((x - r.left) * s), Math.round((y - r.top) * s), 1, 1).data);
+            return Array.from(g.getImageData(Math.round((x - r.left) * s), Math.round((y - r.top) * s), 1, 1).data);
         }""",
         [layer, x, y],
     )
@@ -350,7 +383,7 @@ def test_page_loads_offline_with_no_error_and_no_request(run, open_page):
     page, log = _open(open_page, run)
     page.wait_for_timeout(200)
     assert log.console_errors == [] and log.page_errors == [] and log.requests == [] and log.dialogs == []
-    assert page.locator("#panels canvas").count() == len(LAYERS)
+    assert page.locator("#panels canvas[data-layer]").count() == len(LAYERS)
     assert page.text_content("#title") == "layerwatch report: tiny-test-model"
     assert page.locator("#gifs a").evaluate_all("els => els.map(a => a.getAttribute('href'))") == ["train.gif", "validation.gif"]
     assert page.evaluate("window.layerwatchReport.state().snapshotTitle") == "epoch 0"
@@ -493,7 +526,7 @@ def test_one_layer_large(run, open_page):
     page, _ = _open(open_page, run)
     small = page.evaluate("window.layerwatchReport.panelBox('train', 1)")["width"]
     page.select_option("#layer", label="layer 1")
-    assert page.locator("#panels canvas").count() == 1
+    assert page.locator("#panels canvas[data-layer]").count() == 1
     assert page.evaluate("window.layerwatchReport.pointOf('train', 0, 0)") is None
     assert page.evaluate("window.layerwatchReport.panelBox('train', 1)")["width"] > 1.5 * small
     page.mouse.move(*_expected_pixel(page, 0, "train", 1, 0, 12))
@@ -612,6 +645,29 @@ def test_a_run_with_one_snapshot_and_no_texts_file_opens(tmp_path, open_page):
     assert log.console_errors == [] and log.page_errors == [] and log.requests == []
 
 
+def test_the_page_decodes_every_film_to_the_stored_layouts_within_half_a_step(tmp_path, open_page):
+    """What the page's script decodes (every split, layer and snapshot) against the stored floats."""
+    run = make_run(tmp_path / "run", nan_row=4)
+    from layerwatch.report import collect_report
+
+    limits = {s["name"]: s["limits"] for s in collect_report(run)["splits"]}
+    page, log = _open(open_page, run)
+    store = RunStore(run)
+    for split in ("train", "validation"):
+        for k, key in enumerate(store.keys(split, "layouts")):
+            stored = store.load_layout(split, key)["layout"].astype(np.float64)
+            for j, layer in enumerate(LAYERS):
+                got = page.evaluate(f"window.layerwatchReport.positionsOf({split!r}, {layer}, {k})")
+                x0, x1, y0, y1 = limits[split][j]
+                half = np.array([x1 - x0, y1 - y0]) / Q_STEPS / 2
+                for r in range(ROWS):
+                    if not np.isfinite(stored[j, r]).all():
+                        assert got[r] is None, (split, k, layer, r)
+                        continue
+                    assert (np.abs(np.array(got[r]) - stored[j, r]) <= half + 1e-5).all(), (split, k, layer, r)  # + float32
+    assert log.console_errors == [] and log.page_errors == []
+
+
 def test_splits_with_different_snapshots_switch_cleanly(run, open_page):
     os.remove(RunStore(run).layout_path("validation", KEYS[2]))  # validation not laid out at epoch 2 yet
     page, log = _open(open_page, run)
@@ -619,9 +675,69 @@ def test_splits_with_different_snapshots_switch_cleanly(run, open_page):
     page.keyboard.press("End")
     assert page.evaluate("window.layerwatchReport.state().snapshot") == 2
     page.select_option("#split", label="validation")
+    page.wait_for_function("() => window.layerwatchReport.state().decoded", timeout=5000)
     state = page.evaluate("window.layerwatchReport.state()")
     assert (state["split"], state["snapshot"], state["snapshotTitle"]) == ("validation", 1, "epoch 1")
-    # Drawn with limits over the validation film's own two snapshots.
+    # Drawn with limits over the validation film's own two snapshots, within half a code step.
     drawn = _drawn_layout(page, 1, "validation", n_keys=2)
-    assert np.abs(drawn - layout_of(1, 1)).max() < 1e-3
+    steps = np.array([[(l[1] - l[0]) / Q_STEPS, (l[3] - l[2]) / Q_STEPS] for l in (expected_limits(1, j, 2) for j in range(len(LAYERS)))])
+    assert (np.abs(drawn - layout_of(1, 1)) <= steps[:, None, :] * 0.5 + 1e-4).all()
     assert log.console_errors == [] and log.page_errors == []
+
+
+def test_hover_finds_the_nearest_drawn_row_among_many_as_a_full_scan_would(tmp_path, open_page):
+    """The page's grid lookup against a brute-force nearest over what it drew (ties: the later row)."""
+    n = 600
+    rng = np.random.default_rng(5)
+    store = RunStore(str(tmp_path / "big"))
+    store.write_run({"label_names": LABEL_NAMES, "label_kind": "class", "model_name": "tiny", "config": {}})
+    for k, key in enumerate(KEYS[:2]):
+        store.save_snapshot(Snapshot(pooled=np.zeros((1, n, 1), np.float32), labels=rng.integers(0, 2, n),
+                                     layers=np.array([0]), indices=np.arange(n), predictions=None, split="train"), key)
+        layout = rng.normal(size=(1, n, 2)).astype(np.float32)
+        layout[0, :50] *= 0.05  # a dense clump, where cells are crowded
+        store.save_layout("train", key, layout, np.array([0]), "tsne", True)
+    page, log = _open(open_page, store.root)
+    got = page.evaluate(
+        """([n]) => {
+            const hook = window.layerwatchReport, box = hook.panelBox('train', 0);
+            const canvas = document.querySelector('#panels canvas[data-layer="0"]');
+            const pts = [...Array(n).keys()].map((r) => hook.pointOf('train', 0, r));
+            let seed = 7;
+            const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+            const out = [];
+            for (let t = 0; t < 300; t++) {
+                // Half at random, half a few pixels from a row (around cell edges and the clump).
+                const p = t % 2 ? {x: box.left + rand() * box.width, y: box.top + rand() * box.height}
+                                : {x: pts[t % n].x + (rand() - 0.5) * 12, y: pts[t % n].y + (rand() - 0.5) * 12};
+                canvas.dispatchEvent(new PointerEvent('pointermove', {clientX: p.x, clientY: p.y, bubbles: true}));
+                out.push([p.x, p.y, hook.state().hovered]);
+            }
+            return {pts, out};
+        }""",
+        [n],
+    )
+    pts = np.array([[p["x"], p["y"]] for p in got["pts"]])
+    reach = page.evaluate("Math.max(8, Math.min(4.5, Math.max(1.8, (window.layerwatchReport.panelBox('train', 0).width + 12) * 0.3 / Math.sqrt(600))) + 4)")
+    found = 0
+    for x, y, hovered in got["out"]:
+        d = (pts[:, 0] - x) ** 2 + (pts[:, 1] - y) ** 2
+        close = np.flatnonzero(d <= d.min() + 1e-6) if d.min() <= reach**2 else []
+        if len(close) == 0:
+            assert hovered is None, (x, y, hovered)
+        else:
+            found += 1
+            assert hovered in close.tolist(), (x, y, hovered, close)
+    assert found >= 100  # the check saw many rows found, not only misses
+    assert log.console_errors == [] and log.page_errors == []
+
+
+def test_a_browser_that_cannot_inflate_says_so_in_place_of_the_panels(run, open_page):
+    from layerwatch.report import write_report
+
+    page, log = open_page(write_report(run))
+    page.add_init_script("delete window.DecompressionStream;")
+    page.reload()
+    page.wait_for_selector("#panels p.error", timeout=5000)
+    assert "cannot decode the layouts" in page.text_content("#panels p.error")
+    assert page.get_attribute("body", "data-ready") is None

@@ -17,7 +17,7 @@
   const RIGHT = '#7fa7c9', WRONG = '#d7301f', NONE = '#b8b8b8';
   const HOVER = '#111', PIN = '#c2255c';   // rings of the hovered and the pinned row
   const PAD = 6;               // px between a canvas's edge and its plot area
-  const Q_HALF = 32767, Q_SPAN = 65534, Q_MISSING = -32768;
+  const Q_SPAN = 1022, Q_MISSING = 1023;
   const PLAY_MS = 800;
 
   const S = {                  // what the page shows
@@ -28,9 +28,12 @@
     query: '', matches: [], matchFlags: null,
     timer: null,
   };
-  const cache = {};            // decoded positions: cache[split][snap][layer]
+  const cache = {};            // decoded positions: cache[split][layer][snap], once a split is decoded
+  const decoding = {};         // split -> the promise of its decoding
   let panels = [];             // {layer, canvas, ctx, w, h, px}
   let lastDrawMs = 0;
+  let readyAt = null, allReadyAt = null;
+  let lastPointerMs = 0;        // the last pointer move or click: finding the row, details, redraw
 
   const sp = () => D.splits[S.split];
   const layerName = (l) => (l === 0 ? 'embeddings' : 'layer ' + l);
@@ -43,25 +46,55 @@
   }
 
   // -- data ------------------------------------------------------------------------
-  // (rows * 2) data coordinates of one panel, NaN where the row was not laid out.
+  // (rows * 2) data coordinates of one panel, NaN where the row was not laid out; null
+  // while its split is still being decoded (ensureSplit).
   function positions(si, snap, li) {
-    const bySplit = cache[si] || (cache[si] = {});
-    const bySnap = bySplit[snap] || (bySplit[snap] = {});
-    if (bySnap[li]) return bySnap[li];
-    const s = D.splits[si], lim = s.limits[li];
-    const bin = atob(s.xy[snap][li]);
-    const bytes = new Uint8Array(bin.length);
+    const c = cache[si];
+    return c ? c[li][snap] : null;
+  }
+  function bytesOf(b64) {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(b64);
+    const bin = atob(b64), bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    const view = new DataView(bytes.buffer);
-    const out = new Float32Array(s.rows * 2);
+    return bytes;
+  }
+  // One layer's film (the format is in report.py): inflate, undo the byte planes, the
+  // zigzag and the differences between snapshots, and map the codes onto the limits.
+  async function decodeFilm(s, li) {
+    const stream = new Blob([bytesOf(s.films[li])]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+    const raw = new Uint8Array(await new Response(stream).arrayBuffer());
+    const n = 2 * s.rows, lim = s.limits[li], q = new Int32Array(n), out = [];
     const sx = (lim[1] - lim[0]) / Q_SPAN, sy = (lim[3] - lim[2]) / Q_SPAN;
-    for (let i = 0; i < s.rows; i++) {
-      const qx = view.getInt16(4 * i, true), qy = view.getInt16(4 * i + 2, true);
-      if (qx === Q_MISSING || qy === Q_MISSING) { out[2 * i] = NaN; out[2 * i + 1] = NaN; continue; }
-      out[2 * i] = lim[0] + (qx + Q_HALF) * sx;
-      out[2 * i + 1] = lim[2] + (qy + Q_HALF) * sy;
+    for (let k = 0; k < s.snapshots.length; k++) {
+      const at = 2 * n * k, xy = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        const z = (raw[at + i] << 8) | raw[at + n + i];
+        q[i] += (z >>> 1) ^ -(z & 1);
+      }
+      for (let i = 0; i < n; i += 2) {
+        if (q[i] === Q_MISSING || q[i + 1] === Q_MISSING) { xy[i] = NaN; xy[i + 1] = NaN; continue; }
+        xy[i] = lim[0] + q[i] * sx;
+        xy[i + 1] = lim[2] + q[i + 1] * sy;
+      }
+      out.push(xy);
     }
-    return (bySnap[li] = out);
+    return out;
+  }
+  // Decode a split's films once (all its layers and snapshots); draw when done.
+  function ensureSplit(si) {
+    if (!decoding[si]) {
+      const s = D.splits[si];
+      decoding[si] = Promise.all(s.layers.map((_, li) => decodeFilm(s, li))).then((films) => {
+        cache[si] = films;
+        if (s.texts && !s.lower) s.lower = s.texts.map((t) => (t || '').toLowerCase());   // the search index
+        if (S.split === si) draw();
+      }, (err) => {
+        // A browser without DecompressionStream('deflate-raw') (before Chrome 103, Firefox 113, Safari 16.4).
+        $('panels').replaceChildren(el('p', 'This browser cannot decode the layouts (' + err + '); open the report in a current browser.', 'error'));
+        throw err;
+      });
+    }
+    return decoding[si];
   }
 
   function predictionOf(s, snap, row) {
@@ -123,12 +156,16 @@
       const cap = el('figcaption');
       const canvas = el('canvas');
       canvas.dataset.layer = String(sp().layers[li]);
-      fig.append(cap, canvas);
+      // The dots on one canvas, the hovered and pinned marks on another over it: a pointer
+      // move clears and redraws only the marks.
+      const over = el('canvas', null, 'marks'), stack = el('div', null, 'stack');
+      stack.append(canvas, over);
+      fig.append(cap, stack);
       host.append(fig);
-      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), w: 0, h: 0, px: null };
+      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), over, octx: over.getContext('2d'), w: 0, h: 0, px: null, grid: null };
       canvas.addEventListener('pointermove', (e) => onPointer(p, e, false));
       canvas.addEventListener('click', (e) => onPointer(p, e, true));
-      canvas.addEventListener('pointerleave', () => { if (S.hover !== null) { S.hover = null; showDetails(); draw(); } });
+      canvas.addEventListener('pointerleave', () => { if (S.hover !== null) { S.hover = null; showDetails(); drawMarks(); } });
       return p;
     });
     sizePanels();
@@ -136,11 +173,14 @@
   function sizePanels() {
     const dpr = window.devicePixelRatio || 1;
     for (const p of panels) {
-      const w = Math.max(80, Math.floor(p.canvas.parentElement.clientWidth));
+      const w = Math.max(80, Math.floor(p.canvas.parentElement.parentElement.clientWidth));
       p.w = w; p.h = w;
       p.canvas.style.width = w + 'px'; p.canvas.style.height = w + 'px';
       p.canvas.width = Math.round(w * dpr); p.canvas.height = Math.round(w * dpr);
       p.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      p.over.style.width = w + 'px'; p.over.style.height = w + 'px';
+      p.over.width = p.canvas.width; p.over.height = p.canvas.height;
+      p.octx.setTransform(dpr, 0, 0, dpr, 0, 0);
     }
   }
   // Data coordinates -> CSS pixels inside the canvas, with the panel's fixed limits.
@@ -160,13 +200,38 @@
     const t0 = performance.now();
     const cols = colours();
     for (const p of panels) drawPanel(p, cols);
+    drawMarks();
     lastDrawMs = performance.now() - t0;
+  }
+  // The hovered and pinned rings and the pinned path, on each panel's marks canvas: all
+  // that a pointer move redraws.
+  function drawMarks() {
+    for (const p of panels) {
+      p.octx.clearRect(0, 0, p.w, p.h);
+      if (!p.px) continue;
+      const r = radius(p);
+      // On top of the dots, so that it stays visible inside a dense cluster.
+      if (S.pinned !== null) drawPath(p, S.pinned);
+      for (const [row, colour] of [[S.pinned, PIN], [S.hover, HOVER]]) {
+        if (row === null || isNaN(p.px[2 * row])) continue;
+        ring(p.octx, p.px[2 * row], p.px[2 * row + 1], r + 4, colour);
+      }
+    }
   }
   function drawPanel(p, cols) {
     const s = sp(), ctx = p.ctx, n = s.rows;
-    const px = (p.px = toPixels(p, positions(S.split, S.snap, p.layer)));
+    const xy = positions(S.split, S.snap, p.layer);
     const knn = metricValue('knn_accuracy', p.layer, S.snap);
     p.cap.textContent = layerName(s.layers[p.layer]) + (knn === null ? '' : '  ·  kNN ' + knn.toFixed(3));
+    if (!xy) {
+      p.px = null; p.grid = null;
+      ctx.clearRect(0, 0, p.w, p.h);
+      ctx.fillStyle = '#777'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
+      ctx.fillText('decoding…', p.w / 2, p.h / 2);
+      return;
+    }
+    const px = (p.px = toPixels(p, xy));
+    p.grid = null;   // built at the first pointer move over this picture
     ctx.clearRect(0, 0, p.w, p.h);
     ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, p.w, p.h);
     ctx.strokeStyle = '#d0d7de'; ctx.lineWidth = 1; ctx.strokeRect(0.5, 0.5, p.w - 1, p.h - 1);
@@ -201,12 +266,6 @@
       ctx.fillStyle = '#b00'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
       ctx.fillText('not laid out', p.w / 2, p.h / 2);
     }
-    // On top of the dots, so that it stays visible inside a dense cluster.
-    if (S.pinned !== null) drawPath(p, S.pinned);
-    for (const [row, colour] of [[S.pinned, PIN], [S.hover, HOVER]]) {
-      if (row === null || isNaN(px[2 * row])) continue;
-      ring(ctx, px[2 * row], px[2 * row + 1], r + 4, colour);
-    }
   }
   function ring(ctx, x, y, r, colour) {
     ctx.strokeStyle = '#fff'; ctx.lineWidth = 4;       // a halo that parts the ring from the dots
@@ -218,10 +277,12 @@
   function drawPath(p, row) {
     const pts = [];
     for (let k = 0; k < sp().snapshots.length; k++) {
-      const q = toPixels(p, positions(S.split, k, p.layer).subarray(2 * row, 2 * row + 2));
+      const xy = positions(S.split, k, p.layer);
+      if (!xy) return;
+      const q = toPixels(p, xy.subarray(2 * row, 2 * row + 2));
       if (!isNaN(q[0])) pts.push([q[0], q[1], k]);
     }
-    const ctx = p.ctx;
+    const ctx = p.octx;
     const line = () => { ctx.beginPath(); pts.forEach(([x, y], j) => (j ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke(); };
     ctx.lineJoin = 'round';
     ctx.strokeStyle = 'rgba(255,255,255,0.85)'; ctx.lineWidth = 4; line();
@@ -234,16 +295,46 @@
   }
 
   // -- pointer and details ---------------------------------------------------------
+  // A grid of CELL-pixel cells over the panel (rows in each, counting sort): a pointer
+  // looks at the 3 x 3 cells around it, whatever the number of rows.
+  const CELL = 16;
+  function gridOf(p) {
+    const px = p.px, n = px.length / 2, gw = Math.ceil(p.w / CELL) + 1, gh = Math.ceil(p.h / CELL) + 1;
+    const cellOf = new Int32Array(n), start = new Int32Array(gw * gh + 1), rows = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const x = px[2 * i], y = px[2 * i + 1];
+      if (isNaN(x) || isNaN(y)) { cellOf[i] = -1; continue; }
+      const c = clamp(Math.floor(y / CELL), 0, gh - 1) * gw + clamp(Math.floor(x / CELL), 0, gw - 1);
+      cellOf[i] = c; start[c + 1]++;
+    }
+    for (let c = 0; c < gw * gh; c++) start[c + 1] += start[c];
+    const fill = start.slice(0, gw * gh);
+    for (let i = 0; i < n; i++) if (cellOf[i] >= 0) rows[fill[cellOf[i]]++] = i;
+    return { gw, gh, start, rows };
+  }
   function nearest(p, x, y) {
     const px = p.px, reach = Math.max(8, radius(p) + 4);
+    if (!px) return null;
+    const g = p.grid || (p.grid = gridOf(p)), span = Math.ceil(reach / CELL);
+    const cx = Math.floor(x / CELL), cy = Math.floor(y / CELL);
     let best = null, bestD = reach * reach;
-    for (let i = 0; i < px.length / 2; i++) {
-      const dx = px[2 * i] - x, dy = px[2 * i + 1] - y, d = dx * dx + dy * dy;
-      if (d <= bestD) { best = i; bestD = d; }     // NaN distances never compare true
+    for (let gy = Math.max(0, cy - span); gy <= Math.min(g.gh - 1, cy + span); gy++) {
+      for (let gx = Math.max(0, cx - span); gx <= Math.min(g.gw - 1, cx + span); gx++) {
+        const c = gy * g.gw + gx;
+        for (let k = g.start[c]; k < g.start[c + 1]; k++) {
+          const i = g.rows[k], dx = px[2 * i] - x, dy = px[2 * i + 1] - y, d = dx * dx + dy * dy;
+          if (d < bestD || (d === bestD && (best === null || i > best))) { best = i; bestD = d; }
+        }
+      }
     }
     return best;
   }
   function onPointer(p, e, click) {
+    const t0 = performance.now();
+    answerPointer(p, e, click);
+    lastPointerMs = performance.now() - t0;
+  }
+  function answerPointer(p, e, click) {
     const rect = p.canvas.getBoundingClientRect();
     const row = nearest(p, e.clientX - rect.left, e.clientY - rect.top);
     if (click) {
@@ -256,7 +347,7 @@
     }
     S.detailLayer = p.layer;
     showDetails();
-    draw();
+    drawMarks();
   }
   function showDetails() {
     const box = $('details'), s = sp();
@@ -310,12 +401,13 @@
   function search(q) {
     S.query = q;
     const s = sp(), needle = q.trim().toLowerCase();
+    if (s.texts && !s.lower) s.lower = s.texts.map((t) => (t || '').toLowerCase());
     S.matches = []; S.matchFlags = null;
     if (needle) {
       S.matchFlags = new Uint8Array(s.rows);
       for (let i = 0; i < s.rows; i++) {
         // Without texts a search looks for a dataset row index.
-        const hit = s.texts ? (s.texts[i] || '').toLowerCase().includes(needle) : String(s.indices[i]) === needle;
+        const hit = s.texts ? s.lower[i].includes(needle) : String(s.indices[i]) === needle;
         if (hit) { S.matchFlags[i] = 1; S.matches.push(i); }
       }
     }
@@ -344,6 +436,7 @@
   }
   function selectSplit(i) {
     S.split = i; S.hover = null; S.pinned = null;
+    ensureSplit(i);
     const s = sp();
     S.snap = clamp(S.snap, 0, s.snapshots.length - 1);   // splits may hold different snapshots
     const hasPred = !!s.predictions, classes = D.run.label_kind !== 'regression';
@@ -574,7 +667,7 @@
       const pos = si < 0 ? -1 : D.splits[si].indices.indexOf(M.dm.rows[M.pinned]);
       if (pos >= 0) {
         if (si !== S.split) { selectSplit(si); fillSelect($('split'), D.splits.map((s, k) => [String(k), s.name]), String(si)); }
-        S.pinned = pos; S.hover = null; showDetails(); draw();
+        S.pinned = pos; S.hover = null; showDetails(); drawMarks();
         M.inLayouts = true;
       }
     }
@@ -647,10 +740,10 @@
   $('play').addEventListener('click', () => play(!S.timer));
   $('search').addEventListener('input', (e) => search(e.target.value));
   $('search').addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && S.matches.length) { S.pinned = S.matches[0]; showDetails(); draw(); }
+    if (e.key === 'Enter' && S.matches.length) { S.pinned = S.matches[0]; showDetails(); drawMarks(); }
   });
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && S.pinned !== null) { S.pinned = null; showDetails(); draw(); }
+    if (e.key === 'Escape' && S.pinned !== null) { S.pinned = null; showDetails(); drawMarks(); }
   });
   let resizing = false;
   window.addEventListener('resize', () => {
@@ -688,16 +781,27 @@
       const r = h.canvas.getBoundingClientRect(), g = h.geo;
       return { x: r.left + g.left + (snapshot + 0.5) * g.cw, y: r.top + g.top + (h.m.layers.length - 1 - k + 0.5) * g.ch };
     },
+    // The decoded data coordinates of every row of a panel at a snapshot ([x, y] or null
+    // where not laid out), or null while that split is not decoded.
+    positionsOf(split, layer, snapshot) {
+      const si = D.splits.findIndex((s) => s.name === split), s = D.splits[si];
+      const li = s ? s.layers.indexOf(layer) : -1, xy = li < 0 ? null : positions(si, snapshot, li);
+      if (!xy) return null;
+      return Array.from({ length: s.rows }, (_, i) => (isNaN(xy[2 * i]) ? null : [xy[2 * i], xy[2 * i + 1]]));
+    },
     colourOf(split, layer, row) { return panelOf(split, layer) ? colours()[row] : null; },
     state() {
       const s = sp();
       return {
         split: s.name, layer: S.layer >= 0 ? s.layers[S.layer] : null, snapshot: S.snap,
         snapshotTitle: s.snapshots[S.snap].title, colour: S.colour, hovered: S.hover, pinned: S.pinned,
-        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs,
+        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs, lastPointerMs, decoded: !!cache[S.split],
       };
     },
-    readyMs: performance.now(),
+    // When the first picture was drawn (performance.now(), ms from the navigation), null before.
+    get readyMs() { return readyAt; },
+    // When every split was decoded (ms), null before.
+    get allReadyMs() { return allReadyAt; },
   });
   // The data maps (training dynamics), for tests: where a row is drawn, what is shown.
   window.layerwatchDataMap = Object.freeze({
@@ -717,5 +821,11 @@
       };
     },
   });
-  document.body.dataset.ready = '1';
+  // Ready once the first split is decoded and drawn.
+  // The first picture is drawn once the first split is decoded; the page is ready (every
+  // split decoded, so that a switch draws at once) after the others.
+  ensureSplit(0).then(() => {
+    readyAt = performance.now();
+    return Promise.all(D.splits.map((_, i) => ensureSplit(i)));
+  }).then(() => { allReadyAt = performance.now(); document.body.dataset.ready = '1'; });
 })();
