@@ -47,10 +47,10 @@ def main(out: str, mode: str) -> None:
     if mode == "fail-capture" and rank == 1:
         real = watch.monitor._capture
 
-        def capture(model):
+        def capture(model, *args, **kwargs):
             if watch.monitor.last_step >= 0:
                 raise RuntimeError("CUDA out of memory (injected on rank 1)")
-            return real(model)
+            return real(model, *args, **kwargs)
 
         watch.monitor._capture = capture
     trainer = make_trainer(model, train.remove_columns("label_text"), [watch], os.path.join(out, "t"), epochs=1, ddp_backend="gloo")
