@@ -82,8 +82,21 @@ def summarize(run_dir: str) -> dict:
             entry["snapshots"].append(true_key.title)
             last = key
         if last is not None:
-            snap = store.load_snapshot(split, last)
-            entry.update(rows=snap.num_rows, layers=[int(l) for l in snap.layers], hidden=int(snap.pooled.shape[2]))
+            try:
+                snap = store.load_snapshot(split, last, pooled=False)
+                entry.update(rows=snap.num_rows, layers=[int(l) for l in snap.layers])
+            except DamagedFileError as exc:
+                logger.warning("layerwatch: %s", exc)
+                out["damaged"].append(exc.path)
+            # The hidden size from the latest snapshot that holds vectors: with
+            # keep_vectors="drift", a resume to an earlier snapshot leaves the latest without.
+            for key in reversed(keys):
+                if store.has_vectors(split, key):
+                    try:
+                        entry["hidden"] = int(store.load_snapshot(split, key).pooled.shape[2])
+                        break
+                    except DamagedFileError:
+                        continue
         out["splits"][split] = entry
     try:
         config = LayerwatchConfig.from_dict(dict(info.get("config", {})), output_dir=run_dir, background=False)

@@ -579,7 +579,7 @@ class Monitor:
                 logger.warning("%s", msg)
                 self.failures.append(msg)
             self.log.write(result.logs, result.key, state, args)
-            self._send(result.key, None, result.logs)
+            self._send(result.key, result.snaps, result.logs)
         if self.worker.given_up:
             left = list(self.worker.pending)
             self.worker.close()

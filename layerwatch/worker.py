@@ -38,6 +38,9 @@ class Result:
     logs: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
     error: str | None = None
+    # The snapshot as it was handed over (set in the main process): what the integrations
+    # read, since keep_vectors="drift" may have dropped its stored vectors meanwhile.
+    snaps: dict | None = None
 
 
 def _class_path(cls: type) -> str:
@@ -220,6 +223,7 @@ class BackgroundWorker:
                 self._replace(str(exc) if isinstance(exc, WorkerDied) else self._exit_text())
                 continue
             if got == "done":
+                value.snaps = next((s for k, s in self.pending if k == value.key), None)
                 self.pending = [(k, s) for k, s in self.pending if k != value.key]
                 out.append(value)
         return out

@@ -169,6 +169,21 @@ def test_stored_examples_go_to_bertviz_in_its_format(attention_run):
         stored_example(str(attention_run["dir"]), example=9)
 
 
+def test_stored_examples_of_snapshots_without_vectors(attention_run, tmp_path):
+    # keep_vectors="drift" drops the vectors of middle snapshots (and a resume may leave the
+    # last without): an example needs only the snapshot's rows.
+    from layerwatch.measures.attention import stored_example
+
+    run = tmp_path / "lw"
+    shutil.copytree(attention_run["dir"], run)
+    before = [stored_example(str(run), example=1, snapshot=s)["row"] for s in range(3)]
+    store = RunStore(run)
+    for split in store.splits():
+        for key in store.keys(split):
+            store.drop_vectors(split, key)
+    assert [stored_example(str(run), example=1, snapshot=s)["row"] for s in range(3)] == before
+
+
 def test_bad_attention_settings_fail_when_built(tmp_path):
     with pytest.raises(ValueError, match=r"attention_split='test' is not a monitored split"):
         LayerwatchCallback({"train": toy_dataset(16)}, tmp_path / "a", attention=True, attention_split="test")

@@ -148,3 +148,25 @@ def test_background_projector_config_lists_every_embedding(tmp_path, monkeypatch
     assert names == sorted(f"layerwatch/{s}/layer_2:{step:05d}" for s in ("train", "validation") for step in (0, 4, 8))
     for e in config.embeddings:
         assert (tb / e.tensor_path).exists() and (tb / e.metadata_path).exists()
+
+
+def test_background_integrations_get_the_vectors_keep_vectors_drift_drops_later(tmp_path, monkeypatch, caplog):
+    # The worker's answers are read only when training ends (as when it lags behind): by
+    # then every middle snapshot's stored vectors are gone (keep_vectors="drift"), yet the
+    # projector gets every snapshot, as in a run without the worker.
+    pytest.importorskip("tensorboard")
+    from layerwatch.worker import BackgroundWorker
+
+    finished = BackgroundWorker.finished
+    monkeypatch.setattr(BackgroundWorker, "finished", lambda self, block=False: finished(self, True) if block else [])
+    tb = tmp_path / "tb"
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        lw, _, watch = _run(tmp_path, "lw", background=True, keep_vectors="drift", tensorboard=str(tb))
+    assert watch.failures == []
+    store = RunStore(lw)
+    assert [store.has_vectors("train", k) for k in store.keys("train")] == [True, False, True]
+    assert "holds no pooled vectors" not in caplog.text
+    listed = (tb / "projector_config.pbtxt").read_text(encoding="utf-8")
+    for split in ("train", "validation"):
+        for step in (0, 4, 8):
+            assert f"layerwatch/{split}/layer_2:{step:05d}" in listed

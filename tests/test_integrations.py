@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -685,3 +686,24 @@ def test_export_of_a_run_with_a_damaged_run_json_is_refused_without_saying_skipp
     err = capsys.readouterr().err
     assert f"{run_dir / 'run.json'} is damaged" in err and "cannot be exported" in err and "skipped" not in err
     assert not os.path.exists(tmp_path / "tb")
+
+
+def test_export_to_wandb_of_a_run_whose_last_snapshot_kept_no_vectors(live, tmp_path, monkeypatch, caplog):
+    # keep_vectors="drift" and a resume to an earlier snapshot leave the last snapshot
+    # without vectors: the rows table needs rows, labels and predictions only.
+    pytest.importorskip("wandb", reason='wandb is not installed; pip install "layerwatch[wandb]"')
+    for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        os.makedirs(tmp_path / var, exist_ok=True)
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "lw"
+    shutil.copytree(live.lw, run_dir)
+    store = RunStore(run_dir)
+    for split in ("train", "validation"):
+        store.drop_vectors(split, store.keys(split)[-1])
+    with caplog.at_level(logging.WARNING, logger="layerwatch"):
+        export_run(run_dir, wandb_dir=tmp_path / "wb")
+    wb = _wandb_run_dir(tmp_path / "wb")
+    tables = glob.glob(os.path.join(wb, "files", "media", "table", "layerwatch", "rows", "*.table.json"))
+    assert sorted(os.path.basename(t).split("_")[0] for t in tables) == ["train", "validation"]
+    assert "holds no pooled vectors" not in caplog.text

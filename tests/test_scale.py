@@ -243,6 +243,25 @@ def test_keep_vectors_drift_keeps_the_first_and_latest_vectors_and_everything_el
     assert (lean / "validation.gif").read_bytes() == before
 
 
+def test_info_of_a_thinned_run_whose_latest_snapshot_lost_its_vectors(runs, tmp_path, capsys):
+    """keep_vectors='drift' and a resume to an earlier snapshot (the snapshots after it go to
+    superseded/): the latest snapshot left holds no vectors; info still tells the run."""
+    import shutil
+
+    from layerwatch.cli import main, summarize
+
+    _, lean = runs
+    run = tmp_path / "lw"
+    shutil.copytree(lean, run)
+    for split in ("train", "validation"):
+        (run / "embeddings" / split / "epoch_002.npz").unlink()
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "split 'train': 2 snapshots (epoch 0, epoch 1), 40 rows, layers [0, 1, 2], hidden 16" in out
+    assert "split 'validation': 2 snapshots (epoch 0, epoch 1), 24 rows, layers [0, 1, 2], hidden 16" in out
+    assert summarize(str(run))["damaged"] == []
+
+
 @pytest.mark.parametrize("setting, value, allowed", [
     ("store_dtype", "float64", "'float32', 'float16'"),
     ("keep_vectors", "none", "'all', 'drift'"),

@@ -158,7 +158,7 @@ class WandbIntegration(Integration):
     def _rows_table(self, run: RunInfo, split: str, key: SnapshotKey) -> Any:
         """The last snapshot's rows with their 2-D position in every layer (None when unreadable)."""
         try:
-            snap = run.store.load_snapshot(split, key, run.label_names)
+            snap = run.store.load_snapshot(split, key, run.label_names, pooled=False)  # rows, not vectors
         except DamagedFileError as exc:
             logger.warning("layerwatch: %s", exc)
             return None

@@ -352,7 +352,7 @@ class Attention(Measurement):
             stored = [(k, a) for k, a in stored if np.array_equal(a["positions"], positions)]
             names = ctx.label_names
             try:
-                snap = ctx.store.load_snapshot(split, keys[-1])
+                snap = ctx.store.load_snapshot(split, keys[-1], pooled=False)
                 labels = snap.labels[positions]
                 rows = snap.indices[positions]
             except (ValueError, FileNotFoundError):
@@ -461,7 +461,7 @@ def stored_example(root: str, example: int = 0, snapshot: int = -1) -> dict[str,
         if not 0 <= example < len(arrays["positions"]):
             raise ValueError(f"example={example} is out of range; the run keeps {len(arrays['positions'])} examples (0-based)")
         n = int(arrays["lengths"][example])
-        snap = store.load_snapshot(split, key)
+        snap = store.load_snapshot(split, key, pooled=False)
         return {
             "maps": arrays["maps"][example, :, :, :n, :n].astype(np.float32),
             "tokens": shown_tokens(arrays["tokens"][example, :n], text_allowed(store.read_run().get("config"))),
