@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import csv
+import io
 import json
 import os
 import re
@@ -130,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--max-train", type=_positive_int, default=None, metavar="N",
         help="train on a stratified, seeded subset of N training tweets (quick runs); default: all",
+    )
+    data.add_argument(
+        "--drop-rows", default=None, metavar="FILE",
+        help="leave these training rows out (to retrain without suspected label errors): a file with one row "
+        "index per line (0-based, '#' starts a comment), or the CSV of 'layerwatch suspects RUN --top N --csv FILE' "
+        "(its 'row' column; its 'text' column, when present, must match). Rows are numbered as the run that "
+        "ranked them numbered them: the training split, or its --max-train subset with the same --seed",
     )
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=_positive_int, default=3, help="training epochs (default: %(default)s)")
@@ -321,6 +330,86 @@ class UsageError(ValueError):
     """A bad option, data folder or model, found before training; the message says how to fix it."""
 
 
+_DROP_ROWS_FIX = (
+    "pass --drop-rows a file with one training-row index per line, or the CSV that "
+    "'layerwatch suspects RUN --top N --csv FILE' writes"
+)
+
+
+def read_drop_rows(path: str | os.PathLike, texts: Sequence[str]) -> list[int]:
+    """The training rows that ``--drop-rows path`` lists, checked against the training set.
+
+    Args:
+        path: A text file with one 0-based row index per line (blank lines and ``#``
+            comments are skipped), or a CSV with a ``row`` column, such as the one
+            ``layerwatch suspects RUN --csv FILE`` writes; where the CSV has a ``text``
+            column, each row's text must equal the training row's text (so a ranking made
+            on other data, another ``--max-train`` or another ``--seed`` is refused).
+        texts: The texts of the training rows, in the order the run trains on them.
+
+    Returns:
+        The listed row indices, sorted.
+
+    Raises:
+        UsageError: no such file, an empty list, a line that is no index, an index out of
+            range or listed twice, a text that differs, or every row dropped.
+    """
+    where = f"--drop-rows {path}"
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            content = fh.read()
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file; {_DROP_ROWS_FIX}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: cannot read it ({type(exc).__name__}: {exc}); {_DROP_ROWS_FIX}") from None
+    lines = content.splitlines()
+    first = next((line for line in lines if line.strip() and not line.lstrip().startswith("#")), None)
+    if first is None:
+        raise UsageError(f"{where} lists no row; {_DROP_ROWS_FIX}")
+    # (line number, index text, expected text or None)
+    entries: list[tuple[int, str, str | None]] = []
+    if "," in first:
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        if "row" not in columns:
+            raise UsageError(f"{where}: a CSV without a 'row' column (columns: {columns}); {_DROP_ROWS_FIX}")
+        reader.fieldnames = columns
+        for record in reader:
+            text = record.get("text") if "text" in columns else None
+            entries.append((reader.line_num, (record.get("row") or "").strip(), text))
+        if not entries:
+            raise UsageError(f"{where} lists no row (a header only); {_DROP_ROWS_FIX}")
+    else:
+        for number, line in enumerate(lines, start=1):
+            value = line.split("#", 1)[0].strip()
+            if value:
+                entries.append((number, value, None))
+    n = len(texts)
+    seen: dict[int, int] = {}
+    for number, value, text in entries:
+        try:
+            row = int(value)
+        except ValueError:
+            raise UsageError(f"{where}, line {number}: {value!r} is not a row index; {_DROP_ROWS_FIX}") from None
+        if not 0 <= row < n:
+            raise UsageError(
+                f"{where}, line {number}: row {row} is out of range: the run trains on {n} rows (0 to {n - 1}); "
+                "were the rows ranked on other data or another --max-train?"
+            )
+        if row in seen:
+            raise UsageError(f"{where}, line {number}: row {row} is listed twice (first on line {seen[row]})")
+        seen[row] = number
+        if text is not None and text != texts[row]:
+            raise UsageError(
+                f"{where}, line {number}: the text of row {row} differs from training row {row} "
+                f"({text[:40]!r} against {texts[row][:40]!r}); the ranking was made on other rows: "
+                "rank a run with the same --data, --max-train and --seed"
+            )
+    if len(seen) == n:
+        raise UsageError(f"{where} lists all {n} training rows; nothing would be left to train on")
+    return sorted(seen)
+
+
 @dataclass
 class _Prepared:
     """What :func:`_prepare` loaded and checked."""
@@ -333,6 +422,7 @@ class _Prepared:
     model: Any
     encoded: Any
     watch: Any
+    dropped: list[int]
 
 
 def _prepare(args: argparse.Namespace) -> _Prepared:
@@ -351,6 +441,13 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
         raw["train"] = stratified_sample(raw["train"], args.max_train, seed=args.seed)
     except (ValueError, FileNotFoundError, NotADirectoryError, ConnectionError) as exc:
         raise UsageError(_data_message(exc)) from exc
+    dropped: list[int] = []
+    if args.drop_rows is not None:
+        dropped = read_drop_rows(args.drop_rows, list(raw["train"]["text"]))
+        drop = set(dropped)
+        before = len(raw["train"])
+        raw["train"] = raw["train"].select([i for i in range(before) if i not in drop])
+        say(f"--drop-rows {args.drop_rows}: left out {len(dropped)} of {before} training rows, trains on {len(raw['train'])}")
 
     import transformers
 
@@ -386,7 +483,7 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     except ValueError as exc:
         raise UsageError(_setting_message(exc)) from exc
     _check_max_length(model, args.max_length)
-    return _Prepared(output_dir, report, available, model_name, tokenizer, model, encoded, watch)
+    return _Prepared(output_dir, report, available, model_name, tokenizer, model, encoded, watch, dropped)
 
 
 def _check_bf16(use_cpu: bool) -> None:
@@ -486,10 +583,12 @@ def run(args: argparse.Namespace, started: float | None = None, command: Sequenc
         "rows": {
             "train": len(encoded["train"]),
             "train_available": prepared.available,
+            "train_dropped": len(prepared.dropped),
             "validation": len(encoded["validation"]),
             "test": len(encoded["test"]),
         },
         "label_names": list(LABEL_NAMES),
+        "dropped_rows": prepared.dropped,
         "validation": history,
         "train_loss": _train_losses(trainer.state.log_history),
         "test": test_metrics,

