@@ -184,4 +184,16 @@ def run_copy(stored_run, tmp_path):
 
 
 # A real headless browser for the page tests (skips locally without one; CI requires it).
+def torchrun(worker: str, *args: str, timeout: int = 600) -> "subprocess.CompletedProcess":
+    """Run ``tests/<worker>`` under torchrun as two CPU processes (gloo), one thread each."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(here)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(here, worker), *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 from browser import browser, open_page  # noqa: E402,F401

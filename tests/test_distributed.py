@@ -4,13 +4,11 @@ process's; a failure on one rank is met by all ranks together, never by a hang."
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_bert, toy_dataset
+from conftest import torchrun, tiny_bert, toy_dataset
 from ddp_worker import NAMES, SETTINGS, with_names
 
 import layerwatch
@@ -20,11 +18,8 @@ from layerwatch.store import SnapshotKey
 HERE = Path(__file__).resolve().parent
 
 
-def _torchrun(out: Path, mode: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE / "ddp_worker.py"), str(out), mode]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+def _torchrun(out: Path, mode: str, timeout: int = 600):
+    return torchrun("ddp_worker.py", out, mode, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

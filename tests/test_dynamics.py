@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import PAD, make_trainer, tiny_bert, toy_dataset
+from conftest import torchrun, PAD, make_trainer, tiny_bert, toy_dataset
 
 from layerwatch import LayerwatchCallback, LayerwatchConfig, RunStore
 from layerwatch.measures.dynamics import Dynamics, compute
@@ -483,11 +483,7 @@ def test_report_page_shows_an_interactive_data_map_and_the_suspects(trained, ope
 
 # -- DDP -------------------------------------------------------------------------------------
 def test_ddp_table_equals_the_one_process_table_of_the_same_batches(tmp_path):
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(here)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(here, "ddp_dynamics_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun("ddp_dynamics_worker.py", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "world.txt").read_text() == "2"
     # The one-process table of the same batches: every rank's batches, in the order each

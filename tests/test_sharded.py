@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_bert
+from conftest import torchrun, tiny_bert
 from fsdp_worker import SETTINGS, splits
 
 from layerwatch import LayerwatchCallback, RunStore
@@ -28,11 +26,8 @@ HERE = Path(__file__).resolve().parent
 pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 needs torch.distributed")
 
 
-def _torchrun(out: Path, mode: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(HERE / "fsdp_worker.py"), str(out), mode]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+def _torchrun(out: Path, mode: str, timeout: int = 400):
+    return torchrun("fsdp_worker.py", out, mode, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
