@@ -34,7 +34,7 @@ VARIANTS = ("sdpa", "eager", "eager + statistics")
 
 def _setup(data_dir: str, rows: int):
     from layerwatch.config import LayerwatchConfig
-    from layerwatch.measures import Attention, Embeddings
+    from layerwatch.measures import AttentionMeasurement, EmbeddingsMeasurement
     from layerwatch.measures.base import SplitPlan
     import numpy as np
 
@@ -47,15 +47,15 @@ def _setup(data_dir: str, rows: int):
     config = LayerwatchConfig(output_dir=tempfile.mkdtemp(), attention=True, progress=False)
     indices = np.arange(len(texts))
     plan = SplitPlan("validation", indices, indices, len(indices), labels, tuple(range(7)), config, {})
-    return model, tokenizer, dataset, plan, config, Embeddings, Attention
+    return model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement
 
 
-def _capture(variant: str, model, tokenizer, dataset, plan, config, Embeddings, Attention):
+def _capture(variant: str, model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement):
     from layerwatch.capture import capture_split, eager_attention
 
-    measurements = [Embeddings(config)]
+    measurements = [EmbeddingsMeasurement(config)]
     if variant == "eager + statistics":
-        attention = Attention(config)
+        attention = AttentionMeasurement(config)
         context = {"tokenizer": tokenizer, "labels": {"validation": plan.labels}, "splits_indices": {"validation": plan.indices}}
         attention.prepare(model, context)
         plan.context.update(context)
@@ -98,11 +98,11 @@ def _back_half(data_dir: str, rows: int) -> tuple[float, float]:
     from layerwatch.snapshot import Snapshot, SnapshotKey
     from layerwatch.store import RunStore
 
-    model, tokenizer, dataset, plan, config, Embeddings, Attention = _setup(data_dir, rows)
-    _, parts = _capture("eager + statistics", model, tokenizer, dataset, plan, config, Embeddings, Attention)
+    model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement = _setup(data_dir, rows)
+    _, parts = _capture("eager + statistics", model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement)
     store = RunStore(config.output_dir)
     ctx = Context(store, config, ["not-hate", "hate"], reference_split="train")
-    attention = Attention(config)
+    attention = AttentionMeasurement(config)
     seconds = []
     for epoch in range(3):
         key = SnapshotKey(epoch, epoch * 100)
@@ -110,7 +110,7 @@ def _back_half(data_dir: str, rows: int) -> tuple[float, float]:
         for split in ("train", "validation"):
             snap = Snapshot(labels=plan.labels, indices=plan.indices, epoch=epoch, step=epoch * 100, split=split)
             snap.results["embeddings"] = {"pooled": np.zeros((7, len(plan.indices), 2), np.float32), "layers": np.arange(7)}
-            Attention(config).assemble(parts["attention"], snap)
+            AttentionMeasurement(config).assemble(parts["attention"], snap)
             if split == "train":
                 for k in ("maps", "positions", "lengths", "tokens", "neuron_q", "neuron_k"):
                     snap.results["attention"].pop(k, None)

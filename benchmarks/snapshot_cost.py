@@ -225,7 +225,7 @@ def _layerwatch_snapshots(
     timed per stage (one fresh process); ``train_steps`` training steps between snapshots."""
     import layerwatch.capture as lw_capture
     import layerwatch.film as lw_film
-    import layerwatch.measures.embeddings as lw_emb
+    import layerwatch.measures.embeddings.measure as lw_emb
     import layerwatch.store as lw_store
     from layerwatch import LayerwatchCallback
     from layerwatch.snapshot import SnapshotKey

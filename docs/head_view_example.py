@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layerwatch.measures.head_view import head_view_html
-from layerwatch.measures.neuron_capture import query_key_capture
+from layerwatch.measures.attention.head_view import head_view_html
+from layerwatch.measures.attention.neuron import query_key_capture
 
 SENTENCES = [
     ("the film was a joy from start to end .", 1),

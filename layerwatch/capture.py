@@ -26,7 +26,7 @@ from .distributed import Part, RankFailed, agree
 from .labels import canonical, classify, match_head, resolve
 from .measures import Measurement
 from .measures.base import Batch, SplitPlan
-from .measures.embeddings import Embeddings
+from .measures.embeddings.measure import EmbeddingsMeasurement
 from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unwrap: importable from here)
     accepted_inputs, checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
 )
@@ -362,10 +362,10 @@ def capture(
         split=split, indices=indices, positions=np.arange(len(indices)), n_rows=len(indices),
         labels=all_labels[indices], layers=layers, config=config, context={"model_name": type(model).__name__},
     )
-    emb = Embeddings(config)
+    emb = EmbeddingsMeasurement(config)
     parts = capture_split(model, dataset, plan, [emb], batch_size=batch_size, progress=progress, autocast=autocast)
     snap = Snapshot(labels=all_labels[indices], indices=indices, split=split, label_names=vocab.names or None)
-    emb.assemble(parts[Embeddings.name], snap)
+    emb.assemble(parts[EmbeddingsMeasurement.name], snap)
     common = parts[COMMON]
     head = common.rows.get("head_predictions")
     if head is not None:

@@ -160,7 +160,7 @@ class Monitor:
                 "need a backward pass, and under sharding every backward pass gathers and reduces gradients on all "
                 "ranks into the training gradients, so it would change training (or hang, run on the main process "
                 "alone). Pass attribution=False (embeddings and attention=True work under sharding), or run "
-                "layerwatch.capture and layerwatch.measures.attribution_math.attribute on a saved checkpoint"
+                "layerwatch.capture and layerwatch.measures.attribution.compute.attribute on a saved checkpoint"
             )
 
     def open(

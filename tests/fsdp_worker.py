@@ -119,7 +119,7 @@ def fsdp1(out: str, rank: int) -> None:
 
 def fail(out: str, rank: int) -> None:
     from layerwatch import LayerwatchCallback
-    from layerwatch.measures.embeddings import Embeddings
+    from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
     from layerwatch.snapshot import SnapshotKey
 
     capture_module = importlib.import_module("layerwatch.capture")
@@ -127,7 +127,7 @@ def fail(out: str, rank: int) -> None:
     watch = LayerwatchCallback(splits(), os.path.join(out, "lw"), **SETTINGS)
     watch.setup(model)
     if rank == 1:
-        real_start, real_read = Embeddings.start, capture_module.read_inputs
+        real_start, real_read = EmbeddingsMeasurement.start, capture_module.read_inputs
         state = {"snapshot": 0}
 
         def start(self, plan):
@@ -143,7 +143,7 @@ def fail(out: str, rank: int) -> None:
                 raise OSError("injected read failure on rank 1")
             return real_read(dataset, indices, pad)
 
-        Embeddings.start = start
+        EmbeddingsMeasurement.start = start
         capture_module.read_inputs = read
     for step in range(3):
         if rank == 1:

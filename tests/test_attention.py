@@ -13,7 +13,7 @@ from conftest import make_trainer, tiny_bert, toy_dataset
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
-from layerwatch.measures.attention_stats import STATS
+from layerwatch.measures.attention.stats import STATS
 from layerwatch.snapshot import SnapshotKey
 
 
@@ -156,8 +156,8 @@ def test_layerwatch_attention_and_info_summarise_the_heads(attention_run, capsys
 
 
 def test_stored_examples_go_to_bertviz_in_its_format(attention_run):
-    from layerwatch.measures.attention import stored_example
-    from layerwatch.measures.head_view import to_bertviz
+    from layerwatch.measures.attention.measure import stored_example
+    from layerwatch.measures.attention.head_view import to_bertviz
 
     found = stored_example(str(attention_run["dir"]), example=1, snapshot=-1)
     n = len(found["tokens"])
@@ -172,7 +172,7 @@ def test_stored_examples_go_to_bertviz_in_its_format(attention_run):
 def test_stored_examples_of_snapshots_without_vectors(attention_run, tmp_path):
     # keep_vectors="drift" drops the vectors of middle snapshots (and a resume may leave the
     # last without): an example needs only the snapshot's rows.
-    from layerwatch.measures.attention import stored_example
+    from layerwatch.measures.attention.measure import stored_example
 
     run = tmp_path / "lw"
     shutil.copytree(attention_run["dir"], run)
@@ -216,7 +216,7 @@ def test_a_resumed_run_continues_the_attention_films(tmp_path):
 def test_the_head_view_carries_the_neuron_view_of_the_first_examples(attention_run):
     import base64
 
-    from layerwatch.measures.head_view import MAX_NEURON_EXAMPLES
+    from layerwatch.measures.attention.head_view import MAX_NEURON_EXAMPLES
 
     page = (attention_run["dir"] / "attention_head_view.html").read_text(encoding="utf-8")
     data = json.loads(page.split('id="layerwatch-data">')[1].split("</script>")[0])

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
-from layerwatch.measures.attention_render import (
+from layerwatch.measures.attention.render import (
     draw_head_heatmap,
     draw_head_summary,
     head_figure,

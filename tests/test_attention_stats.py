@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from layerwatch.measures.attention_stats import (
+from layerwatch.measures.attention.stats import (
     PATTERNS,
     STATS,
     js_divergence,
@@ -392,7 +392,7 @@ def test_pattern_labels_need_their_statistics():
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_the_fast_path_equals_the_general_one(monkeypatch, side):
     # Contiguous rows take the fast path; forcing the general path must give the same numbers.
-    from layerwatch.measures import attention_stats as st
+    from layerwatch.measures.attention import stats as st
 
     torch.manual_seed(3)
     batch, heads, width = 6, 3, 15

@@ -13,7 +13,7 @@ from conftest import make_trainer, tiny_bert, tiny_distilbert, toy_dataset
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
-from layerwatch.measures.attribution_math import TOKEN_CLASSES, attribute, baseline_ids, norm_maps
+from layerwatch.measures.attribution.compute import TOKEN_CLASSES, attribute, baseline_ids, norm_maps
 from layerwatch.snapshot import SnapshotKey
 
 SPECIAL = (1, 2)  # the toy rows' [CLS] and [SEP]

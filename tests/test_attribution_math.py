@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import PAD, VOCAB, make_trainer, tiny_bert, tiny_distilbert, toy_dataset
-from layerwatch.measures.attribution_math import (
+from layerwatch.measures.attribution.compute import (
     CAPTUM_CONDUCTANCE_METHOD,
     CAPTUM_IG_METHOD,
     TOKEN_CLASSES,

@@ -14,7 +14,7 @@ from matplotlib.collections import QuadMesh
 from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 
-from layerwatch.measures.attribution_render import (
+from layerwatch.measures.attribution.render import (
     CONDUCTANCE_CMAP,
     conductance_vmax,
     draw_conductance,

@@ -194,8 +194,8 @@ def _mixed_modes_model():
 
 
 def _passes(ds, tmp_path):
-    from layerwatch.measures.attribution_math import attribute, norm_maps
-    from layerwatch.measures.neuron_capture import query_key_capture
+    from layerwatch.measures.attribution.compute import attribute, norm_maps
+    from layerwatch.measures.attention.neuron import query_key_capture
     from layerwatch.snapshot import SnapshotKey
 
     ids, mask = torch.tensor([ds[0]["input_ids"]]), torch.tensor([ds[0]["attention_mask"]])

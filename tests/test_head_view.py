@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_bert, tiny_distilbert
-from layerwatch.measures.head_view import (
+from layerwatch.measures.attention.head_view import (
     MAX_NEURON_EXAMPLES,
     dequantise_maps,
     head_view_data,
@@ -21,7 +21,7 @@ from layerwatch.measures.head_view import (
     show_bertviz,
     to_bertviz,
 )
-from layerwatch.measures.neuron_capture import attention_scores, eager_attention, query_key_capture
+from layerwatch.measures.attention.neuron import attention_scores, eager_attention, query_key_capture
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -177,7 +177,7 @@ def all_hooks(model) -> list:
 
 
 def our_hooks(model) -> list:
-    return [h for h in all_hooks(model) if getattr(h, "__module__", "") == "layerwatch.measures.neuron_capture"]
+    return [h for h in all_hooks(model) if getattr(h, "__module__", "") == "layerwatch.measures.attention.neuron"]
 
 
 def test_no_hook_is_left_behind_even_when_the_forward_raises():

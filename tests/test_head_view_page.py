@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from layerwatch.measures.head_view import head_view_html
-from layerwatch.measures.neuron_capture import attention_scores, query_key_capture
+from layerwatch.measures.attention.head_view import head_view_html
+from layerwatch.measures.attention.neuron import attention_scores, query_key_capture
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
 TOKENS = ["[CLS]", "the", "cat", "sat", "on", "mats", ".", "[SEP]"]

@@ -174,7 +174,7 @@ def test_autocast_factory_gives_a_fresh_context_per_call():
 def test_fp32_capture_is_the_default_capture_bit_for_bit(bert, train_ds):
     from layerwatch.capture import COMMON, capture_split
     from layerwatch.measures.base import SplitPlan
-    from layerwatch.measures.embeddings import Embeddings
+    from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
 
     default = layerwatch.capture(bert, train_ds)
     fp32 = layerwatch.capture(bert, train_ds, precision="fp32")
@@ -184,8 +184,8 @@ def test_fp32_capture_is_the_default_capture_bit_for_bit(bert, train_ds):
     config = LayerwatchConfig(output_dir=".")
     n = len(train_ds)
     plan = SplitPlan(split="", indices=np.arange(n), positions=np.arange(n), n_rows=n, labels=fp32.labels, layers="all", config=config)
-    parts = capture_split(bert, train_ds, plan, [Embeddings(config)])
-    np.testing.assert_array_equal(parts[Embeddings.name].rows["pooled"].transpose(1, 0, 2), fp32.pooled)
+    parts = capture_split(bert, train_ds, plan, [EmbeddingsMeasurement(config)])
+    np.testing.assert_array_equal(parts[EmbeddingsMeasurement.name].rows["pooled"].transpose(1, 0, 2), fp32.pooled)
     assert COMMON in parts
 
 
@@ -342,8 +342,8 @@ def _one_row(ds, i=0):
 
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
 def test_every_pass_runs_in_its_own_precision_whatever_wraps_forward(train_ds, wrapper):
-    from layerwatch.measures.attribution_math import attribute, norm_maps
-    from layerwatch.measures.neuron_capture import query_key_capture
+    from layerwatch.measures.attribution.compute import attribute, norm_maps
+    from layerwatch.measures.attention.neuron import query_key_capture
 
     bare = tiny_bert().eval()
     wrapped = WRAPPERS[wrapper](tiny_bert().eval())
@@ -372,7 +372,7 @@ def test_every_pass_runs_in_its_own_precision_whatever_wraps_forward(train_ds, w
 
 
 def test_an_autocast_around_the_call_does_not_decide_the_precision(train_ds):
-    from layerwatch.measures.attribution_math import attribute
+    from layerwatch.measures.attribution.compute import attribute
 
     model = tiny_bert().eval()
     ids, mask = _one_row(train_ds)
@@ -466,7 +466,7 @@ def test_bf16_training_stores_vectors_of_the_precision_it_records(bf16_training,
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, precision):
     from layerwatch import RunStore
-    from layerwatch.measures.attribution_math import attribute, baseline_ids
+    from layerwatch.measures.attribution.compute import attribute, baseline_ids
     from layerwatch.snapshot import SnapshotKey
 
     run = bf16_training[precision]
@@ -490,7 +490,7 @@ def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, preci
 def test_a_wrapper_that_cannot_be_set_aside_is_refused_not_mislabelled(train_ds):
     """A wrapper layerwatch does not recognise opens bf16 autocast inside forward: an fp32
     pass says so instead of storing bf16 vectors as fp32."""
-    from layerwatch.measures.attribution_math import attribute
+    from layerwatch.measures.attribution.compute import attribute
 
     model = tiny_bert().eval()
     inner = model.forward

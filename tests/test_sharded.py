@@ -187,11 +187,11 @@ def test_a_rank_with_fewer_batches_runs_padding_calls_whose_outputs_are_dropped(
 
     from layerwatch.capture import COMMON, Lockstep, capture_split
     from layerwatch.config import LayerwatchConfig
-    from layerwatch.measures.embeddings import Embeddings
+    from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
 
     model = tiny_bert(seed=0).eval()
     ds = toy_dataset(12)
-    emb = Embeddings(LayerwatchConfig(output_dir="."))
+    emb = EmbeddingsMeasurement(LayerwatchConfig(output_dir="."))
     runner = _Counting(model)
     plan = _plan(np.arange(rows))
     parts = capture_split(model, ds, plan, [emb], batch_size=4, lockstep=Lockstep(steps=steps, filler=11, runner=runner))
@@ -202,7 +202,7 @@ def test_a_rank_with_fewer_batches_runs_padding_calls_whose_outputs_are_dropped(
         assert parts is None
         return
     plain = capture_split(model, ds, plan, [emb], batch_size=4)
-    np.testing.assert_array_equal(parts[Embeddings.name].rows["pooled"], plain[Embeddings.name].rows["pooled"])
+    np.testing.assert_array_equal(parts[EmbeddingsMeasurement.name].rows["pooled"], plain[EmbeddingsMeasurement.name].rows["pooled"])
     np.testing.assert_array_equal(parts[COMMON].rows["head_predictions"], plain[COMMON].rows["head_predictions"])
 
 
@@ -219,10 +219,10 @@ def test_a_failure_under_lockstep_is_raised_after_the_agreement_and_leaves_no_ho
 
     from layerwatch.capture import Lockstep, capture_split
     from layerwatch.config import LayerwatchConfig
-    from layerwatch.measures.embeddings import Embeddings
+    from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
 
     model = tiny_bert(seed=0).eval()
-    emb = Embeddings(LayerwatchConfig(output_dir="."))
+    emb = EmbeddingsMeasurement(LayerwatchConfig(output_dir="."))
     real = emb.start
 
     def start(plan):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .attention import Attention
-from .attribution import Attribution
+from .attention import AttentionMeasurement
+from .attribution import AttributionMeasurement
 from .base import Accumulator, Batch, Context, Measurement, SplitPlan
 from .dynamics import DynamicsMeasurement
-from .embeddings import Embeddings
+from .embeddings import EmbeddingsMeasurement
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import LayerwatchConfig
@@ -37,7 +37,7 @@ def register(cls: type[Measurement]) -> type[Measurement]:
 
 
 def unregister(name: str) -> None:
-    if name == Embeddings.name:
+    if name == EmbeddingsMeasurement.name:
         raise ValueError("the embeddings measurement cannot be removed")
     _REGISTERED.pop(name, None)
 
@@ -66,13 +66,13 @@ def for_config(config: "LayerwatchConfig", names: list[str] | None = None) -> li
         chosen = [classes[n] for n in names if n in classes]
     else:
         chosen = [cls for cls in classes.values() if cls.enabled(config)]
-    chosen.sort(key=lambda cls: cls is not Embeddings)
-    if Embeddings not in chosen:
-        chosen.insert(0, Embeddings)
+    chosen.sort(key=lambda cls: cls is not EmbeddingsMeasurement)
+    if EmbeddingsMeasurement not in chosen:
+        chosen.insert(0, EmbeddingsMeasurement)
     return [cls(config) for cls in chosen]
 
 
-register(Embeddings)
-register(Attention)
-register(Attribution)
+register(EmbeddingsMeasurement)
+register(AttentionMeasurement)
+register(AttributionMeasurement)
 register(DynamicsMeasurement)

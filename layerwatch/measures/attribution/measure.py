@@ -1,6 +1,6 @@
 """Attribution over training: which layers and which tokens decide, epoch by epoch.
 
-Two parts (``attribution=True``; see :mod:`~layerwatch.measures.attribution_math` for
+Two parts (``attribution=True``; see :mod:`~layerwatch.measures.attribution.compute` for
 the definitions):
 
 - **Norms** ride on the capture pass: hooks on every layer's value projection give
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ..distributed import Part
-from ..film import Film, Frame
-from ..snapshot import SnapshotKey, epoch_value
-from ..text import shown_tokens, text_allowed
-from .base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from ...distributed import Part
+from ...film import Film, Frame
+from ...snapshot import SnapshotKey, epoch_value
+from ...text import shown_tokens, text_allowed
+from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
 
@@ -54,8 +54,8 @@ class _Norms(Accumulator):
     def update(self, batch: Batch) -> None:
         import torch
 
-        from ..model_utils import to_numpy
-        from .attribution_math import norm_shares, token_class_masks
+        from ...model_utils import to_numpy
+        from .compute import norm_shares, token_class_masks
 
         attentions = batch.output("attentions")
         fnorms = batch.hooked.get("attribution_fnorms", {})
@@ -83,7 +83,7 @@ class _Cond:
     label: str
 
 
-class Attribution(Measurement):
+class AttributionMeasurement(Measurement):
     """Token attributions, layer conductance and attention norms (``attribution=True``)."""
 
     name = "attribution"
@@ -107,9 +107,9 @@ class Attribution(Measurement):
             raise ValueError(f"attribution_target={self.config.attribution_target!r} is not one of 'label', 'prediction'")
 
     def prepare(self, model, context) -> None:
-        from ..model_utils import computed_precision, unwrap
-        from .attention_stats import punctuation_ids
-        from .attribution_math import find_layers
+        from ...model_utils import computed_precision, unwrap
+        from ..attention.stats import punctuation_ids
+        from .compute import find_layers
 
         self.context = context
         inner = unwrap(model)
@@ -166,9 +166,9 @@ class Attribution(Measurement):
             )
 
     def hooks(self, model, record) -> list:
-        from ..model_utils import unwrap
-        from ..sharding import full_weight
-        from .attribution_math import _head_norms, find_layers
+        from ...model_utils import unwrap
+        from ...sharding import full_weight
+        from .compute import _head_norms, find_layers
 
         handles = find_layers(unwrap(model))
         record_norms = record
@@ -196,9 +196,9 @@ class Attribution(Measurement):
     def after_capture(self, model, snaps, key, context) -> None:
         import torch
 
-        from ..data import read_inputs
-        from ..model_utils import to_numpy, unwrap
-        from .attribution_math import attribute, baseline_ids, norm_maps
+        from ...data import read_inputs
+        from ...model_utils import to_numpy, unwrap
+        from .compute import attribute, baseline_ids, norm_maps
 
         split = context.get("attribution_split")
         positions = self.examples.get(split)
@@ -259,7 +259,7 @@ class Attribution(Measurement):
             out["weighted"][r, :, :, :t, :t] = maps.weighted
 
     def describe(self) -> dict[str, Any]:
-        from .attribution_math import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, METHOD
+        from .compute import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, METHOD
 
         return {
             "steps": self.config.attribution_steps, "target": self.config.attribution_target,
@@ -271,7 +271,7 @@ class Attribution(Measurement):
 
     # -- back half ----------------------------------------------------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
-        from .attribution_math import TOKEN_CLASSES
+        from .compute import TOKEN_CLASSES
 
         logs: dict[str, float] = {}
         for split in ctx.drawn(snaps):
@@ -324,8 +324,8 @@ class Attribution(Measurement):
     def _draw(self, split: str, row: int, frame: Frame, scale) -> bytes:
         from matplotlib.figure import Figure
 
-        from ..render import figure_png
-        from .attribution_render import draw_conductance
+        from ...render import figure_png
+        from .render import draw_conductance
 
         d = frame.data
         vmax = max(abs(scale[0][0]), abs(scale[0][1])) if scale else None
@@ -341,9 +341,9 @@ class Attribution(Measurement):
         """``norm_shares_<split>.png``: attention weight against norm share per token class, over training."""
         from matplotlib.figure import Figure
 
-        from ..render import figure_png
-        from .attribution_math import TOKEN_CLASSES
-        from .attribution_render import draw_norm_shares
+        from ...render import figure_png
+        from .compute import TOKEN_CLASSES
+        from .render import draw_norm_shares
 
         rows = ctx.store.read_table(TABLE)
         for split in sorted({r["split"] for r in rows}):

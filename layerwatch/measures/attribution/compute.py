@@ -48,17 +48,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model_utils import (
+from ...model_utils import (
     checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy,
 )
-from ..sharding import full_weight, is_linear
+from ...sharding import full_weight, is_linear
 
 __all__ = [
     "CAPTUM_CONDUCTANCE_METHOD",
     "CAPTUM_IG_METHOD",
     "METHOD",
     "TOKEN_CLASSES",
-    "Attribution",
+    "AttributionResult",
     "LayerHandles",
     "NormHooks",
     "NormMaps",
@@ -283,7 +283,7 @@ def baseline_ids(input_ids: torch.Tensor, special_ids: Iterable[int], pad_id: in
 
 # -- integrated gradients and conductance ---------------------------------------------------
 @dataclass(frozen=True)
-class Attribution:
+class AttributionResult:
     """Token attributions and layer conductance of one example.
 
     Attributes:
@@ -338,7 +338,7 @@ def attribute(
     batch_size: int = 8,
     baseline: torch.Tensor | None = None,
     special_ids: Sequence[int] | None = None,
-) -> Attribution:
+) -> AttributionResult:
     """Integrated gradients over tokens and conductance of every layer, for one example.
 
     Only the word-embedding output is interpolated (a forward hook replaces it) while the
@@ -373,7 +373,7 @@ def attribute(
         special_ids: the ids the default baseline keeps (``tokenizer.all_special_ids``).
 
     Returns:
-        An :class:`Attribution`.
+        An :class:`AttributionResult`.
 
     Raises:
         ValueError: an argument has a wrong type, shape or value.
@@ -438,7 +438,7 @@ def _integrate(
     model: nn.Module, handles: LayerHandles, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     token_type_ids: torch.Tensor | None, e_x: torch.Tensor, e_b: torch.Tensor, target: int, steps: int,
     batch_size: int,
-) -> Attribution:
+) -> AttributionResult:
     """Walk the grid ``batch_size`` points at a time; the sums run across chunk boundaries.
 
     Conductance needs ``L(alpha_{k+1}) - L(alpha_k)``: the last point of each chunk (its
@@ -515,7 +515,7 @@ def _integrate(
     token_attr = (grad_sum / steps * (e_x[0] - e_b[0]).double()).sum(-1)
     token_attr_np = to_numpy(token_attr)
     gap = abs(float(token_attr_np.sum()) - (f_x - f_b))
-    return Attribution(token_attr_np, to_numpy(conductance), f_x, f_b, gap, int(target), steps, METHOD)
+    return AttributionResult(token_attr_np, to_numpy(conductance), f_x, f_b, gap, int(target), steps, METHOD)
 
 
 # -- attention norms ---------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model_utils import eager_attention, kept_modes, model_device, model_inputs, own_precision, to_numpy
-from ..sharding import is_linear
+from ...model_utils import eager_attention, kept_modes, model_device, model_inputs, own_precision, to_numpy
+from ...sharding import is_linear
 
 __all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
 

@@ -5,7 +5,7 @@ no network, text only as text) that shows, for each chosen example, its tokens i
 columns with lines from every query (left) to the keys (right) weighted by attention;
 pickers for example, layer and head (or all heads, one colour each) and a slider over
 the snapshots. Where an example carries query and key vectors (see
-:mod:`layerwatch.measures.neuron_capture`), the page also shows the neuron view: for the
+:mod:`layerwatch.measures.attention.neuron`), the page also shows the neuron view: for the
 selected query token and head, the query vector, each key vector, their elementwise
 product, the scores ``q . k / sqrt(d)`` and their softmax.
 
@@ -210,7 +210,7 @@ def head_view_html(
             probabilities with T = len(tokens) (query on axis 3; a layer holding NaN or
             infinity at a snapshot is marked damaged there), and optionally
             ``neuron``: ``{"q": (N, layers, heads, T, d), "k": same, "snapshots": N
-            snapshot indices}`` (from :func:`~layerwatch.measures.neuron_capture.query_key_capture`
+            snapshot indices}`` (from :func:`~layerwatch.measures.attention.neuron.query_key_capture`
             at N snapshots; ``snapshots`` defaults to 0..N-1).
         snapshot_titles: One title per snapshot, shown beside the slider.
         title: The page title.

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ..config import resolve_jobs, resolve_layers
-from ..distributed import Part
-from ..film import Film, Frame
-from ..metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
-from ..reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
-from ..snapshot import SnapshotKey, epoch_value
-from .base import Accumulator, Batch, Context, Measurement, SplitPlan
+from ...config import resolve_jobs, resolve_layers
+from ...distributed import Part
+from ...film import Film, Frame
+from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
+from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
+from ...snapshot import SnapshotKey, epoch_value
+from ..base import Accumulator, Batch, Context, Measurement, SplitPlan
 
 logger = logging.getLogger("layerwatch")
 
@@ -52,8 +52,8 @@ class _Pool(Accumulator):
     def update(self, batch: Batch) -> None:
         import torch
 
-        from ..model_utils import to_numpy
-        from ..pooling import pool
+        from ...model_utils import to_numpy
+        from ...pooling import pool
 
         hidden = batch.output("hidden_states")
         if not hidden:
@@ -99,7 +99,7 @@ def panel_notes(knn: np.ndarray | None, n_layers: int, degenerate: set[int] = fr
     return notes
 
 
-class Embeddings(Measurement):
+class EmbeddingsMeasurement(Measurement):
     """Pooled hidden states of every monitored layer (always on)."""
 
     name = "embeddings"
@@ -298,7 +298,7 @@ class Embeddings(Measurement):
         """``cka_layers.png``: which layers have become alike, at the latest snapshot (a panel per split)."""
         from matplotlib.figure import Figure
 
-        from ..render import draw_heatmap, figure_png, layer_name
+        from ...render import draw_heatmap, figure_png, layer_name
 
         latest = {s: v for s, v in self._latest.items() if ctx.draw_splits is None or s in ctx.draw_splits}
         if not latest:
@@ -319,7 +319,7 @@ class Embeddings(Measurement):
 
     # -- drawing -------------------------------------------------------------------------
     def _figure(self, n_panels: int):
-        from ..render import new_frame_figure
+        from ...render import new_frame_figure
 
         fig = self._figures.get(n_panels)
         if fig is None:
@@ -327,7 +327,7 @@ class Embeddings(Measurement):
         return fig
 
     def _draw(self, ctx: Context, split: str, frame: Frame, limits) -> bytes:
-        from ..render import draw_frame, figure_png
+        from ...render import draw_frame, figure_png
 
         d = frame.data
         fig = self._figure(len(d.layers))
@@ -350,7 +350,7 @@ class Embeddings(Measurement):
         """``metrics_<metric>.png``: layers x snapshots, one panel per split."""
         from matplotlib.figure import Figure
 
-        from ..render import draw_heatmap, figure_png
+        from ...render import draw_heatmap, figure_png
 
         rows = ctx.store.read_metrics()
         if not rows:
@@ -458,6 +458,6 @@ def _norms_of(entry: list) -> np.ndarray:
 
 
 def _panel_limits(frame: Frame) -> list:
-    from ..render import limits_of
+    from ...render import limits_of
 
     return [limits_of(frame.data.layout[j]) for j in range(len(frame.data.layout))]

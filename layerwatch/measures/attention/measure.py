@@ -2,7 +2,7 @@
 
 Front half: the capture's forward pass also returns every layer's attention weights
 (eager attention for that pass only); each batch is reduced at once to per-head sums of
-the statistics of :mod:`~layerwatch.measures.attention_stats` (never a (rows, heads,
+the statistics of :mod:`~layerwatch.measures.attention.stats` (never a (rows, heads,
 tokens, tokens) tensor for all rows), and the full maps of a few fixed example rows of
 ``attention_split`` are kept (float16, over their real tokens, with their tokens).
 
@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ..distributed import Part
-from ..film import Film, Frame
-from ..snapshot import SnapshotKey, epoch_value, sort_keys
-from ..text import clean_text, position_names, shown_tokens, text_allowed
-from .attention_stats import STATS, js_divergence, pattern_labels
-from .base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from ...distributed import Part
+from ...film import Film, Frame
+from ...snapshot import SnapshotKey, epoch_value, sort_keys
+from ...text import clean_text, position_names, shown_tokens, text_allowed
+from .stats import STATS, js_divergence, pattern_labels
+from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
 
@@ -56,8 +56,8 @@ class _Stats(Accumulator):
     def update(self, batch: Batch) -> None:
         import torch
 
-        from ..model_utils import to_numpy
-        from .attention_stats import row_head_stats, token_class_masks
+        from ...model_utils import to_numpy
+        from .stats import row_head_stats, token_class_masks
 
         attentions = batch.output("attentions")
         if not attentions:
@@ -99,7 +99,7 @@ class _Heat:
     values: dict  # split -> (layers, heads)
 
 
-class Attention(Measurement):
+class AttentionMeasurement(Measurement):
     """Per-head attention statistics (``attention=True``)."""
 
     name = "attention"
@@ -125,7 +125,7 @@ class Attention(Measurement):
         check_example_split("attention_split", self.config.attention_split, splits)
 
     def prepare(self, model, context) -> None:
-        from .attention_stats import punctuation_ids, special_token_ids
+        from .stats import punctuation_ids, special_token_ids
 
         tokenizer = context.get("tokenizer")
         self.context = context
@@ -194,8 +194,8 @@ class Attention(Measurement):
     def hooks(self, model, record) -> list:
         """Query and key projections, for the neuron view of the first examples (BERT family):
         their outputs are read during the same forward pass."""
-        from ..model_utils import unwrap
-        from .neuron_capture import _projection_pairs
+        from ...model_utils import unwrap
+        from .neuron import _projection_pairs
 
         try:
             pairs = _projection_pairs(unwrap(model))
@@ -282,8 +282,8 @@ class Attention(Measurement):
 
     def _draw(self, ctx: Context, stat: str, frame: Frame, scale) -> bytes:
         """One frame of a statistic's film: a layers x heads heatmap per split, one colour scale."""
-        from ..render import figure_png
-        from .attention_render import draw_head_heatmap, head_figure
+        from ...render import figure_png
+        from .render import draw_head_heatmap, head_figure
 
         grids = frame.data.values
         splits = sorted(grids, key=lambda s: (s != ctx.reference_split, s))
@@ -316,8 +316,8 @@ class Attention(Measurement):
         """``attention_summary.png``: how far each head of the examples' split moved, and how."""
         from matplotlib.figure import Figure
 
-        from ..render import figure_png
-        from .attention_render import draw_head_summary
+        from ...render import figure_png
+        from .render import draw_head_summary
 
         for split, drift in self._latest_drift.items():
             if split not in self._first_stats:
@@ -444,20 +444,20 @@ class Attention(Measurement):
 def stored_example(root: str, example: int = 0, snapshot: int = -1) -> dict[str, Any]:
     """One stored example's attention maps at one snapshot: ``{"maps": (layers, heads, T, T),
     "tokens": [...], "split", "row", "title"}`` (for bertviz, or your own plots)."""
-    from ..store import RunStore
+    from ...store import RunStore
 
     store = RunStore(root)
-    splits = [s for s in store.splits(Attention.name) if store.keys(s, Attention.name)]
+    splits = [s for s in store.splits(AttentionMeasurement.name) if store.keys(s, AttentionMeasurement.name)]
     for split in splits:
-        keys = store.keys(split, Attention.name)
-        stored = [k for k in keys if "maps" in store.load_arrays(Attention.name, split, k)]
+        keys = store.keys(split, AttentionMeasurement.name)
+        stored = [k for k in keys if "maps" in store.load_arrays(AttentionMeasurement.name, split, k)]
         if not stored:
             continue
         try:
             key = stored[snapshot]
         except IndexError:
             raise ValueError(f"snapshot={snapshot} is out of range; the run holds {len(stored)} snapshots of examples") from None
-        arrays = store.load_arrays(Attention.name, split, key)
+        arrays = store.load_arrays(AttentionMeasurement.name, split, key)
         if not 0 <= example < len(arrays["positions"]):
             raise ValueError(f"example={example} is out of range; the run keeps {len(arrays['positions'])} examples (0-based)")
         n = int(arrays["lengths"][example])
@@ -482,7 +482,7 @@ def show_stored_in_bertviz(root: str, example: int = 0, snapshot: int = -1, view
 def _cmd_attention(args) -> int:
     import json
 
-    from ..store import RunStore
+    from ...store import RunStore
 
     store = RunStore(args.run_dir)
     store.read_run()
