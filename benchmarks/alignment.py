@@ -141,6 +141,7 @@ def minilm_run(
     """
     from layerwatch import RunStore, capture
     from layerwatch.data import stratified_subset
+    from layerwatch.measures.embeddings.files import embedding_path, load_snapshot, save_snapshot
     from layerwatch.snapshot import SnapshotKey
 
     store = RunStore(run_dir)
@@ -148,7 +149,7 @@ def minilm_run(
     settings = f"{n_train} train tweets, {n_eval} val tweets, {epochs} epochs, lr {lr:g}, seed {seed}"
     stamp = os.path.join(run_dir, "alignment-benchmark.txt")
     stored = os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == settings
-    if not (stored and all(os.path.exists(store.embedding_path("val", k)) for k in keys)):
+    if not (stored and all(os.path.exists(embedding_path(store, "val", k)) for k in keys)):
         import torch
 
         path = common.model_path()
@@ -178,7 +179,7 @@ def minilm_run(
                     opt.zero_grad()
                     losses.append(out.loss.item())
             snap = capture(model, val_ds, batch_size=64, split="val")
-            store.save_snapshot(snap, SnapshotKey(epoch))
+            save_snapshot(store, snap, SnapshotKey(epoch))
             acc = float((snap.predictions == snap.labels).mean())
             loss = f"train loss {np.mean(losses):.3f}, " if losses else ""
             print(f"  epoch {epoch}: {loss}val accuracy {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -186,7 +187,7 @@ def minilm_run(
             fh.write(settings)
     else:
         print(f"  reading the snapshots stored in {run_dir}")
-    snaps = [store.load_snapshot("val", k) for k in keys]
+    snaps = [load_snapshot(store, "val", k) for k in keys]
     accs = " ".join(f"{float((s.predictions == s.labels).mean()):.3f}" for s in snaps)
     info = [
         f"all-MiniLM-L6-v2 fine-tuned on {n_train} HatEval train tweets for {epochs} epochs (AdamW, lr {lr:g}); "

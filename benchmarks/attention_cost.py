@@ -95,6 +95,7 @@ def _back_half(data_dir: str, rows: int) -> tuple[float, float]:
     import numpy as np
 
     from layerwatch.measures.base import Context
+    from layerwatch.measures.embeddings.files import save_snapshot
     from layerwatch.snapshot import Snapshot, SnapshotKey
     from layerwatch.store import RunStore
 
@@ -114,7 +115,7 @@ def _back_half(data_dir: str, rows: int) -> tuple[float, float]:
             if split == "train":
                 for k in ("maps", "positions", "lengths", "tokens", "neuron_q", "neuron_k"):
                     snap.results["attention"].pop(k, None)
-            store.save_snapshot(snap, key)
+            save_snapshot(store, snap, key)
             attention.save(store, snap, key)
             snaps[split] = snap
         with common.Timer() as t:

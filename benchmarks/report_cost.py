@@ -73,6 +73,7 @@ def build_run(root: str, seed: int = 0, rows: int = ROWS, layers: int = LAYERS, 
     """
     ROWS, LAYERS, HIDDEN = rows, layers, hidden  # noqa: N806 (the shape of this run)
     from layerwatch.capture import Snapshot
+    from layerwatch.measures.embeddings.files import save_layout, save_snapshot, write_metrics
     from layerwatch.store import RunStore, SnapshotKey
 
     rng = np.random.default_rng(seed)
@@ -102,10 +103,11 @@ def build_run(root: str, seed: int = 0, rows: int = ROWS, layers: int = LAYERS, 
             right = luck < 0.55 + 0.35 * t
             predictions = np.where(right, labels, 1 - labels)
             pooled = rng.normal(size=(LAYERS, ROWS, HIDDEN)).astype(np.float32)
-            store.save_snapshot(
+            save_snapshot(
+                store,
                 Snapshot(pooled=pooled, labels=labels, layers=np.arange(LAYERS), indices=indices,
                          predictions=predictions, split=split), key)
-            store.save_layout(split, key, layout, np.arange(LAYERS), "tsne", True)
+            save_layout(store, split, key, layout, np.arange(LAYERS), "tsne", True)
             for j in range(LAYERS):
                 depth = t * j / (LAYERS - 1)
                 for metric, value in (("knn_accuracy", 0.55 + 0.35 * depth), ("probe_accuracy", 0.6 + 0.3 * depth),
@@ -119,7 +121,7 @@ def build_run(root: str, seed: int = 0, rows: int = ROWS, layers: int = LAYERS, 
             json.dump({"indices": indices.tolist(), "texts": [_text(rng) for _ in range(ROWS)]}, fh)
         with open(store.gif_path(split), "wb") as fh:
             fh.write(b"GIF89a")  # a placeholder: the page only links it
-    store.write_metrics(metrics)
+    write_metrics(store, metrics)
     return root
 
 
@@ -219,6 +221,7 @@ def baseline_page(root: str, rev: str) -> str | None:
     """The page that revision ``rev`` wrote for this run (its script and style, its int16 coding), or None."""
     import subprocess
 
+    from layerwatch.measures.embeddings.files import load_layout
     from layerwatch.pages import render_page
     from layerwatch.report import _BODY, collect_report
     from layerwatch.store import RunStore
@@ -233,7 +236,7 @@ def baseline_page(root: str, rev: str) -> str | None:
     store = RunStore(root)
     data["format"] = "layerwatch-report/1"
     for s in data["splits"]:
-        films = [np.asarray(store.load_layout(s["name"], key)["layout"], np.float64) for key in store.keys(s["name"], "layouts")]
+        films = [np.asarray(load_layout(store, s["name"], key)["layout"], np.float64) for key in store.keys(s["name"], "layouts")]
         s["xy"] = [[_int16(f[j], s["limits"][j]) for j in range(len(s["layers"]))] for f in films]
         del s["films"]
     return render_page(data["title"], _BODY, [js], [css], data)

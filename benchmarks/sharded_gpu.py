@@ -184,14 +184,15 @@ def compare(args: argparse.Namespace, engine: str) -> tuple[float, float, float]
     import numpy as np
 
     from layerwatch import RunStore
+    from layerwatch.measures.embeddings.files import load_snapshot
 
     mine, ddp = RunStore(os.path.join(args.out, f"{engine}-watched", "lw")), RunStore(os.path.join(args.out, "ddp-watched", "lw"))
     first = last = stats = 0.0
     for split in ("train", "validation"):
         keys = mine.keys(split)
-        a, b = mine.load_snapshot(split, keys[0]), ddp.load_snapshot(split, keys[0])
+        a, b = load_snapshot(mine, split, keys[0]), load_snapshot(ddp, split, keys[0])
         first = max(first, float(np.abs(a.pooled - b.pooled).max()))
-        a, b = mine.load_snapshot(split, keys[-1]), ddp.load_snapshot(split, keys[-1])
+        a, b = load_snapshot(mine, split, keys[-1]), load_snapshot(ddp, split, keys[-1])
         last = max(last, float(np.abs(a.pooled - b.pooled).max()))
         sa, sb = mine.load_arrays("attention", split, keys[0]), ddp.load_arrays("attention", split, keys[0])
         stats = max(stats, float(np.nanmax(np.abs(sa["stats"] - sb["stats"]))))

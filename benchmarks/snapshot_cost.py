@@ -226,7 +226,7 @@ def _layerwatch_snapshots(
     import layerwatch.capture as lw_capture
     import layerwatch.film as lw_film
     import layerwatch.measures.embeddings.measure as lw_emb
-    import layerwatch.store as lw_store
+    import layerwatch.measures.embeddings.files as lw_emb_files
     from layerwatch import LayerwatchCallback
     from layerwatch.snapshot import SnapshotKey
 
@@ -234,7 +234,7 @@ def _layerwatch_snapshots(
     # The monitor imports capture_split from layerwatch.capture when it captures.
     clock.wrap(lw_capture, "capture_split", "capture")
     for attr in ("save_snapshot", "save_layout", "replace_metrics"):
-        clock.wrap(lw_store.RunStore, attr, "store")
+        clock.wrap(lw_emb_files, attr, "store")
     # The t-SNE layouts run in a thread pool while the metrics are computed: "layouts" is
     # the time spent starting them plus waiting for them once the metrics are done.
     start_layouts = clock.timed(lw_emb.start_layouts, "layouts")

@@ -50,11 +50,12 @@ def summarize(run_dir: str) -> dict:
     """
     from .config import LayerwatchConfig
     from .measures import for_config
+    from .measures.embeddings.files import has_vectors, load_snapshot
     from .store import DamagedFileError, RunStore
 
     store = RunStore(run_dir)
     info = store.read_run()
-    store.clean_temporary()
+    store.directory.clean_temporary()
     labels = info.get("labels") or {}
     out = {
         "run_dir": os.path.abspath(run_dir),
@@ -83,7 +84,7 @@ def summarize(run_dir: str) -> dict:
             last = key
         if last is not None:
             try:
-                snap = store.load_snapshot(split, last, pooled=False)
+                snap = load_snapshot(store, split, last, pooled=False)
                 entry.update(rows=snap.num_rows, layers=[int(l) for l in snap.layers])
             except DamagedFileError as exc:
                 logger.warning("layerwatch: %s", exc)
@@ -91,9 +92,9 @@ def summarize(run_dir: str) -> dict:
             # The hidden size from the latest snapshot that holds vectors: with
             # keep_vectors="drift", a resume to an earlier snapshot leaves the latest without.
             for key in reversed(keys):
-                if store.has_vectors(split, key):
+                if has_vectors(store, split, key):
                     try:
-                        entry["hidden"] = int(store.load_snapshot(split, key).pooled.shape[2])
+                        entry["hidden"] = int(load_snapshot(store, split, key).pooled.shape[2])
                         break
                     except DamagedFileError:
                         continue

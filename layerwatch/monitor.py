@@ -34,6 +34,7 @@ from .pipeline import Pipeline
 from .progress import Progress, quiet
 from .snapshot import Snapshot, SnapshotKey
 from .splits import prepare_splits
+from .rundir import holds_run, remove_run, supersede
 from .store import RunStore, atomic_write_text
 from .text import clean_text, text_allowed
 from .trainer_log import TrainerLog
@@ -185,13 +186,13 @@ class Monitor:
     ) -> None:
         store = self.store
         # Before anything is checked, written or removed: one run at a time in a folder.
-        store.claim()
+        store.directory.claim()
         try:
             with store.lock():
                 restore_up_to = self._prepare_dir(model, resuming, global_step, checkpoint_dir, epoch)
             self._start_back_half(restore_up_to=restore_up_to)
         except BaseException:
-            store.release()
+            store.directory.release()
             raise
 
     def _prepare_dir(
@@ -200,16 +201,16 @@ class Monitor:
         """Check the run directory and write run.json (under the claim and the directory's lock);
         returns the step up to which the stored run is taken up (None: a new run)."""
         store = self.store
-        store.clean_temporary()
+        store.directory.clean_temporary()
         if store.foreign_run_file():
             raise ValueError(
                 f"output_dir={self.config.output_dir!r} holds a run.json that layerwatch did not write; "
                 "pass another output_dir (layerwatch will not overwrite it)"
             )
-        if resuming and store.holds_run():
+        if resuming and holds_run(store):
             info = self._stored_run()
             self._check_resume(info, checkpoint_dir)
-            moved = store.supersede(global_step, epoch)
+            moved = supersede(store, global_step, epoch)
             if moved:
                 logger.warning(
                     "layerwatch: the run resumes at step %d; %d snapshot(s) taken after it by the run before the "
@@ -221,13 +222,13 @@ class Monitor:
             if not text_allowed(self.config):
                 self._store_texts()  # removes the texts a run with report_text=True stored
             return global_step
-        if store.holds_run():
+        if holds_run(store):
             if not self.config.overwrite:
                 raise ValueError(
                     f"output_dir={self.config.output_dir!r} already holds a layerwatch run; pass overwrite=True "
                     "to replace it, or another output_dir"
                 )
-            store.remove_run()
+            remove_run(store)
         if resuming:
             logger.warning(
                 "layerwatch: training resumes at step %d but output_dir=%r holds no run; the films start here",
@@ -606,7 +607,7 @@ class Monitor:
             if self.failures:
                 logger.warning("layerwatch: %d step(s) of snapshots failed during training; see the warnings above", len(self.failures))
         finally:
-            self.store.release()  # the run is over: another may use the folder
+            self.store.directory.release()  # the run is over: another may use the folder
 
     def _report(self, key: SnapshotKey, stage: str, reason: str) -> None:
         msg = (

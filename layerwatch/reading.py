@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import LayerwatchConfig
 from .measures import Measurement, for_config
+from .measures.embeddings.files import load_snapshot
 from .snapshot import Snapshot, SnapshotKey, sort_keys
 from .store import DamagedFileError, RunStore, VectorsNotKept
 
@@ -36,10 +37,10 @@ def stored_snapshots(
     for split in chosen:
         for key in store.keys(split):
             try:
-                snap = store.load_snapshot(split, key, label_names)
+                snap = load_snapshot(store, split, key, label_names)
             except VectorsNotKept:
                 # keep_vectors="drift": rows, labels and layers without vectors (hidden size 0).
-                snap = store.load_snapshot(split, key, label_names, pooled=False)
+                snap = load_snapshot(store, split, key, label_names, pooled=False)
                 snap.pooled = np.zeros((len(snap.layers), snap.num_rows, 0), dtype=np.float32)
             except DamagedFileError as exc:
                 logger.warning("layerwatch: %s", exc)
@@ -79,7 +80,7 @@ def rebuild(
 
     store = RunStore(run_dir)
     info = store.read_run()
-    store.clean_temporary()
+    store.directory.clean_temporary()
     changes = {k: v for k, v in {"method": method, "align": align}.items() if v is not None}
     config = LayerwatchConfig.from_dict(dict(info.get("config", {})), output_dir=run_dir, background=False, **changes)
     available = store.splits()

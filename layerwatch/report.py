@@ -87,6 +87,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .config import parse_layers
+from .measures.embeddings.files import load_layout, load_snapshot
 from .pages import asset, render_page
 from .store import RunStore, atomic_write_text
 from .text import text_allowed
@@ -221,10 +222,10 @@ def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, te
     stored_layers = None
     for key in keys:
         try:
-            snap = store.load_snapshot(split, key, pooled=False)
+            snap = load_snapshot(store, split, key, pooled=False)
         except FileNotFoundError:
             continue  # a layout without its embeddings cannot be labelled; leave it out
-        lay = store.load_layout(split, key)
+        lay = load_layout(store, split, key)
         these = [int(l) for l in lay["layers"]]
         if stored_layers is None:
             stored_layers = these

@@ -209,9 +209,10 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
 
 def _check_output_dir(path: Path, overwrite: bool) -> None:
     from layerwatch import RunStore
+    from layerwatch.rundir import holds_run
 
     taken = [p for p in (path / RESULTS_FILE,) if p.exists()]
-    if RunStore(path / LAYERWATCH_DIR).holds_run():
+    if holds_run(RunStore(path / LAYERWATCH_DIR)):
         taken.append(path / LAYERWATCH_DIR)
     if taken and not overwrite:
         raise ValueError(

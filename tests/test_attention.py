@@ -15,6 +15,7 @@ from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
 from layerwatch.measures.attention.stats import STATS
 from layerwatch.snapshot import SnapshotKey
+from layerwatch.measures.embeddings.files import drop_vectors, load_snapshot
 
 
 def _uniform_bert():
@@ -65,8 +66,8 @@ def test_the_attention_implementation_is_restored_and_the_vectors_unchanged(atte
     for watch in (plain, both):
         watch.setup(model)
         watch.snapshot(model, SnapshotKey(0))
-    a = RunStore(tmp_path / "plain").load_snapshot("train", SnapshotKey(0))
-    b = RunStore(tmp_path / "both").load_snapshot("train", SnapshotKey(0))
+    a = load_snapshot(RunStore(tmp_path / "plain"), "train", SnapshotKey(0))
+    b = load_snapshot(RunStore(tmp_path / "both"), "train", SnapshotKey(0))
     np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-6)
     assert model.config._attn_implementation == "sdpa"
 
@@ -180,7 +181,7 @@ def test_stored_examples_of_snapshots_without_vectors(attention_run, tmp_path):
     store = RunStore(run)
     for split in store.splits():
         for key in store.keys(split):
-            store.drop_vectors(split, key)
+            drop_vectors(store, split, key)
     assert [stored_example(str(run), example=1, snapshot=s)["row"] for s in range(3)] == before
 
 

@@ -15,6 +15,7 @@ from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
 from layerwatch.measures.attribution.compute import TOKEN_CLASSES, attribute, baseline_ids, norm_maps
 from layerwatch.snapshot import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 SPECIAL = (1, 2)  # the toy rows' [CLS] and [SEP]
 
@@ -53,7 +54,7 @@ def attribution_run(tmp_path_factory):
 def test_stored_attributions_equal_a_direct_computation(attribution_run):
     store = RunStore(attribution_run["dir"])
     arrays = store.load_arrays("attribution", "validation", SnapshotKey(0))
-    snap = store.load_snapshot("validation", SnapshotKey(0))
+    snap = load_snapshot(store, "validation", SnapshotKey(0))
     assert arrays["positions"].tolist() and len(arrays["positions"]) == 3
     model = attribution_run["initial"].eval()
     for r, position in enumerate(arrays["positions"]):
@@ -74,7 +75,7 @@ def test_norm_shares_over_all_rows_equal_an_explicit_computation(attribution_run
     store = RunStore(attribution_run["dir"])
     rows = [r for r in store.read_table("norms.csv") if r["split"] == "validation" and r["step"] == 0]
     model = attribution_run["initial"].eval()
-    snap = store.load_snapshot("validation", SnapshotKey(0))
+    snap = load_snapshot(store, "validation", SnapshotKey(0))
     weight = np.zeros((2, 2, 4))
     norm = np.zeros((2, 2, 4))
     for i in snap.indices:

@@ -11,6 +11,7 @@ import pytest
 from conftest import make_trainer, tiny_bert, toy_dataset
 
 from layerwatch import LayerwatchCallback, RunStore
+from layerwatch.measures.embeddings.files import has_vectors, load_layout
 from layerwatch.store import SnapshotKey
 
 
@@ -30,8 +31,8 @@ def test_background_run_equals_the_in_process_run(tmp_path):
         assert sorted(os.listdir(bg / "frames" / split)) == ["epoch_000.png", "epoch_001.png", "epoch_002.png"]
         assert iio.improps(bg / f"{split}.gif", index=None).shape[0] == 3
         for e in range(3):
-            a = RunStore(fg).load_layout(split, SnapshotKey(e))["layout"]
-            b = RunStore(bg).load_layout(split, SnapshotKey(e))["layout"]
+            a = load_layout(RunStore(fg), split, SnapshotKey(e))["layout"]
+            b = load_layout(RunStore(bg), split, SnapshotKey(e))["layout"]
             np.testing.assert_allclose(a, b, atol=1e-5)
     fg_rows = {(r["split"], r["epoch"], r["layer"], r["metric"]): r["value"] for r in RunStore(fg).read_metrics()}
     bg_rows = {(r["split"], r["epoch"], r["layer"], r["metric"]): r["value"] for r in RunStore(bg).read_metrics()}
@@ -164,7 +165,7 @@ def test_background_integrations_get_the_vectors_keep_vectors_drift_drops_later(
         lw, _, watch = _run(tmp_path, "lw", background=True, keep_vectors="drift", tensorboard=str(tb))
     assert watch.failures == []
     store = RunStore(lw)
-    assert [store.has_vectors("train", k) for k in store.keys("train")] == [True, False, True]
+    assert [has_vectors(store, "train", k) for k in store.keys("train")] == [True, False, True]
     assert "holds no pooled vectors" not in caplog.text
     listed = (tb / "projector_config.pbtxt").read_text(encoding="utf-8")
     for split in ("train", "validation"):

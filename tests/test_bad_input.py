@@ -18,6 +18,7 @@ from datasets import Dataset
 import layerwatch
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main
+from layerwatch.measures.embeddings.files import load_layout, load_snapshot
 from layerwatch.store import SnapshotKey
 
 
@@ -60,7 +61,7 @@ def test_non_finite_layer_is_reported_and_other_layers_drawn(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="layerwatch"):
         watch.pipeline.process({"train": snap}, SnapshotKey(4))
     assert any("epoch 4" in r.message and "layer 1 holds NaN or infinite values" in r.message for r in caplog.records)
-    layout = RunStore(tmp_path / "lw").load_layout("train", SnapshotKey(4))["layout"]
+    layout = load_layout(RunStore(tmp_path / "lw"), "train", SnapshotKey(4))["layout"]
     assert np.isfinite(layout[0]).all() and np.isfinite(layout[2]).all()
     assert np.isnan(layout[1]).all()
     assert (tmp_path / "lw" / "frames" / "train" / "epoch_004.png").exists()
@@ -101,17 +102,17 @@ KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from conftest import make_trainer, tiny_bert, toy_dataset
-    import layerwatch.store as store
+    import layerwatch.measures.embeddings.files as files
     from layerwatch import LayerwatchCallback
 
-    original = store.RunStore.save_layout
+    original = files.save_layout
 
-    def die_in_epoch_two(self, split, key, *a, **k):
+    def die_in_epoch_two(store, split, key, *a, **k):
         if key.epoch == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: like a scheduler's kill
-        return original(self, split, key, *a, **k)
+        return original(store, split, key, *a, **k)
 
-    store.RunStore.save_layout = die_in_epoch_two
+    files.save_layout = die_in_epoch_two
     train = toy_dataset(24)
     watch = LayerwatchCallback({{"train": train, "validation": toy_dataset(16, seed=1)}}, {out!r}, method="pca", progress=False)
     make_trainer(tiny_bert(), train, [watch], {tout!r}, epochs=3).train()
@@ -129,7 +130,7 @@ def test_a_killed_run_keeps_every_finished_epoch(tmp_path):
         assert [k.name for k in store.keys(split, "frames")] == ["epoch_000", "epoch_001"]
         assert iio.improps(out / f"{split}.gif", index=None).shape[0] == 2
         for k in store.keys(split):
-            assert np.isfinite(store.load_snapshot(split, k).pooled).all()
+            assert np.isfinite(load_snapshot(store, split, k).pooled).all()
     # Epoch 2's metrics were written as soon as they were computed, before the kill.
     assert {r["epoch"] for r in store.read_metrics()} == {0, 1, 2}
     # The embeddings of epoch 2 were written before the kill; render rebuilds from all of them.

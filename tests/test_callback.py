@@ -15,6 +15,7 @@ from conftest import make_trainer, tiny_bert, toy_dataset, toy_rows
 import layerwatch
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.store import SnapshotKey
+from layerwatch.measures.embeddings.files import embedding_path, load_layout, load_snapshot
 
 
 def gif_frames(path) -> int:
@@ -68,18 +69,18 @@ def test_npz_shapes_and_same_indices_every_epoch(finished_run):
 
 def test_epoch_zero_is_the_model_before_any_step(finished_run):
     store = RunStore(finished_run["dir"])
-    first = store.load_snapshot("train", SnapshotKey(0))
+    first = load_snapshot(store, "train", SnapshotKey(0))
     assert first.step == 0
     again = layerwatch.capture(finished_run["initial"], finished_run["train"], indices=first.indices)
     np.testing.assert_allclose(first.pooled, again.pooled, atol=1e-5)
-    last = store.load_snapshot("train", SnapshotKey(2))
+    last = load_snapshot(store, "train", SnapshotKey(2))
     assert not np.allclose(first.pooled, last.pooled, atol=1e-3)  # training changed the model
     final = layerwatch.capture(finished_run["model"], finished_run["train"], indices=last.indices)
     np.testing.assert_allclose(last.pooled, final.pooled, atol=1e-5)
 
 
 def test_subset_is_stratified(finished_run):
-    snap = RunStore(finished_run["dir"]).load_snapshot("train", SnapshotKey(0))
+    snap = load_snapshot(RunStore(finished_run["dir"]), "train", SnapshotKey(0))
     assert np.bincount(snap.labels).tolist() == [20, 20]
 
 
@@ -95,7 +96,7 @@ def test_run_json_describes_the_run(finished_run):
 
 def test_frames_are_drawn_from_the_stored_layouts(finished_run):
     store = RunStore(finished_run["dir"])
-    layout = store.load_layout("validation", SnapshotKey(2))
+    layout = load_layout(store, "validation", SnapshotKey(2))
     assert layout["layout"].shape == (3, 30, 2)
     assert np.isfinite(layout["layout"]).all()
     png = iio.imread(store.frame_path("validation", SnapshotKey(2)))
@@ -392,8 +393,8 @@ def test_a_snapshot_knows_the_name_of_its_files(tmp_path):
     keys = store.keys("train")
     assert [k.name for k in keys] == ["epoch_000_step_0000000", "epoch_001_step_0000004"]
     for key in keys:
-        snap = store.load_snapshot("train", key)
-        assert snap.key == key and snap.key.step == key.step and os.path.exists(store.embedding_path("train", snap.key))
+        snap = load_snapshot(store, "train", key)
+        assert snap.key == key and snap.key.step == key.step and os.path.exists(embedding_path(store, "train", snap.key))
 
 
 def test_the_checkpoint_note_is_written_whole_or_not_at_all(tmp_path):

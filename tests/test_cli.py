@@ -15,6 +15,7 @@ from conftest import train_watched_run
 from layerwatch import RunStore
 from layerwatch.cli import main, summarize
 from layerwatch.store import SnapshotKey
+from layerwatch.measures.embeddings.files import load_layout, load_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,8 @@ def test_render_layouts_match_a_direct_reduction(run_copy):
 
     main(["render", str(run_copy), "--method", "pca", "--no-align"])
     store = RunStore(run_copy)
-    snap = store.load_snapshot("validation", SnapshotKey(1))
-    layout = store.load_layout("validation", SnapshotKey(1))
+    snap = load_snapshot(store, "validation", SnapshotKey(1))
+    layout = load_layout(store, "validation", SnapshotKey(1))
     expected = Reducer("pca", seed=0, align=False)(snap.pooled[2])
     np.testing.assert_allclose(layout["layout"][2], expected, atol=1e-4)
     assert bool(layout["aligned"]) is False
@@ -47,7 +48,7 @@ def test_render_layouts_match_a_direct_reduction(run_copy):
 
 def test_render_selected_splits_and_layers(run_copy):
     assert main(["render", str(run_copy), "--method", "pca", "--splits", "validation", "--layers", "0,2"]) == 0
-    layout = RunStore(run_copy).load_layout("validation", SnapshotKey(2))
+    layout = load_layout(RunStore(run_copy), "validation", SnapshotKey(2))
     assert layout["layers"].tolist() == [0, 2]
     assert layout["layout"].shape == (2, 24, 2)
 
@@ -105,7 +106,7 @@ def test_a_partial_render_leaves_what_it_did_not_render_and_keeps_the_definition
     for k, v in before.items():
         assert after[k] == pytest.approx(v, abs=1e-9), k
     # The train split was neither redrawn nor laid out again.
-    assert RunStore(run_copy).load_layout("train", SnapshotKey(2))["layers"].tolist() == [0, 1, 2]
+    assert load_layout(RunStore(run_copy), "train", SnapshotKey(2))["layers"].tolist() == [0, 1, 2]
 
 
 def test_info_and_render_do_not_import_torch(stored_run):

@@ -14,6 +14,7 @@ from ddp_worker import NAMES, SETTINGS, with_names
 import layerwatch
 from layerwatch import RunStore
 from layerwatch.store import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,8 +43,8 @@ def test_gathered_run_equals_a_single_process_capture(ddp_run):
     final = BertForSequenceClassification.from_pretrained(ddp_run / "final").eval()
     for split, ds, n in (("train", toy_dataset(40), 30), ("validation", toy_dataset(21, seed=1), 21)):
         assert [k.name for k in store.keys(split)] == ["epoch_000", "epoch_001"]
-        first = store.load_snapshot(split, SnapshotKey(0))
-        last = store.load_snapshot(split, SnapshotKey(1))
+        first = load_snapshot(store, split, SnapshotKey(0))
+        last = load_snapshot(store, split, SnapshotKey(1))
         solo = layerwatch.capture(initial, with_names(ds), max_samples=30, seed=0, label_column="label_text")
         assert first.indices.tolist() == solo.indices.tolist() == last.indices.tolist()
         assert len(first.indices) == n
@@ -58,7 +59,7 @@ def test_every_rank_numbers_the_labels_alike(ddp_run):
     store = RunStore(ddp_run / "lw")
     assert store.read_run()["labels"]["names"] == list(NAMES)
     for split, ds in (("train", with_names(toy_dataset(40))), ("validation", with_names(toy_dataset(21, seed=1)))):
-        snap = store.load_snapshot(split, SnapshotKey(1))
+        snap = load_snapshot(store, split, SnapshotKey(1))
         assert [NAMES[i] for i in snap.labels] == [ds["label_text"][i] for i in snap.indices]
 
 
@@ -91,7 +92,7 @@ def test_every_measurement_of_the_gathered_run_equals_a_single_process(ddp_run, 
     for split in ("train", "validation"):
         a, b = ddp.load_arrays("attention", split, SnapshotKey(0)), one.load_arrays("attention", split, SnapshotKey(0))
         np.testing.assert_allclose(a["stats"], b["stats"], atol=1e-6)
-        assert int(a["rows"]) == int(b["rows"]) == len(ddp.load_snapshot(split, SnapshotKey(0)).indices)
+        assert int(a["rows"]) == int(b["rows"]) == len(load_snapshot(ddp, split, SnapshotKey(0)).indices)
         a, b = ddp.load_arrays("attribution", split, SnapshotKey(0)), one.load_arrays("attribution", split, SnapshotKey(0))
         np.testing.assert_allclose(a["shares"], b["shares"], atol=1e-6)
     a, b = ddp.load_arrays("attention", "validation", SnapshotKey(0)), one.load_arrays("attention", "validation", SnapshotKey(0))

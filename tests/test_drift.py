@@ -10,6 +10,7 @@ from scipy.stats import ortho_group
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
 from layerwatch.metrics import cka_matrix, cka_norms, layer_cka, linear_cka
+from layerwatch.measures.embeddings.files import load_snapshot, write_metrics
 
 
 def paper_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -121,7 +122,7 @@ def test_drift_is_in_metrics_csv_the_log_history_and_its_heatmaps(drift_run):
     # The stored figures are the CKA of the stored vectors.
     for split in ("train", "validation"):
         keys = store.keys(split)
-        a, b, c = (store.load_snapshot(split, k) for k in keys)
+        a, b, c = (load_snapshot(store, split, k) for k in keys)
         np.testing.assert_allclose([first[(split, 8, l)] for l in (0, 1, 2)], layer_cka(c.pooled, a.pooled), atol=1e-9)
         np.testing.assert_allclose([prev[(split, 8, l)] for l in (0, 1, 2)], layer_cka(c.pooled, b.pooled), atol=1e-9)
     logged = [h for h in trainer.state.log_history if "layerwatch/validation/cka_first/layer_2" in h]
@@ -149,7 +150,7 @@ def test_render_recomputes_the_drift_from_the_stored_vectors(drift_run, tmp_path
     shutil.copytree(drift_run[0], copy)
     before = {(r["split"], r["step"], r["layer"], r["metric"]): r["value"] for r in RunStore(copy).read_metrics()}
     rows = [r for r in RunStore(copy).read_metrics() if not r["metric"].startswith("cka")]
-    RunStore(copy).write_metrics(rows)
+    write_metrics(RunStore(copy), rows)
     assert main(["render", str(copy), "--method", "pca"]) == 0
     after = {(r["split"], r["step"], r["layer"], r["metric"]): r["value"] for r in RunStore(copy).read_metrics()}
     assert after.keys() == before.keys()

@@ -25,6 +25,7 @@ from layerwatch import LayerwatchCallback, LayerwatchConfig, RunStore
 from layerwatch.measures.dynamics import Dynamics, compute
 from layerwatch.measures.dynamics.recorder import Recorder, RowIndex, dataset_hashes, epoch_lines
 from layerwatch.measures.dynamics.render import data_map_points
+from layerwatch.measures.embeddings.files import load_snapshot
 
 SETTINGS = dict(method="pca", progress=False, max_samples=16, metrics=False, report=False, precision="fp32")
 
@@ -462,7 +463,7 @@ def test_report_page_shows_an_interactive_data_map_and_the_suspects(trained, ope
     page.mouse.click(pt["x"], pt["y"])
     assert page.evaluate("window.layerwatchDataMap.state('validation')")["pinned"] == row
     report = page.evaluate("window.layerwatchReport.state()")
-    indices = list(store.load_snapshot("validation", store.keys("validation")[0]).indices)
+    indices = list(load_snapshot(store, "validation", store.keys("validation")[0]).indices)
     assert report["split"] == "validation" and report["pinned"] == indices.index(row)
     # The suspects: ranked by AUM, sortable, downloadable as CSV.
     train = compute.from_table(_table(run), "train")

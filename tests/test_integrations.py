@@ -32,6 +32,7 @@ from layerwatch.integrations import (
     Integration, RunInfo, TensorBoardIntegration, export_run, finish_all, integrations_for, report_targets, send_snapshot,
 )
 from layerwatch.integrations.base import parse_projector_layers, stored_keys
+from layerwatch.measures.embeddings.files import drop_vectors, load_layout, load_snapshot, save_snapshot
 
 LABELS = ["neg", "pos"]
 
@@ -264,7 +265,7 @@ def test_tensorboard_projector_holds_the_last_layer_of_every_snapshot(live):
         tag, step = e.tensor_name.rsplit(":", 1)
         split = tag.split("/")[1]
         key = next(k for k in store.keys(split) if store.snapshot_key(split, k).step == int(step))
-        snap = store.load_snapshot(split, key)
+        snap = load_snapshot(store, split, key)
         tensors = np.loadtxt(live.tb / e.tensor_path, delimiter="\t", dtype=np.float32, ndmin=2)
         assert tensors.shape == (snap.num_rows, 16)
         np.testing.assert_allclose(tensors, snap.pooled[-1], rtol=1e-5, atol=1e-6)
@@ -324,7 +325,7 @@ def test_wandb_offline_run_holds_frames_films_and_rows(live):
         with open(table_path, encoding="utf-8") as fh:
             table = json.load(fh)
         key = store.keys(split)[-1]
-        snap, layout = store.load_snapshot(split, key), store.load_layout(split, key)
+        snap, layout = load_snapshot(store, split, key), load_layout(store, split, key)
         assert table["columns"] == ["row", "text", "label", "prediction", "correct"] + [
             f"layer_{l}_{c}" for l in (0, 1, 2) for c in ("x", "y")
         ]
@@ -548,7 +549,7 @@ def _regression_run(folder):
             pooled=rng.normal(size=(2, 6, 4)).astype(np.float32), labels=targets, layers=np.array([0, 4]),
             indices=np.arange(10, 16), epoch=key.epoch, step=step, split="train",
         )
-        store.save_snapshot(snap, key)
+        save_snapshot(store, snap, key)
     return targets
 
 
@@ -700,7 +701,7 @@ def test_export_to_wandb_of_a_run_whose_last_snapshot_kept_no_vectors(live, tmp_
     shutil.copytree(live.lw, run_dir)
     store = RunStore(run_dir)
     for split in ("train", "validation"):
-        store.drop_vectors(split, store.keys(split)[-1])
+        drop_vectors(store, split, store.keys(split)[-1])
     with caplog.at_level(logging.WARNING, logger="layerwatch"):
         export_run(run_dir, wandb_dir=tmp_path / "wb")
     wb = _wandb_run_dir(tmp_path / "wb")

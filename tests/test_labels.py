@@ -13,6 +13,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.labels import LabelVocabulary, canonical, classify, match_head, resolve
 from layerwatch.snapshot import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 
 def _strings(n, names, seed=0, missing=None):
@@ -41,7 +42,7 @@ def test_a_split_that_lacks_a_class_numbers_the_others_like_the_rest(tmp_path):
     watch.snapshot(model, SnapshotKey(0))
     store = RunStore(tmp_path / "lw")
     for split, ds in (("train", train), ("validation", val)):
-        snap = store.load_snapshot(split, SnapshotKey(0))
+        snap = load_snapshot(store, split, SnapshotKey(0))
         stored = [watch.label_names[i] for i in snap.labels]
         assert stored == [ds["labels"][i] for i in snap.indices]
     assert store.read_run()["labels"]["names"] == names
@@ -79,7 +80,7 @@ def test_string_labels_follow_the_models_id2label_and_its_accuracy_is_true(tmp_p
     watch.snapshot(oracle, SnapshotKey(0))
     acc = [r["value"] for r in RunStore(tmp_path / "lw").read_metrics() if r["metric"] == "model_accuracy"]
     assert acc == [1.0]
-    snap = RunStore(tmp_path / "lw").load_snapshot("train", SnapshotKey(0))
+    snap = load_snapshot(RunStore(tmp_path / "lw"), "train", SnapshotKey(0))
     assert (snap.predictions == snap.labels).all()
 
 
@@ -92,7 +93,7 @@ def test_a_head_that_cannot_be_matched_gives_no_accuracy_and_one_warning(tmp_pat
     assert len(warnings) == 1 and "6 outputs but the labels have 2 classes" in warnings[0]
     rows = RunStore(tmp_path / "lw").read_metrics()
     assert rows and "model_accuracy" not in {r["metric"] for r in rows}
-    snap = RunStore(tmp_path / "lw").load_snapshot("train", SnapshotKey(2))
+    snap = load_snapshot(RunStore(tmp_path / "lw"), "train", SnapshotKey(2))
     assert snap.predictions is None
 
 
@@ -105,7 +106,7 @@ def test_string_labels_without_names_in_the_head_are_not_matched(tmp_path, caplo
         watch.setup(model)
         watch.snapshot(model, SnapshotKey(0))
     assert any("does not name them" in r.message for r in caplog.records)
-    assert RunStore(tmp_path / "lw").load_snapshot("train", SnapshotKey(0)).predictions is None
+    assert load_snapshot(RunStore(tmp_path / "lw"), "train", SnapshotKey(0)).predictions is None
 
 
 # -- highlight_errors ------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_highlight_errors_decides_the_error_marks(tmp_path, highlight, marked):
     watch.snapshot(model, SnapshotKey(0))
     fig = watch.pipeline._figure(3)
     labels = [c.get_label() for c in fig.axes[0].collections]
-    snap = RunStore(tmp_path / "lw").load_snapshot("train", SnapshotKey(0))
+    snap = load_snapshot(RunStore(tmp_path / "lw"), "train", SnapshotKey(0))
     wrong = int((snap.predictions != snap.labels).sum())
     assert wrong > 0  # a random head gets some rows wrong
     assert ("misclassified" in labels) is marked
@@ -261,11 +262,11 @@ def test_labels_and_tokens_of_torch_and_numpy_formatted_datasets_equal_the_plain
     store = RunStore(tmp_path / "lw")
     assert store.read_run()["labels"]["source"] == kind
     assert sorted(store.splits()) == sorted(splits)
-    plain = store.load_snapshot("plain", SnapshotKey(1))
+    plain = load_snapshot(store, "plain", SnapshotKey(1))
     texts = store.load_texts("plain")
     assert plain.labels.dtype == (np.float32 if kind == "float" else np.int64)
     for name in splits:
-        snap = store.load_snapshot(name, SnapshotKey(1))
+        snap = load_snapshot(store, name, SnapshotKey(1))
         np.testing.assert_array_equal(snap.indices, plain.indices)
         np.testing.assert_array_equal(snap.labels, plain.labels)  # the same ids (or float32 targets)
         np.testing.assert_array_equal(snap.pooled, plain.pooled)  # the same tokens reached the model

@@ -18,6 +18,7 @@ from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
 from layerwatch.distributed import Part
 from layerwatch.measures import Accumulator, Measurement, register, unregister
+from layerwatch.measures.embeddings.files import load_snapshot
 
 FIELDS = ("split", "epoch", "step", "layer", "stat", "value")
 
@@ -52,7 +53,7 @@ class RowNorm(Measurement):
             mean = float(norms.mean())
             logs[f"layerwatch/{split}/rownorm/mean"] = mean
             row = {"split": split, "epoch": key.epoch, "step": key.step, "layer": -1, "stat": "mean", "value": mean}
-            ctx.guard("rownorm table", key, ctx.store.replace_rows, "rownorm.csv", FIELDS, split, key, [row])
+            ctx.guard("rownorm table", key, ctx.store.replace_rows, "rownorm.csv", FIELDS, split, key, [row], owner=self.name)
         if ctx.render:
             ctx.guard("rownorm picture", key, self.render_all, ctx)
         return logs
@@ -110,7 +111,7 @@ def test_a_new_measurement_rides_on_the_one_forward_pass(tmp_path, rownorm, back
     watch.close()
     assert calls["n"] - before == 4 + 2  # 32 + 16 rows at batch 8: one pass for both measurements
     store = RunStore(tmp_path / "lw")
-    snap = store.load_snapshot("validation", SnapshotKey(0))
+    snap = load_snapshot(store, "validation", SnapshotKey(0))
     norms = store.load_arrays("rownorm", "validation", SnapshotKey(0))["norm"]
     np.testing.assert_allclose(norms, np.linalg.norm(snap.pooled[-1], axis=1), rtol=1e-5)
     rows = store.read_table("rownorm.csv")

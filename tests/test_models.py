@@ -12,6 +12,7 @@ from datasets import Dataset
 import layerwatch
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.snapshot import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 
 def tiny_gpt2(seed: int = 0):
@@ -94,7 +95,7 @@ def test_a_decoder_only_model_trains_and_is_filmed(tmp_path, make_model):
     make_trainer(make_model(), Dataset.from_dict(toy_rows(24, seed=1)), [watch], tmp_path / "t", epochs=1).train()
     store = RunStore(tmp_path / "lw")
     assert [k.name for k in store.keys("train", "frames")] == ["epoch_000", "epoch_001"]
-    assert np.isfinite(store.load_snapshot("train", SnapshotKey(1)).pooled).all()
+    assert np.isfinite(load_snapshot(store, "train", SnapshotKey(1)).pooled).all()
 
 
 # -- inputs through wrappers -------------------------------------------------------------------------

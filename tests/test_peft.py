@@ -15,6 +15,7 @@ from datasets import Dataset
 import layerwatch
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.store import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 peft = pytest.importorskip("peft")
 
@@ -100,7 +101,7 @@ def lora_run(request, tmp_path_factory):
 
 def test_the_adapter_really_changed_the_model(lora_run):
     model, merged, store, splits, pooling, _ = lora_run
-    last = store.load_snapshot("validation", SnapshotKey(1))
+    last = load_snapshot(store, "validation", SnapshotKey(1))
     with model.disable_adapter():
         base = layerwatch.capture(model, splits["validation"], indices=last.indices, pooling=pooling)
     assert np.abs(base.pooled[-1] - last.pooled[-1]).max() > 1e-3
@@ -109,7 +110,7 @@ def test_the_adapter_really_changed_the_model(lora_run):
 def test_pooled_vectors_equal_the_merged_models(lora_run):
     model, merged, store, splits, pooling, _ = lora_run
     for split in ("train", "validation"):
-        last = store.load_snapshot(split, SnapshotKey(1))
+        last = load_snapshot(store, split, SnapshotKey(1))
         ref = layerwatch.capture(merged, splits[split], indices=last.indices, pooling=pooling)
         np.testing.assert_allclose(last.pooled, ref.pooled, atol=1e-5)
         np.testing.assert_array_equal(last.predictions, ref.predictions)

@@ -19,6 +19,7 @@ import torch
 import layerwatch
 from layerwatch import precision as lp
 from layerwatch.config import LayerwatchConfig
+from layerwatch.measures.embeddings.files import load_snapshot
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from precision_fidelity import neighbour_recall, row_cosines  # noqa: E402
@@ -200,7 +201,7 @@ def test_callback_at_fp32_stores_exactly_what_capture_gives(bert, train_ds, val_
         )
         cb.snapshot(bert, SnapshotKey(0, 0))
         for split, ds in (("train", train_ds), ("validation", val_ds)):
-            stored = cb.store.load_snapshot(split, SnapshotKey(0, 0))
+            stored = load_snapshot(cb.store, split, SnapshotKey(0, 0))
             direct = layerwatch.capture(bert, ds, indices=stored.indices, precision="fp32")
             np.testing.assert_array_equal(stored.pooled, direct.pooled)
         assert json.loads((tmp_path / name / "run.json").read_text())["precision"] == "fp32"
@@ -296,7 +297,7 @@ def test_the_run_records_the_precision_and_info_prints_it(bert, train_ds, val_ds
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["precision"] == "bf16"
     assert info["config"]["precision"] == "auto"
-    stored = cb.store.load_snapshot("validation", SnapshotKey(0, 0))
+    stored = load_snapshot(cb.store, "validation", SnapshotKey(0, 0))
     assert stored.pooled.dtype == np.float32
     direct = layerwatch.capture(bert, val_ds, indices=stored.indices, precision="bf16")
     np.testing.assert_array_equal(stored.pooled, direct.pooled)
@@ -400,7 +401,7 @@ def test_weights_stored_in_bf16_are_recorded_as_what_the_capture_runs_in(train_d
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["precision"] == "bf16 (model weights)"  # not "fp32": fp32 cannot be had from bf16 weights
     assert info["methods"]["attribution"]["precision"] == "bf16 (model weights)"
-    stored = cb.store.load_snapshot("validation", SnapshotKey(0, 0))
+    stored = load_snapshot(cb.store, "validation", SnapshotKey(0, 0))
     assert stored.pooled.dtype == np.float32 and np.isfinite(stored.pooled).all()
     assert np.isfinite(cb.store.load_arrays("attribution", "validation", SnapshotKey(0, 0))["token_attributions"]).all()
 
@@ -450,7 +451,7 @@ def test_bf16_training_stores_vectors_of_the_precision_it_records(bf16_training,
     for split in ("train", "validation"):
         assert [k.epoch for k in store.keys(split)] == [0, 1]
         for epoch, weights in run["weights"].items():
-            stored = store.load_snapshot(split, SnapshotKey(epoch))
+            stored = load_snapshot(store, split, SnapshotKey(epoch))
             ds = run["train" if split == "train" else "val"]
             # Eager attention, as the run's pass with attention on (sdpa rounds otherwise in bf16).
             with eager_attention(weights):
@@ -477,7 +478,7 @@ def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, preci
     assert [k.epoch for k in store.keys("validation", "attention")] == [0, 1]
     for epoch, weights in run["weights"].items():
         arrays = store.load_arrays("attribution", "validation", SnapshotKey(epoch))
-        snap = store.load_snapshot("validation", SnapshotKey(epoch), pooled=False)
+        snap = load_snapshot(store, "validation", SnapshotKey(epoch), pooled=False)
         for r, position in enumerate(arrays["positions"]):
             row = run["val"][int(snap.indices[position])]
             ids, mask = torch.tensor([row["input_ids"]]), torch.tensor([row["attention_mask"]])

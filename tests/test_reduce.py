@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
+from layerwatch.measures.embeddings.files import load_layout
 from layerwatch.reduce import Reducer, normalize, procrustes, reduce_layers
 
 FAST_TSNE = dict(n_iter=300, warm_iter=250)
@@ -496,7 +497,7 @@ def test_a_layer_of_identical_vectors_is_drawn_at_one_point_not_handed_to_tsne(t
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "survived" in proc.stdout
     assert "every row of layer 1 holds the same vector" in proc.stderr
-    layout = RunStore(tmp_path).load_layout("train", SnapshotKey(1, 4))["layout"]
+    layout = load_layout(RunStore(tmp_path), "train", SnapshotKey(1, 4))["layout"]
     assert np.isfinite(layout[0]).all() and np.ptp(layout[0], axis=0).min() > 0
     np.testing.assert_array_equal(layout[1], 0.0)
     np.testing.assert_array_equal(layout[2], 0.0)

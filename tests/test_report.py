@@ -17,6 +17,7 @@ import pytest
 
 from layerwatch.capture import Snapshot
 from layerwatch.store import RunStore, SnapshotKey
+from layerwatch.measures.embeddings.files import layout_path, load_layout, save_layout, save_snapshot, write_metrics
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
 LABEL_NAMES = ["not-hate", "hate"]
@@ -77,11 +78,11 @@ def make_run(root, splits=("train", "validation"), keys=KEYS, texts=True, gifs=T
                 pooled=rng.normal(size=(len(LAYERS), ROWS, 4)).astype(np.float32), labels=labels_of(),
                 layers=np.array(LAYERS), indices=indices, predictions=predictions_of(k), split=split,
             )
-            store.save_snapshot(snap, key)
+            save_snapshot(store, snap, key)
             layout = layout_of(s, k)
             if nan_row is not None:
                 layout[1, nan_row] = np.nan
-            store.save_layout(split, key, layout, np.array(LAYERS), "tsne", True)
+            save_layout(store, split, key, layout, np.array(LAYERS), "tsne", True)
             for layer in LAYERS:
                 rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": layer,
                              "metric": "knn_accuracy", "value": metric_value(s, layer, k)})
@@ -94,7 +95,7 @@ def make_run(root, splits=("train", "validation"), keys=KEYS, texts=True, gifs=T
         if gifs:
             with open(store.gif_path(split), "wb") as fh:
                 fh.write(b"GIF89a")
-    store.write_metrics(rows)
+    write_metrics(store, rows)
     return str(root)
 
 
@@ -134,7 +135,7 @@ def test_quantised_layouts_decode_to_the_stored_ones_within_half_a_step(run):
     for s in data["splits"]:
         assert len(s["films"]) == len(LAYERS) and s["layers"] == LAYERS
         for k, key in enumerate(store.keys(s["name"], "layouts")):
-            stored = store.load_layout(s["name"], key)["layout"].astype(np.float64)
+            stored = load_layout(store, s["name"], key)["layout"].astype(np.float64)
             for j in range(len(LAYERS)):
                 x0, x1, y0, y1 = s["limits"][j]
                 half = np.array([x1 - x0, y1 - y0]) / Q_STEPS / 2
@@ -241,7 +242,7 @@ def test_layers_and_splits_pick_what_is_shown(run):
     data = collect_report(run, splits=["validation"], layers=[2, 0])
     (s,) = data["splits"]
     assert s["name"] == "validation" and s["layers"] == [2, 0]
-    stored = RunStore(run).load_layout("validation", KEYS[1])["layout"]
+    stored = load_layout(RunStore(run), "validation", KEYS[1])["layout"]
     x0, x1, y0, y1 = s["limits"][0]
     half = np.array([x1 - x0, y1 - y0]) / Q_STEPS / 2
     assert (np.abs(decode(s["films"][0], s["limits"][0], s["rows"])[1] - stored[2]) <= half * (1 + 1e-6)).all()
@@ -290,7 +291,7 @@ def test_the_same_run_directory_gives_a_byte_identical_file(run, tmp_path):
     os.remove(os.path.join(copy, "report.html"))
     assert open(write_report(str(copy)), "rb").read() == first
     # ...and a changed run a different one.
-    RunStore(run).write_metrics([])
+    write_metrics(RunStore(run), [])
     assert open(write_report(run), "rb").read() != first
 
 
@@ -434,20 +435,20 @@ def test_moving_the_slider_draws_the_next_snapshots_stored_layout(run, open_page
     page, _ = _open(open_page, run)
     store = RunStore(run)
     tol = _step(0)[:, None, :] * 0.5 + 1e-4
-    first = store.load_layout("train", KEYS[0])["layout"]
+    first = load_layout(store, "train", KEYS[0])["layout"]
     assert (np.abs(_drawn_layout(page, 0, "train") - first) <= tol).all()
     page.focus("#slider")
     page.keyboard.press("ArrowRight")
     assert page.evaluate("window.layerwatchReport.state().snapshot") == 1
     assert page.text_content("#snapshot").startswith("epoch 1")
     drawn = _drawn_layout(page, 0, "train")
-    second = store.load_layout("train", KEYS[1])["layout"]
+    second = load_layout(store, "train", KEYS[1])["layout"]
     assert (np.abs(drawn - second) <= tol).all()
     assert (np.abs(drawn - first) > 0.2).all(axis=2).any(axis=1).all()  # it did move
     # The other split draws its own stored layout at the same snapshot.
     page.select_option("#split", label="validation")
     tol_v = _step(1)[:, None, :] * 0.5 + 1e-4
-    assert (np.abs(_drawn_layout(page, 1, "validation") - store.load_layout("validation", KEYS[1])["layout"]) <= tol_v).all()
+    assert (np.abs(_drawn_layout(page, 1, "validation") - load_layout(store, "validation", KEYS[1])["layout"]) <= tol_v).all()
 
 
 def test_play_walks_through_the_snapshots(run, open_page):
@@ -597,9 +598,9 @@ def test_a_regression_run_colours_by_target_and_offers_no_prediction_colours(tmp
     store.write_run({"label_names": None, "label_kind": "regression", "config": {"method": "pca"}})
     targets = np.linspace(-1.0, 3.0, ROWS).astype(np.float32)
     for k, key in enumerate(KEYS[:2]):
-        store.save_snapshot(Snapshot(pooled=np.zeros((3, ROWS, 2), np.float32), labels=targets, layers=np.array(LAYERS),
+        save_snapshot(store, Snapshot(pooled=np.zeros((3, ROWS, 2), np.float32), labels=targets, layers=np.array(LAYERS),
                                      indices=np.arange(ROWS), split="train"), key)
-        store.save_layout("train", key, layout_of(0, k), np.array(LAYERS), "pca", True)
+        save_layout(store, "train", key, layout_of(0, k), np.array(LAYERS), "pca", True)
     page, log = _open(open_page, store.root)
     assert page.locator("#colour option:not([disabled])").evaluate_all("os => os.map(o => o.value)") == ["label"]
     colours = {page.evaluate(f"window.layerwatchReport.colourOf('train', 0, {r})") for r in range(ROWS)}
@@ -655,7 +656,7 @@ def test_the_page_decodes_every_film_to_the_stored_layouts_within_half_a_step(tm
     store = RunStore(run)
     for split in ("train", "validation"):
         for k, key in enumerate(store.keys(split, "layouts")):
-            stored = store.load_layout(split, key)["layout"].astype(np.float64)
+            stored = load_layout(store, split, key)["layout"].astype(np.float64)
             for j, layer in enumerate(LAYERS):
                 got = page.evaluate(f"window.layerwatchReport.positionsOf({split!r}, {layer}, {k})")
                 x0, x1, y0, y1 = limits[split][j]
@@ -669,7 +670,7 @@ def test_the_page_decodes_every_film_to_the_stored_layouts_within_half_a_step(tm
 
 
 def test_splits_with_different_snapshots_switch_cleanly(run, open_page):
-    os.remove(RunStore(run).layout_path("validation", KEYS[2]))  # validation not laid out at epoch 2 yet
+    os.remove(layout_path(RunStore(run), "validation", KEYS[2]))  # validation not laid out at epoch 2 yet
     page, log = _open(open_page, run)
     page.focus("#slider")
     page.keyboard.press("End")
@@ -692,11 +693,11 @@ def test_hover_finds_the_nearest_drawn_row_among_many_as_a_full_scan_would(tmp_p
     store = RunStore(str(tmp_path / "big"))
     store.write_run({"label_names": LABEL_NAMES, "label_kind": "class", "model_name": "tiny", "config": {}})
     for k, key in enumerate(KEYS[:2]):
-        store.save_snapshot(Snapshot(pooled=np.zeros((1, n, 1), np.float32), labels=rng.integers(0, 2, n),
+        save_snapshot(store, Snapshot(pooled=np.zeros((1, n, 1), np.float32), labels=rng.integers(0, 2, n),
                                      layers=np.array([0]), indices=np.arange(n), predictions=None, split="train"), key)
         layout = rng.normal(size=(1, n, 2)).astype(np.float32)
         layout[0, :50] *= 0.05  # a dense clump, where cells are crowded
-        store.save_layout("train", key, layout, np.array([0]), "tsne", True)
+        save_layout(store, "train", key, layout, np.array([0]), "tsne", True)
     page, log = _open(open_page, store.root)
     got = page.evaluate(
         """([n]) => {

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main
 from layerwatch.store import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 
 class StopAfter(TrainerCallback):
@@ -48,9 +49,9 @@ def test_resume_continues_numbering_without_duplicates(tmp_path, restore_states)
         assert iio.improps(lw / f"{split}.gif", index=None).shape[0] == 4
     assert os.path.getmtime(lw / "embeddings" / "train" / "epoch_000.npz") == first_epoch0
     store = RunStore(lw)
-    steps = [store.load_snapshot("train", k).step for k in store.keys("train")]
+    steps = [load_snapshot(store, "train", k).step for k in store.keys("train")]
     assert steps == [0, 4, 8, 12]
-    idx = [store.load_snapshot("validation", k).indices.tolist() for k in store.keys("validation")]
+    idx = [load_snapshot(store, "validation", k).indices.tolist() for k in store.keys("validation")]
     assert all(i == idx[0] for i in idx)
     epochs = sorted({r["epoch"] for r in store.read_metrics()})
     assert epochs == [0, 1, 2, 3]
@@ -80,7 +81,7 @@ def test_half_written_and_damaged_files_are_never_taken_for_whole_ones(tmp_path)
         os.remove(lw / f)
     assert main(["render", str(lw), "--method", "pca"]) == 0
     assert iio.improps(lw / "train.gif", index=None).shape[0] == 3
-    snap = RunStore(lw).load_snapshot("train", SnapshotKey(2))
+    snap = load_snapshot(RunStore(lw), "train", SnapshotKey(2))
     assert np.isfinite(snap.pooled).all()
 
 
@@ -196,7 +197,7 @@ def test_a_resume_supersedes_every_folder_layout_of_a_measurement(tmp_path):
             for folder in ("deep_frames/entropy-of-everything", "deep_frames/by.example.7/nested"):
                 ctx.store.write_bytes(os.path.join(ctx.store.root, folder, key.name + ".png"), b"frame")
             row = {"split": "train", "epoch": key.epoch, "step": key.step, "stat": "n", "value": 1.0}
-            ctx.store.replace_rows("deep.csv", ("split", "epoch", "step", "stat", "value"), "train", key, [row])
+            ctx.store.replace_rows("deep.csv", ("split", "epoch", "step", "stat", "value"), "train", key, [row], owner=self.name)
             return {}
 
     register(Deep)

@@ -16,6 +16,8 @@ from conftest import make_trainer, tiny_bert, toy_dataset, train_watched_run
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
+from layerwatch.measures.embeddings.files import load_layout, load_snapshot
+from layerwatch.rundir import holds_run
 from layerwatch.snapshot import SnapshotKey
 
 
@@ -55,7 +57,7 @@ def test_a_run_json_that_layerwatch_did_not_write_is_never_taken_or_replaced(tmp
     folder = tmp_path / "lw"
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps({"tool": "someone else's"}))
-    assert not RunStore(folder).holds_run()
+    assert not holds_run(RunStore(folder))
     with pytest.raises(ValueError, match="holds a run.json that layerwatch did not write"):
         _train(folder, overwrite=True)
     assert json.loads((folder / "run.json").read_text()) == {"tool": "someone else's"}
@@ -65,7 +67,7 @@ def test_a_run_json_that_layerwatch_did_not_write_is_never_taken_or_replaced(tmp
 
 def test_a_folder_with_layerwatch_files_but_no_run_json_is_another_run(run_copy):
     os.remove(run_copy / "run.json")
-    assert RunStore(run_copy).holds_run()
+    assert holds_run(RunStore(run_copy))
     with pytest.raises(ValueError, match="already holds a layerwatch run; pass overwrite=True"):
         _train(run_copy)
     before = sorted(p.name for p in (run_copy / "embeddings" / "train").iterdir())
@@ -76,7 +78,7 @@ def test_a_folder_of_a_run_without_manifest_or_run_json_is_still_recognised(run_
     os.remove(run_copy / "run.json")
     os.remove(run_copy / ".layerwatch-files")
     store = RunStore(run_copy)
-    assert store.holds_run()
+    assert holds_run(store)
     (run_copy / "mine.gif").write_bytes(b"GIF89a mine")
     _train(run_copy, overwrite=True)
     assert (run_copy / "mine.gif").read_bytes() == b"GIF89a mine"
@@ -86,7 +88,7 @@ def test_a_folder_of_a_run_without_manifest_or_run_json_is_still_recognised(run_
 # -- temporary files of killed writers ---------------------------------------------------------
 
 def test_temporary_files_of_dead_processes_are_removed_and_live_ones_kept(run_copy):
-    from layerwatch.store import _HOST
+    from layerwatch.files import _HOST
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
@@ -115,7 +117,7 @@ def test_a_damaged_file_is_named_skipped_and_the_rest_rendered(run_copy, damage,
     # Every other snapshot is redrawn; the damaged one keeps the frame drawn in training.
     assert gif_frames(run_copy / "validation.gif") == 3
     assert gif_frames(run_copy / "train.gif") == 3
-    assert RunStore(run_copy).load_layout("validation", SnapshotKey(2))["layout"].shape == (3, 16, 2)
+    assert load_layout(RunStore(run_copy), "validation", SnapshotKey(2))["layout"].shape == (3, 16, 2)
     assert main(["info", str(run_copy)]) == 0
     out = capsys.readouterr()
     assert str(bad) in out.out + out.err
@@ -219,7 +221,7 @@ def test_the_last_gif_writer_includes_every_frame_present(run_copy):
     config = LayerwatchConfig(output_dir=str(run_copy), method="pca", progress=False, metrics=False)
     a = Pipeline(store_a, config, reference_split="train")
     b = Pipeline(store_b, config, reference_split="train")
-    snap = store_a.load_snapshot("train", SnapshotKey(0))
+    snap = load_snapshot(store_a, "train", SnapshotKey(0))
     # Two writers (training, and a `layerwatch render`) that each know only their own frame.
     a.process({"train": snap}, SnapshotKey(5, 20))
     b.process({"train": snap}, SnapshotKey(6, 24))
@@ -236,7 +238,7 @@ def test_a_damaged_metrics_table_is_moved_aside_not_overwritten(run_copy, caplog
     store = RunStore(run_copy)
     with caplog.at_level(logging.WARNING, logger="layerwatch"):
         Pipeline(store, LayerwatchConfig(output_dir=str(run_copy), method="pca", progress=False), reference_split="train").process(
-            {"train": store.load_snapshot("train", SnapshotKey(0))}, SnapshotKey(9, 99), render=False)
+            {"train": load_snapshot(store, "train", SnapshotKey(0))}, SnapshotKey(9, 99), render=False)
     aside = [p for p in run_copy.iterdir() if p.name.startswith("metrics.csv.damaged-")]
     assert len(aside) == 1 and aside[0].read_bytes() == b"split,epoch\nnot,a,table,\x00"
     assert any("moved to" in r.message for r in caplog.records)
@@ -294,14 +296,14 @@ def test_two_runs_started_together_into_one_folder_one_wins_the_other_is_refused
     rows = {"a": 24, "b": 32}[winner]
     store = RunStore(lw)
     assert [k.name for k in store.keys("train")] == ["epoch_000", "epoch_001"]
-    assert {store.load_snapshot("train", k).num_rows for k in store.keys("train")} == {rows}
+    assert {load_snapshot(store, "train", k).num_rows for k in store.keys("train")} == {rows}
     assert store.read_run()["splits"]["train"]["rows"] == rows
 
 
 _HOLDER = """
 import sys, time
 from layerwatch.store import RunStore
-RunStore(sys.argv[1]).claim()
+RunStore(sys.argv[1]).directory.claim()
 print("held", flush=True)
 time.sleep(120)
 """
@@ -315,7 +317,7 @@ def test_a_claim_held_by_a_live_run_refuses_and_a_dead_holder_never_blocks(tmp_p
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunDirectoryInUse, match=rf"process {holder.pid} on .* pass another output_dir, or wait"):
-            RunStore(lw).claim()
+            RunStore(lw).directory.claim()
         # A Trainer run is refused the same way, before its first step and writing nothing.
         train = toy_dataset(16)
         watch = LayerwatchCallback({"train": train}, lw, method="pca", progress=False)
@@ -328,8 +330,8 @@ def test_a_claim_held_by_a_live_run_refuses_and_a_dead_holder_never_blocks(tmp_p
         holder.wait()
     # The kernel dropped the dead holder's lock: the folder is free at once.
     store = RunStore(lw)
-    store.claim()
-    store.release()
+    store.directory.claim()
+    store.directory.release()
     watch = _train(str(lw))
     assert [k.name for k in RunStore(lw).keys("train")] == ["epoch_000", "epoch_001"]
     # Released at the end of training: the next run into the folder is told it holds a run, not that it is busy.
@@ -340,7 +342,7 @@ def test_a_claim_held_by_a_live_run_refuses_and_a_dead_holder_never_blocks(tmp_p
 def test_an_unfinished_run_of_the_same_process_gives_the_folder_up(tmp_path, caplog):
     # A notebook cell whose training raised never reached on_train_end.
     first = RunStore(tmp_path / "lw")
-    first.claim()
+    first.directory.claim()
     with caplog.at_level(logging.WARNING, logger="layerwatch"):
-        RunStore(tmp_path / "lw").claim()
+        RunStore(tmp_path / "lw").directory.claim()
     assert "did not finish" in caplog.text

@@ -9,6 +9,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.snapshot import SnapshotKey, sort_keys
+from layerwatch.measures.embeddings.files import load_snapshot, replace_metrics, save_snapshot
 
 
 def _run(tmp_path, epochs=2, callbacks=(), every_n_steps=None, **kw):
@@ -57,7 +58,7 @@ def test_a_run_stopped_early_keeps_the_snapshot_before_training(tmp_path):
 
     store, _ = _run(tmp_path, epochs=3, callbacks=[StopNow()])
     assert _stored(store) == [("epoch_000", 0, 0), ("epoch_000_step_0000001", 0.25, 1)]
-    first = store.load_snapshot("train", SnapshotKey(0))
+    first = load_snapshot(store, "train", SnapshotKey(0))
     assert first.step == 0
 
 
@@ -109,8 +110,8 @@ def test_the_store_never_takes_one_snapshot_for_another(tmp_path):
     for key in (SnapshotKey(2, 8), SnapshotKey(2.25, 9)):
         snap = Snapshot(pooled=np.full((1, 3, 2), key.step, np.float32), labels=np.zeros(3, np.int64), layers=[0],
                         indices=np.arange(3), split="train")
-        store.save_snapshot(snap, key)
-        store.replace_metrics("train", key, [{"split": "train", "epoch": key.epoch, "step": key.step, "layer": 0,
+        save_snapshot(store, snap, key)
+        replace_metrics(store, "train", key, [{"split": "train", "epoch": key.epoch, "step": key.step, "layer": 0,
                                               "metric": "knn_accuracy", "value": float(key.step)}])
-    assert [store.load_snapshot("train", k).pooled[0, 0, 0] for k in store.keys("train")] == [8.0, 9.0]
+    assert [load_snapshot(store, "train", k).pooled[0, 0, 0] for k in store.keys("train")] == [8.0, 9.0]
     assert sorted(r["value"] for r in store.read_metrics()) == [8.0, 9.0]

@@ -18,6 +18,7 @@ from conftest import make_trainer, tiny_bert, toy_dataset
 
 from layerwatch import reduce as reduce_mod
 from layerwatch.reduce import OPENTSNE_MIN_ROWS, Reducer
+from layerwatch.measures.embeddings.files import has_vectors, load_layout, load_snapshot, save_snapshot
 
 FAST_TSNE = dict(n_iter=250, warm_iter=250, exaggeration_iter=100)
 
@@ -176,7 +177,7 @@ def test_run_json_and_info_name_the_backend_of_each_split(runs, capsys):
     assert info["methods"]["embeddings"]["layout"] == {
         "method": "pca", "aligned": True, "backend": {"train": "scikit-learn", "validation": "scikit-learn"},
     }
-    assert str(RunStore(plain).load_layout("train", SnapshotKey(1))["backend"]) == "scikit-learn"
+    assert str(load_layout(RunStore(plain), "train", SnapshotKey(1))["backend"]) == "scikit-learn"
     assert main(["info", str(plain)]) == 0
     assert "layouts: 'train' by scikit-learn, 'validation' by scikit-learn" in capsys.readouterr().out
 
@@ -211,8 +212,8 @@ def test_float16_stores_read_back_as_float32_within_half_precision(runs):
     plain, lean = runs
     with np.load(lean / "embeddings" / "validation" / "epoch_002.npz") as z:
         assert z["pooled"].dtype == np.float16
-    a = RunStore(plain).load_snapshot("validation", SnapshotKey(2)).pooled
-    b = RunStore(lean).load_snapshot("validation", SnapshotKey(2)).pooled
+    a = load_snapshot(RunStore(plain), "validation", SnapshotKey(2)).pooled
+    b = load_snapshot(RunStore(lean), "validation", SnapshotKey(2)).pooled
     assert b.dtype == np.float32
     np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-3)
     assert (lean / "embeddings" / "validation" / "epoch_002.npz").stat().st_size < 0.7 * (
@@ -227,12 +228,12 @@ def test_keep_vectors_drift_keeps_the_first_and_latest_vectors_and_everything_el
     store = RunStore(lean)
     for split in ("train", "validation"):
         assert [k.name for k in store.keys(split)] == ["epoch_000", "epoch_001", "epoch_002"]
-        assert [store.has_vectors(split, k) for k in store.keys(split)] == [True, False, True]
+        assert [has_vectors(store, split, k) for k in store.keys(split)] == [True, False, True]
         with pytest.raises(VectorsNotKept, match="kept those of its first and latest snapshots only"):
-            store.load_snapshot(split, SnapshotKey(1))
-        middle = store.load_snapshot(split, SnapshotKey(1), pooled=False)  # rows, labels, predictions stay
+            load_snapshot(store, split, SnapshotKey(1))
+        middle = load_snapshot(store, split, SnapshotKey(1), pooled=False)  # rows, labels, predictions stay
         assert len(middle.indices) == (40 if split == "train" else 24) and middle.predictions is not None
-        assert store.load_layout(split, SnapshotKey(1))["layout"].shape[1] == len(middle.indices)
+        assert load_layout(store, split, SnapshotKey(1))["layout"].shape[1] == len(middle.indices)
         assert len(list((lean / "frames" / split).iterdir())) == 3
     assert main(["info", str(lean)]) == 0
     capsys.readouterr()
@@ -283,6 +284,6 @@ def test_vectors_beyond_float16_range_are_stored_in_float32(tmp_path, caplog):
     snap = Snapshot(pooled=pooled, labels=np.zeros(3, int), layers=[0, 1], indices=[0, 1, 2], epoch=0, step=0, split="train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        store.save_snapshot(snap, SnapshotKey(0), dtype="float16")
+        save_snapshot(store, snap, SnapshotKey(0), dtype="float16")
     assert "beyond float16's range" in caplog.text
-    np.testing.assert_array_equal(store.load_snapshot("train", SnapshotKey(0)).pooled, pooled)
+    np.testing.assert_array_equal(load_snapshot(store, "train", SnapshotKey(0)).pooled, pooled)

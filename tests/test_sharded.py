@@ -20,6 +20,7 @@ from fsdp_worker import SETTINGS, splits
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.store import SnapshotKey
+from layerwatch.measures.embeddings.files import load_snapshot
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,7 +61,7 @@ def test_the_model_was_really_sharded_over_two_processes(fsdp_run):
 def test_sharded_vectors_equal_one_process(fsdp_run, solo_run):
     sharded, solo = RunStore(fsdp_run / "lw"), RunStore(solo_run / "lw")
     for split, n in (("train", 30), ("validation", 21), ("small", 5)):
-        a, b = sharded.load_snapshot(split, SnapshotKey(0)), solo.load_snapshot(split, SnapshotKey(0))
+        a, b = load_snapshot(sharded, split, SnapshotKey(0)), load_snapshot(solo, split, SnapshotKey(0))
         assert a.indices.tolist() == b.indices.tolist() and len(a.indices) == n
         np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-5)
         np.testing.assert_array_equal(a.predictions, b.predictions)
@@ -108,7 +109,7 @@ def test_fsdp1_is_captured_through_its_wrapper_and_refused_without_it(tmp_path, 
     assert "watch.attach(trainer)" in result["refusal"]
     sharded, solo = RunStore(tmp_path / "lw"), RunStore(solo_run / "lw")
     for split in ("train", "validation", "small"):
-        a, b = sharded.load_snapshot(split, SnapshotKey(0)), solo.load_snapshot(split, SnapshotKey(0))
+        a, b = load_snapshot(sharded, split, SnapshotKey(0)), load_snapshot(solo, split, SnapshotKey(0))
         np.testing.assert_allclose(a.pooled, b.pooled, atol=1e-5)
         sa, sb = sharded.load_arrays("attention", split, SnapshotKey(0)), solo.load_arrays("attention", split, SnapshotKey(0))
         np.testing.assert_allclose(sa["stats"], sb["stats"], atol=1e-5)
@@ -124,12 +125,12 @@ def test_a_failure_on_one_rank_is_skipped_by_every_rank_together(tmp_path):
     store = RunStore(tmp_path / "lw")
     for split in ("train", "validation", "small"):
         assert [k.step for k in store.keys(split)] == [2]
-    snap = store.load_snapshot("validation", SnapshotKey(2, 2, True))
+    snap = load_snapshot(store, "validation", SnapshotKey(2, 2, True))
     solo = LayerwatchCallback(splits(), tmp_path / "solo", **SETTINGS)
     model = tiny_bert(seed=0)
     solo.setup(model)
     solo.monitor.snapshot(model, SnapshotKey(0), fatal=True)
-    np.testing.assert_allclose(snap.pooled, RunStore(tmp_path / "solo").load_snapshot("validation", SnapshotKey(0)).pooled, atol=1e-5)
+    np.testing.assert_allclose(snap.pooled, load_snapshot(RunStore(tmp_path / "solo"), "validation", SnapshotKey(0)).pooled, atol=1e-5)
 
 
 def test_fsdp_without_the_trainer_is_refused_before_the_first_step(tmp_path):

@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import parse_projector_layers
+from ..files import check_gif, read_png
+from ..measures.embeddings.files import embedding_path, load_snapshot
 from ..snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
 from ..store import METRIC_FIELDS, METRICS_FILE, DamagedFileError, RunStore
 from ..text import clean_text, text_allowed
@@ -187,7 +189,7 @@ def snapshot_splits(run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot
     if snaps is not None:
         chosen = [s for s in snaps if run.only is None or s in run.only]
         return sorted(chosen, key=lambda s: (s != run.reference_split, s))
-    return [s for s in run.splits() if os.path.exists(run.store.embedding_path(s, key))]
+    return [s for s in run.splits() if os.path.exists(embedding_path(run.store, s, key))]
 
 
 def load_snapshots(run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None) -> dict[str, Snapshot]:
@@ -197,7 +199,7 @@ def load_snapshots(run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot]
     out = {}
     for split in snapshot_splits(run, key, None):
         try:
-            out[split] = run.store.load_snapshot(split, key, run.label_names)
+            out[split] = load_snapshot(run.store, split, key, run.label_names)
         except DamagedFileError as exc:
             logger.warning("layerwatch: %s", exc)
     return out
@@ -215,7 +217,7 @@ def frame_images(run: RunInfo, key: SnapshotKey, splits: Sequence[str]) -> dict[
         if not os.path.exists(path):
             continue
         try:
-            out[split] = (path, run.store.read_image(path))
+            out[split] = (path, read_png(path))
         except DamagedFileError as exc:
             logger.warning("layerwatch: %s", exc)
     return out
@@ -233,7 +235,7 @@ def readable_file(run: RunInfo, path: str) -> bool:
         return False
     try:
         if path.endswith(".gif"):
-            run.store.check_gif(path)
+            check_gif(path)
         elif path.endswith(".csv"):
             rel = os.path.relpath(path, run.store.root)
             run.store.read_table(rel, METRIC_FIELDS if rel == METRICS_FILE else ())

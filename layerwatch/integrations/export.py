@@ -103,7 +103,7 @@ def export_run(
             f"{exc.path} is damaged ({exc.reason}); without it the run cannot be exported (restore it from a backup, "
             "or rerun)"
         ) from None
-    run.store.clean_temporary()
+    run.store.directory.clean_temporary()
     available = run.store.splits()
     missing = [s for s in splits or () if s not in available]
     if missing:

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..measures.embeddings.files import load_layout, load_snapshot
 from ..snapshot import Snapshot, SnapshotKey
 from ..store import DamagedFileError
 from .base import (
@@ -158,13 +159,13 @@ class WandbIntegration(Integration):
     def _rows_table(self, run: RunInfo, split: str, key: SnapshotKey) -> Any:
         """The last snapshot's rows with their 2-D position in every layer (None when unreadable)."""
         try:
-            snap = run.store.load_snapshot(split, key, run.label_names, pooled=False)  # rows, not vectors
+            snap = load_snapshot(run.store, split, key, run.label_names, pooled=False)  # rows, not vectors
         except DamagedFileError as exc:
             logger.warning("layerwatch: %s", exc)
             return None
         coords: dict[str, np.ndarray] = {}
         try:
-            layout = run.store.load_layout(split, key)
+            layout = load_layout(run.store, split, key)
             for j, layer in enumerate(np.asarray(layout["layers"]).tolist()):
                 if layout["layout"].shape[1] == snap.num_rows:
                     coords[f"layer_{int(layer)}_x"] = layout["layout"][j, :, 0]

@@ -29,6 +29,7 @@ from ...snapshot import SnapshotKey, epoch_value, sort_keys
 from ...text import clean_text, position_names, shown_tokens, text_allowed
 from .stats import STATS, js_divergence, pattern_labels
 from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from ..embeddings.files import load_snapshot
 
 logger = logging.getLogger("layerwatch")
 
@@ -224,7 +225,7 @@ class AttentionMeasurement(Measurement):
                     if np.isfinite(v):
                         logs[f"layerwatch/{split}/attention_{stat}/layer_{l + 1}/head_{h + 1}"] = float(v)
                         rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": l + 1, "head": h + 1, "stat": stat, "value": float(v)})
-            ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows, owner=self.name)
             for stat, grid in values.items():
                 grids.setdefault(stat, {})[split] = grid
         for stat, by_split in grids.items():
@@ -352,7 +353,7 @@ class AttentionMeasurement(Measurement):
             stored = [(k, a) for k, a in stored if np.array_equal(a["positions"], positions)]
             names = ctx.label_names
             try:
-                snap = ctx.store.load_snapshot(split, keys[-1], pooled=False)
+                snap = load_snapshot(ctx.store, split, keys[-1], pooled=False)
                 labels = snap.labels[positions]
                 rows = snap.indices[positions]
             except (ValueError, FileNotFoundError):
@@ -461,7 +462,7 @@ def stored_example(root: str, example: int = 0, snapshot: int = -1) -> dict[str,
         if not 0 <= example < len(arrays["positions"]):
             raise ValueError(f"example={example} is out of range; the run keeps {len(arrays['positions'])} examples (0-based)")
         n = int(arrays["lengths"][example])
-        snap = store.load_snapshot(split, key, pooled=False)
+        snap = load_snapshot(store, split, key, pooled=False)
         return {
             "maps": arrays["maps"][example, :, :, :n, :n].astype(np.float32),
             "tokens": shown_tokens(arrays["tokens"][example, :n], text_allowed(store.read_run().get("config"))),

@@ -287,7 +287,7 @@ class AttributionMeasurement(Measurement):
             for c, cls in enumerate(TOKEN_CLASSES):
                 for kind, what in ((0, "weight"), (1, "norm")):
                     logs[f"layerwatch/{split}/{what}_share_{cls}"] = float(np.nanmean(shares[:, :, c, kind]))
-            ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows, owner=self.name)
             if "conductance" in res:
                 labels = snaps[split].labels
                 for r, position in enumerate(res["positions"]):

@@ -16,11 +16,12 @@ COLUMNS = ("rank", "row", "aum", "confidence", "variability", "correctness", "la
 def ranking(run_dir: str, split: str = "train", top: int | None = 20) -> list[dict]:
     """The rows of ``split`` from the lowest area under the margin up, with their label
     names and texts (where the run stored them)."""
+    from ...rundir import holds_run
     from ...store import RunStore
     from .files import TABLE, read_meta, read_texts
 
     store = RunStore(run_dir)
-    if not store.holds_run():
+    if not holds_run(store):
         raise FileNotFoundError(f"{run_dir} holds no layerwatch run")
     lines = store.read_table(TABLE)
     if not lines:

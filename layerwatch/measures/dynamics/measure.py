@@ -268,7 +268,7 @@ class DynamicsMeasurement(Measurement):
             for r, y, p, g, m, c, v in zip(*(lines[k] for k in ("row", "label", "predicted", "gold_prob", "margin", "correct", "visits")))
         ]
         key = SnapshotKey(epoch, step, with_step=True)
-        self.store.replace_rows(TABLE, FIELDS, TRAIN, key, rows)
+        self.store.replace_rows(TABLE, FIELDS, TRAIN, key, rows, owner=self.name)
         self._history = [r for r in self._history if not (int(r["step"]) == step and float(r["epoch"]) == epoch)] + rows
         ctx = Context(self.store, self.config, self.head_names)
         self._after_lines(ctx, TRAIN, key, compute.from_table(self._history, TRAIN))
@@ -318,7 +318,7 @@ class DynamicsMeasurement(Measurement):
         ]
         with store.lock():
             old = [r for r in store.read_table(SUSPECTS) if r["split"] != split]
-            store.write_table(SUSPECTS, SUSPECT_FIELDS, old + rows)
+            store.write_table(SUSPECTS, SUSPECT_FIELDS, old + rows, owner=self.name)
 
     # -- back half: the other splits' lines, per snapshot --------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
@@ -336,7 +336,7 @@ class DynamicsMeasurement(Measurement):
                 for r, y, p, g, m in zip(snap.indices[ok], arrays["label"][ok], arrays["predicted"][ok],
                                          arrays["gold_prob"][ok], arrays["margin"][ok])
             ]
-            ctx.guard(f"dynamics table of {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            ctx.guard(f"dynamics table of {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows, owner=self.name)
             if rows:
                 logs[f"layerwatch/{split}/dynamics/mean_margin"] = float(np.mean([r["margin"] for r in rows]))
             if key.step > 0:  # the data map of a split measured by snapshots starts after training does

@@ -27,6 +27,7 @@ from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_ac
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ...snapshot import SnapshotKey, epoch_value
 from ..base import Accumulator, Batch, Context, Measurement, SplitPlan
+from . import files
 
 logger = logging.getLogger("layerwatch")
 
@@ -134,17 +135,17 @@ class EmbeddingsMeasurement(Measurement):
 
     def save(self, store, snap, key) -> None:
         # Metrics, drift and layouts use the float32 vectors in memory, never the stored copy.
-        store.save_snapshot(snap, key, dtype=self.config.store_dtype)
+        files.save_snapshot(store, snap, key, dtype=self.config.store_dtype)
         if self.config.keep_vectors == "drift":
             # Drift needs the first snapshot's vectors and the previous one's: once this one
             # is stored, the vectors of every snapshot between the first and it go.
             keys = [k for k in store.keys(snap.split) if k.name != key.name]
             for k in keys[1:]:
-                if store.has_vectors(snap.split, k):
-                    store.drop_vectors(snap.split, k)
+                if files.has_vectors(store, snap.split, k):
+                    files.drop_vectors(store, snap.split, k)
 
     def load(self, store, snap, key) -> None:
-        pass  # store.load_snapshot reads these arrays with the snapshot itself
+        pass  # files.load_snapshot reads these arrays with the snapshot itself
 
     # -- back half -----------------------------------------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
@@ -228,7 +229,7 @@ class EmbeddingsMeasurement(Measurement):
                     rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": int(layer), "metric": metric, "value": float(v)})
         if self.config.metrics:
             # Written now, before anything is drawn: numbers once computed are kept.
-            ctx.guard(f"writing the metrics of {split}", key, ctx.store.replace_metrics, split, key, rows, [int(l) for l in snap.layers])
+            ctx.guard(f"writing the metrics of {split}", key, files.replace_metrics, ctx.store, split, key, rows, [int(l) for l in snap.layers])
         return values
 
     def _finish(self, ctx: Context, key: SnapshotKey, snap, values: dict, started) -> None:
@@ -247,8 +248,8 @@ class EmbeddingsMeasurement(Measurement):
         for j in degenerate:
             layout[j] = 0.0  # one point: what the vectors are
         ctx.guard(
-            f"saving the layout of {split}", key, ctx.store.save_layout,
-            split, key, layout, snap.layers, self.config.method, self.config.align,
+            f"saving the layout of {split}", key, files.save_layout,
+            ctx.store, split, key, layout, snap.layers, self.config.method, self.config.align,
             backend=BACKEND_NAMES[self.reducer.backend_for(snap.num_rows)],
         )
         frame = Frame(key, _FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
@@ -398,7 +399,7 @@ class EmbeddingsMeasurement(Measurement):
                     # a drift from an older one.
                     self._latest.pop(split, None)
                 try:
-                    stored = ctx.store.load_layout(split, key)
+                    stored = files.load_layout(ctx.store, split, key)
                 except FileNotFoundError:
                     continue
                 except ValueError as exc:
