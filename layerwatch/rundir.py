@@ -24,7 +24,6 @@ import threading
 import time
 from typing import Any, Iterator
 
-from .config import is_split_name
 from .files import DamagedFileError, RunDirectoryInUse, abandoned_temporary, atomic_write_text, is_inside, table_text
 from .snapshot import SnapshotKey
 

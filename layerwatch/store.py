@@ -35,7 +35,7 @@ import logging
 import os
 import time
 import zipfile
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -136,12 +136,10 @@ class RunStore:
         np.savez(buf, **arrays)
         return self.write_bytes(path, buf.getvalue())
 
-    def load_arrays(
-        self, kind: str, split: str, key: SnapshotKey, path: str | None = None, skip: Sequence[str] = (),
-    ) -> dict[str, np.ndarray]:
+    def load_arrays(self, kind: str, split: str, key: SnapshotKey, skip: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Read ``<kind>/<split>/<key>.npz`` (but the arrays named in ``skip``); raises
         :class:`DamagedFileError` naming a bad file."""
-        path = path or self.array_path(kind, split, key)
+        path = self.array_path(kind, split, key)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist")
         try:
@@ -150,9 +148,9 @@ class RunStore:
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
             raise DamagedFileError(path, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
 
-    def snapshot_key(self, split: str, key: SnapshotKey, kind: str = "embeddings") -> SnapshotKey:
-        """``key`` with the epoch and step stored in its file under ``kind`` (names may lack the step)."""
-        z = self.load_arrays(kind, split, key, skip=("pooled",))
+    def snapshot_key(self, split: str, key: SnapshotKey) -> SnapshotKey:
+        """``key`` with the epoch and step stored in its embeddings file (names may lack the step)."""
+        z = self.load_arrays("embeddings", split, key, skip=("pooled",))
         return key.named_like(float(z.get("epoch", key.epoch)), int(z.get("step", key.step)))
 
     # -- listing -----------------------------------------------------------------
