@@ -411,6 +411,15 @@ class AttentionMeasurement(Measurement):
     def summarize(self, store) -> dict[str, Any]:
         return {"attention": heads_that_moved(store)} if store.read_table(TABLE) else {}
 
+    def info_lines(self, summary: dict[str, Any]) -> list[str]:
+        lines = []
+        for split, a in summary.get("attention", {}).items():
+            if a["moved_most"]:
+                h = a["moved_most"][0]
+                lines.append(f"attention of {split!r}: layer {h['layer']} head {h['head']} moved most ({h['drift_first']:.4f} nats, "
+                             f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
+        return lines
+
     def report_sections(self, store) -> list[dict]:
         import base64
         import os

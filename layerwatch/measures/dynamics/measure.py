@@ -368,6 +368,13 @@ class DynamicsMeasurement(Measurement):
             }
         return {"dynamics": out} if out else {}
 
+    def info_lines(self, summary: dict) -> list[str]:
+        return [
+            f"dynamics of {split!r}: {d['rows']} rows over {d['epochs']} epoch(s): {d['easy-to-learn']} easy-to-learn, "
+            f"{d['ambiguous']} ambiguous, {d['hard-to-learn']} hard-to-learn; see layerwatch suspects"
+            for split, d in summary.get("dynamics", {}).items()
+        ]
+
     def report_sections(self, store: Any) -> list[dict]:
         return report_sections(store, self.settings, self.config.report_text)
 

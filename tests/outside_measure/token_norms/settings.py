@@ -1,0 +1,27 @@
+"""The settings of the token-norms measurement, checked when they are built."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class TokenNorms:
+    """Settings of ``token_norms``.
+
+    Attributes:
+        layer: The hidden state whose tokens are measured (0 = the embeddings' output,
+            -1 = the last layer, as Python indexes the model's ``hidden_states``).
+    """
+
+    name: ClassVar[str] = "token_norms"
+    layer: int = -1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise ValueError(f"TokenNorms(layer={self.layer!r}): layer must be an integer index of hidden_states (-1: the last)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
