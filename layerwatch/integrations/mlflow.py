@@ -1,7 +1,8 @@
 """MLflow: the films, ``metrics.csv`` and the report page as run artifacts, the metrics
 as MLflow metrics at their steps.
 
-What a run adds to an MLflow run:
+What a run adds to an MLflow run (the embeddings' part; every other measurement adds what
+its ``sends`` gives: metrics, and its films and files as artifacts):
 
 - metrics ``layerwatch/<split>/<metric>/layer_<i>`` at each snapshot's global step (left
   out when they already came through ``Trainer.log``);

@@ -1,7 +1,9 @@
 """TensorBoard: the frames as images (the step slider plays the film), the metrics as
 scalars, and the pooled vectors for the Embedding Projector.
 
-What a run adds to a TensorBoard log directory:
+What a run adds to a TensorBoard log directory (the embeddings' part; every other
+measurement adds what its ``sends`` gives: scalars, images ``layerwatch/<name>``, projector
+vectors):
 
 - ``layerwatch/<split>``: one image per snapshot at the snapshot's global step, the frame
   PNG that layerwatch drew (a panel per layer);

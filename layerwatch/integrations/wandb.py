@@ -1,7 +1,9 @@
 """Weights & Biases: the frames as images per step, the films as videos, the last
 snapshot's rows as a table for W&B's projector, and the report page.
 
-What a run adds to a W&B run:
+What a run adds to a W&B run (the embeddings' part; every other measurement adds what its
+``sends`` gives: scalars, images ``layerwatch/frames/<name>``, videos
+``layerwatch/films/<name>``, tables ``layerwatch/<name>``):
 
 - ``layerwatch/frames/<split>``: each snapshot's frame, logged with
   ``train/global_step`` = the snapshot's step (the x-axis the Trainer's ``WandbCallback``
