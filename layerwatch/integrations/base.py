@@ -163,25 +163,6 @@ class RunInfo:
         self._tables[name] = (stamp, rows)
         return rows
 
-    def snapshot_splits(self, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None) -> list[str]:
-        """The splits of a snapshot: those handed over, else those with its embeddings on disk."""
-        if snaps is not None:
-            chosen = [s for s in snaps if self.only is None or s in self.only]
-            return sorted(chosen, key=lambda s: (s != self.reference_split, s))
-        return [s for s in self.splits() if os.path.exists(self.store.embedding_path(s, key))]
-
-    def load_snapshots(self, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None) -> dict[str, Snapshot]:
-        """``snaps``, or the snapshot of each split read from the run directory (damaged files skipped)."""
-        if snaps is not None:
-            return {s: snaps[s] for s in self.snapshot_splits(key, snaps)}
-        out = {}
-        for split in self.snapshot_splits(key, None):
-            try:
-                out[split] = self.store.load_snapshot(split, key, self.label_names)
-            except DamagedFileError as exc:
-                logger.warning("layerwatch: %s", exc)
-        return out
-
     def label_texts(self, ids: np.ndarray) -> list[str]:
         """What each label is called (its name, the id where no name is known, the value for a regression)."""
         if self.regression:

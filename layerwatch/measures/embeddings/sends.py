@@ -27,16 +27,37 @@ def snapshot_items(run: Any, key: SnapshotKey, snaps: dict | None, logs: dict | 
             # A snapshot is known by its step and epoch in every table (file names may lack the step).
             if r["split"] in chosen and int(r["step"]) == key.step and epoch_value(r["epoch"]) == key.epoch:
                 items.append(Scalar(f"layerwatch/{r['split']}/{r['metric']}/layer_{int(r['layer'])}", float(r["value"])))
-    splits = run.snapshot_splits(key, snaps)
+    splits = _splits(run, key, snaps)
     if Image in kinds:
         for split in splits:
             path = run.store.frame_path(split, key)
             if os.path.exists(path):
                 items.append(Image(split, path, f"{split} - {key.title}"))
     if Vectors in kinds:
-        for split, snap in run.load_snapshots(key, snaps).items():
+        for split, snap in _snapshots(run, key, snaps).items():
             items.append(_vectors(run, split, snap))
     return items
+
+
+def _splits(run: Any, key: SnapshotKey, snaps: dict | None) -> list[str]:
+    """The splits of a snapshot to send: those handed over, else those with its embeddings on disk."""
+    if snaps is not None:
+        chosen = [s for s in snaps if run.only is None or s in run.only]
+        return sorted(chosen, key=lambda s: (s != run.reference_split, s))
+    return [s for s in run.splits() if os.path.exists(run.store.embedding_path(s, key))]
+
+
+def _snapshots(run: Any, key: SnapshotKey, snaps: dict | None) -> dict:
+    """``snaps``, or the snapshot of each split read from the run directory (damaged files skipped)."""
+    if snaps is not None:
+        return {s: snaps[s] for s in _splits(run, key, snaps)}
+    out = {}
+    for split in _splits(run, key, None):
+        try:
+            out[split] = run.store.load_snapshot(split, key, run.label_names)
+        except DamagedFileError as exc:
+            logger.warning("layerwatch: %s", exc)
+    return out
 
 
 def _vectors(run: Any, split: str, snap: Any) -> Vectors:
