@@ -142,13 +142,13 @@ def test_settings_are_checked_when_built():
     with pytest.raises(ValueError, match="confidence_threshold"):
         Dynamics(confidence_threshold=1.5)
     with pytest.raises(ValueError, match="dynamics='yes' must be True, False"):
-        LayerwatchConfig(dynamics="yes")
+        LayerwatchCallback({"train": toy_dataset(8)}, dynamics="yes", progress=False)
     with pytest.raises(ValueError, match="unknown settings"):
         LayerwatchCallback({"train": toy_dataset(8)}, dynamics={"tops": 3}, progress=False)
-    cfg = LayerwatchConfig(dynamics=Dynamics(top=7))
-    assert cfg.to_dict()["dynamics"] == {"top": 7, "confidence_threshold": 0.5, "variability_threshold": 0.2}
-    assert Dynamics.from_setting(LayerwatchConfig.from_dict(cfg.to_dict()).dynamics) == Dynamics(top=7)
-    assert LayerwatchConfig().dynamics is False  # off by default
+    cfg = LayerwatchConfig(measures=[Dynamics(top=7)])
+    assert cfg.to_dict()["measures"]["dynamics"] == {"top": 7, "confidence_threshold": 0.5, "variability_threshold": 0.2}
+    assert LayerwatchConfig.from_dict(cfg.to_dict()).measure("dynamics") == Dynamics(top=7)
+    assert LayerwatchConfig().measure("dynamics") is None  # off by default
     import layerwatch
 
     assert layerwatch.Dynamics is Dynamics

@@ -3,7 +3,8 @@
 It is one folder (settings, front and back half, table, report section, ``info`` line,
 what it sends to the tools), registered only through the ``layerwatch.measurements``
 entry-point group of an installed distribution (a ``.dist-info`` folder on ``sys.path``),
-and it touches no file of ``layerwatch/``. Its per-token values (rows of different
+turned on by ``measures=[TokenNorms(layer=1)]`` or the flat ``token_norms=True,
+token_norms_layer=1``, and it touches no file of ``layerwatch/``. Its per-token values (rows of different
 lengths) are checked against norms computed directly from the trained model, in the run's
 table, in ``layerwatch info``, in the report and in TensorBoard, live and exported.
 """
@@ -38,7 +39,7 @@ def _install(folder: Path) -> None:
     (info / "entry_points.txt").write_text(f"[layerwatch.measurements]\n{ENTRY_POINT}\n", encoding="utf-8")
 
 
-def _norms(model, dataset, rows, layer=-1) -> dict[int, np.ndarray]:
+def _norms(model, dataset, rows, layer: int) -> dict[int, np.ndarray]:
     """Every token's L2 norm of hidden state ``layer``, one row at a time (no padding), straight from the model."""
     model.eval()
     out = {}
@@ -59,29 +60,53 @@ def _accumulator(folder):
 
 
 @pytest.fixture(scope="module")
-def outside(tmp_path_factory):
-    """A 2-epoch run with the outside measurement found through its entry point."""
-    pytest.importorskip("tensorboard")
-    out = tmp_path_factory.mktemp("outside")
-    _install(out / "site")
+def installed(tmp_path_factory):
+    """The outside measurement, found by the registry through its entry point alone."""
+    site = tmp_path_factory.mktemp("site")
+    _install(site)
     with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(out / "site"))
+        mp.syspath_prepend(str(site))
         mp.syspath_prepend(str(TESTS))
         # The registry reads the entry points once per process; this one was added after that.
         mp.setattr(registry, "_ENTRY_POINTS_LOADED", False)
         found = registry.registered()
         assert found["token_norms"].__module__ == "outside_measure.token_norms.measure"
         try:
-            train, val = toy_dataset(24), toy_dataset(12, seed=1)
-            watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False,
-                                       tensorboard=str(out / "tb_live"))
-            model = tiny_bert()
-            trainer = make_trainer(model, train, [watch], out / "t", epochs=2)
-            trainer.train()
-            yield {"out": out, "lw": out / "lw", "model": model, "trainer": trainer, "splits": {"train": train, "validation": val},
-                   "path": os.pathsep.join([str(out / "site"), str(TESTS), str(TESTS.parent)])}
+            yield os.pathsep.join([str(site), str(TESTS), str(TESTS.parent)])
         finally:
             registry.unregister("token_norms")
+
+
+@pytest.fixture(scope="module")
+def outside(installed, tmp_path_factory):
+    """A 2-epoch run with the outside measurement on the middle hidden state (``TokenNorms(layer=1)``)."""
+    pytest.importorskip("tensorboard")
+    from outside_measure.token_norms import TokenNorms
+
+    out = tmp_path_factory.mktemp("outside")
+    train, val = toy_dataset(24), toy_dataset(12, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, out / "lw", method="pca", progress=False,
+                               tensorboard=str(out / "tb_live"), measures=[TokenNorms(layer=1)])
+    model = tiny_bert()
+    trainer = make_trainer(model, train, [watch], out / "t", epochs=2)
+    trainer.train()
+    return {"out": out, "lw": out / "lw", "model": model, "trainer": trainer, "splits": {"train": train, "validation": val},
+            "path": installed}
+
+
+def test_its_settings_are_the_same_as_an_object_and_as_flat_keywords(installed, tmp_path):
+    from outside_measure.token_norms import TokenNorms
+
+    splits = {"train": toy_dataset(8)}
+    given = LayerwatchCallback(splits, tmp_path / "a", measures=[TokenNorms(layer=1)])
+    sugar = LayerwatchCallback(splits, tmp_path / "b", token_norms=True, token_norms_layer=1)
+    assert given.config.measure("token_norms") == sugar.config.measure("token_norms") == TokenNorms(layer=1)
+    assert LayerwatchCallback(splits, tmp_path / "c", token_norms=True).config.measure("token_norms") == TokenNorms()
+    assert LayerwatchCallback(splits, tmp_path / "d").config.measure("token_norms") is None  # off unless asked for
+    with pytest.raises(ValueError, match=r"TokenNorms\(layer='last'\): layer must be an integer"):
+        LayerwatchCallback(splits, tmp_path / "e", token_norms=True, token_norms_layer="last")
+    with pytest.raises(ValueError, match="token_norms_layer given but token_norms is off"):
+        LayerwatchCallback(splits, tmp_path / "f", token_norms_layer=1)
 
 
 def test_the_measurement_lives_outside_the_package_and_the_package_names_it_nowhere():
@@ -96,13 +121,17 @@ def test_the_measurement_lives_outside_the_package_and_the_package_names_it_nowh
 
 def test_every_tokens_norm_equals_the_models_own(outside):
     store = RunStore(outside["lw"])
-    assert store.read_run()["measurements"] == ["embeddings", "token_norms"]
+    info = store.read_run()
+    assert info["measurements"] == ["embeddings", "token_norms"]
+    assert info["config"]["measures"]["token_norms"] == {"layer": 1}
     for split, dataset in outside["splits"].items():
         keys = store.keys(split)
         assert len(keys) == 3  # before training and after each epoch
         key = store.snapshot_key(split, keys[-1])  # taken after the last epoch: the trained model
         snap = store.load_snapshot(split, key)
-        direct = _norms(outside["model"], dataset, snap.indices)
+        direct = _norms(outside["model"], dataset, snap.indices, layer=1)
+        last = _norms(outside["model"], dataset, snap.indices, layer=-1)
+        assert not np.allclose(direct[int(snap.indices[0])], last[int(snap.indices[0])], rtol=1e-2)  # the setting matters
         stored = unpack_ragged(store.load_arrays("token_norms", split, key), "norms")
         assert len({len(r) for r in stored}) > 1  # ragged: rows of different lengths
         assert [len(r) for r in stored] == [len(dataset[int(i)]["input_ids"]) for i in snap.indices]
@@ -133,7 +162,7 @@ def test_info_in_a_fresh_interpreter_finds_it_through_the_entry_point(outside):
     store = RunStore(outside["lw"])
     key = store.snapshot_key("validation", store.keys("validation")[-1])
     snap = store.load_snapshot("validation", key)
-    direct = _norms(outside["model"], outside["splits"]["validation"], snap.indices)
+    direct = _norms(outside["model"], outside["splits"]["validation"], snap.indices, layer=1)
     mean = float(np.mean(np.concatenate(list(direct.values()))))
     tokens = sum(len(v) for v in direct.values())
     env = {**os.environ, "PYTHONPATH": outside["path"]}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from ..distributed import Part, is_ragged
+from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import LayerwatchConfig
@@ -317,7 +318,9 @@ class Measurement:
 
     Class attributes:
         name: Its name: the key of ``Snapshot.results`` and its folder in the run directory.
-        enabled_by: The boolean setting that turns it on (None: always on).
+        Settings: Its settings class (a :class:`~layerwatch.settings.Settings` dataclass
+            whose ``name`` is the measurement's); the measurement is on when the run's
+            ``measures`` hold them. None: no settings, always on (the embeddings).
         output_flags: Keyword arguments the capture's forward pass needs
             (``{"output_hidden_states": True}``).
         eager_attention: The pass needs attention weights, which only the eager
@@ -327,15 +330,19 @@ class Measurement:
     name: ClassVar[str] = ""
     output_flags: ClassVar[dict[str, Any]] = {}
     eager_attention: ClassVar[bool] = False
-    enabled_by: ClassVar[str | None] = None
+    Settings: ClassVar[type[Settings] | None] = None
 
     @classmethod
     def enabled(cls, config: "LayerwatchConfig") -> bool:
-        """Whether the settings turn this measurement on (the setting named ``enabled_by``, or always)."""
-        return cls.enabled_by is None or bool(getattr(config, cls.enabled_by, False))
+        """Whether the run turns this measurement on (its settings are in ``config.measures``, or it has none)."""
+        return cls.Settings is None or config.measure(cls.name) is not None
 
-    def __init__(self, config: "LayerwatchConfig"):
+    def __init__(self, config: "LayerwatchConfig", settings: Settings | None = None):
         self.config = config
+        if settings is None and self.Settings is not None:
+            settings = config.measure(self.name) or self.Settings()
+        # This measurement's own settings (None for one without settings).
+        self.settings = settings
 
     # -- front half: the capture pass (training process; torch) ---------------------
     def check_splits(self, splits: dict[str, Any]) -> None:

@@ -76,11 +76,10 @@ class DynamicsMeasurement(Measurement):
     of the other splits from the capture pass. Turned on by ``dynamics=True``."""
 
     name = "dynamics"
-    enabled_by = "dynamics"
+    Settings = Dynamics
 
-    def __init__(self, config: Any):
-        super().__init__(config)
-        self.settings = Dynamics.from_setting(getattr(config, "dynamics", False)) or Dynamics()
+    def __init__(self, config: Any, settings: Dynamics | None = None):
+        super().__init__(config, settings)
         self.recorder = None
         self.store = None
         self.head_names: list[str] | None = None

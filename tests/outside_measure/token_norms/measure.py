@@ -47,11 +47,8 @@ class TokenNormsMeasurement(Measurement):
     """The L2 norm of every token's hidden state (``TokenNorms.layer``) at each snapshot."""
 
     name = "token_norms"
+    Settings = TokenNorms
     output_flags = {"output_hidden_states": True}
-
-    def __init__(self, config: Any, settings: TokenNorms | None = None):
-        super().__init__(config)
-        self.settings = settings if settings is not None else TokenNorms()
 
     def describe(self) -> dict:
         return {"settings": self.settings.to_dict()}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+from layerwatch.settings import Settings
+
 
 @dataclass(frozen=True)
-class TokenNorms:
-    """Settings of ``token_norms``.
+class TokenNorms(Settings):
+    """Settings of ``token_norms`` (``measures=[TokenNorms(layer=1)]``, or ``token_norms=True,
+    token_norms_layer=1``).
 
     Attributes:
         layer: The hidden state whose tokens are measured (0 = the embeddings' output,
@@ -22,6 +24,3 @@ class TokenNorms:
     def __post_init__(self) -> None:
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise ValueError(f"TokenNorms(layer={self.layer!r}): layer must be an integer index of hidden_states (-1: the last)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
