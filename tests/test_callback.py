@@ -454,3 +454,31 @@ def test_in_a_terminal_one_bar_per_snapshot_says_which_split_is_worked_on(tmp_pa
         assert bar.total == 16 + 8 + 1 and bar.n == bar.total
         assert bar.texts[:2] == [f"layerwatch epoch {epoch}: capture train", f"layerwatch epoch {epoch}: capture validation"]
         assert f"layerwatch epoch {epoch}: embeddings: laying out validation (3 layers, 8 rows)" in bar.texts
+
+
+def test_numbers_through_the_trainer_carry_the_snapshots_step_and_leave_its_state_alone():
+    # The callbacks (TensorBoard, W&B, MLflow) stamp what on_log hands them with the
+    # state's epoch and step: they must read the snapshot's, while the Trainer's own state
+    # and pending log stay as they were (a background worker reports a snapshot later).
+    from types import SimpleNamespace
+
+    from layerwatch.snapshot import SnapshotKey
+    from layerwatch.trainer_log import TrainerLog
+
+    seen = []
+
+    class Handler:
+        def on_log(self, args, state, control, logs):
+            seen.append((state.epoch, state.global_step, dict(logs)))
+            control.should_log = False  # what a callback may do to the control it is handed
+            return control
+
+    state = SimpleNamespace(epoch=2.5, global_step=30, log_history=[])
+    trainer = SimpleNamespace(state=state, control=SimpleNamespace(should_log=True), args=SimpleNamespace(report_to=["tensorboard"]),
+                              callback_handler=Handler())
+    log = TrainerLog("report")
+    log.trainer = trainer
+    log.write({"layerwatch/train/knn_accuracy/layer_0": 0.75}, SnapshotKey(1, 12), state=None)
+    assert seen == [(1.0, 12, {"layerwatch/train/knn_accuracy/layer_0": 0.75, "epoch": 1.0})]
+    assert state.log_history == [{"layerwatch/train/knn_accuracy/layer_0": 0.75, "epoch": 1.0, "step": 12}]
+    assert (state.epoch, state.global_step, trainer.control.should_log) == (2.5, 30, True)
