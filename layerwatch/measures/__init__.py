@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Accumulator", "Attention", "Attribution", "Batch", "Context", "Dynamics", "Measurement", "Settings", "SplitPlan",
-    "for_config", "from_keywords", "keyword_names", "register", "registered", "unregister",
+    "for_config", "from_keywords", "keyword_names", "load_entry_points", "register", "registered", "unregister",
 ]
 
 _REGISTERED: dict[str, type[Measurement]] = {}
@@ -53,20 +53,26 @@ def unregister(name: str) -> None:
     _REGISTERED.pop(name, None)
 
 
-def _load_entry_points() -> None:
+def load_entry_points(again: bool = False) -> None:
+    """Register the measurements of the ``layerwatch.measurements`` entry-point group
+    (read once per process; ``again=True`` reads them anew, e.g. after installing a
+    package into a running interpreter)."""
     global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
+    if _ENTRY_POINTS_LOADED and not again:
         return
     _ENTRY_POINTS_LOADED = True
+    import importlib
+
     from importlib.metadata import entry_points
 
+    importlib.invalidate_caches()
     for ep in entry_points(group="layerwatch.measurements"):
         register(ep.load())
 
 
 def registered() -> dict[str, type[Measurement]]:
     """Every known measurement class by name, the embeddings first."""
-    _load_entry_points()
+    load_entry_points()
     return dict(_REGISTERED)
 
 
