@@ -43,11 +43,10 @@ TARGETS = ("label", "prediction")
 
 
 class _Norms(Accumulator):
-    def __init__(self, plan: SplitPlan, heads: int, class_ids: tuple, record: dict):
+    def __init__(self, plan: SplitPlan, heads: int, class_ids: tuple):
         self.plan = plan
         self.heads = heads
         self.class_ids = class_ids
-        self.record = record
         self.sums: np.ndarray | None = None
         self.rows = 0
 
@@ -187,7 +186,7 @@ class AttributionMeasurement(Measurement):
         return [(v, make(i, o)) for i, (v, o) in enumerate(zip(handles.values, handles.outputs))]
 
     def start(self, plan: SplitPlan) -> Accumulator:
-        return _Norms(plan, self._heads, self.context.get("attribution_classes", ((), (), ())), {})
+        return _Norms(plan, self._heads, self.context.get("attribution_classes", ((), (), ())))
 
     def assemble(self, part: Part, snap) -> None:
         rows = int(part.sums["rows"])
