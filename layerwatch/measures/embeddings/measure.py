@@ -15,88 +15,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ...config import resolve_jobs, resolve_layers
+from ...config import resolve_jobs
 from ...distributed import Part
 from ...film import Film, Frame
 from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ...snapshot import SnapshotKey, epoch_value
-from ..base import Accumulator, Batch, Context, Measurement, SplitPlan
+from ..base import Accumulator, Context, Measurement, SplitPlan
+from .frames import FrameData, panel_limits, panel_notes
+from .pool import Pool
 
 logger = logging.getLogger("layerwatch")
 
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def no_hidden_states_error(model: Any) -> ValueError:
-    return ValueError(
-        f"{type(model).__name__} returned no hidden_states with output_hidden_states=True; "
-        "layerwatch needs a model that returns them (a Hugging Face encoder such as "
-        "BertModel or AutoModelForSequenceClassification)"
-    )
-
-
-class _Pool(Accumulator):
-    def __init__(self, plan: SplitPlan, pooling: str, layers: Any, model_name: str):
-        self.n = len(plan.indices)
-        self.pooling = pooling
-        self.layers = layers
-        self.model_name = model_name
-        self.pooled: np.ndarray | None = None
-
-    def update(self, batch: Batch) -> None:
-        import torch
-
-        from ...model_utils import to_numpy
-        from ...pooling import pool
-
-        hidden = batch.output("hidden_states")
-        if not hidden:
-            raise ValueError(
-                f"{self.model_name} returned no hidden_states with output_hidden_states=True; "
-                "layerwatch needs a model that returns them (a Hugging Face encoder such as "
-                "BertModel or AutoModelForSequenceClassification)"
-            )
-        if self.pooled is None:
-            self.layers = resolve_layers(self.layers, len(hidden))
-            dim = hidden[self.layers[0]].shape[-1]
-            self.pooled = np.empty((self.n, len(self.layers), dim), dtype=np.float32)
-        # One stacked copy to the host per batch (one device sync, not one per layer);
-        # .numpy() of that copy goes into our own buffer, so nothing keeps a view of a
-        # tensor the model may reuse.
-        stacked = torch.stack([pool(hidden[layer], batch.mask, self.pooling) for layer in self.layers], dim=1)
-        self.pooled[batch.rows] = to_numpy(stacked)
-
-    def finish(self) -> Part:
-        pooled = self.pooled if self.pooled is not None else np.zeros((self.n, 0, 0), dtype=np.float32)
-        return Part(rows={"pooled": pooled}, meta={"layers": [int(l) for l in (self.layers or ())]})
-
-
-@dataclass
-class _FrameData:
-    layout: np.ndarray
-    labels: np.ndarray
-    layers: np.ndarray
-    errors: np.ndarray | None
-    notes: list[str]
-
-
-def panel_notes(knn: np.ndarray | None, n_layers: int, degenerate: set[int] = frozenset()) -> list[str]:
-    """The text under each panel's title: its kNN accuracy, or why it shows one point."""
-    notes = []
-    for j in range(n_layers):
-        if j in degenerate:
-            notes.append("all vectors identical")
-        elif knn is not None and np.isfinite(knn[j]):
-            notes.append(f"kNN acc {knn[j]:.2f}")
-        else:
-            notes.append("")
-    return notes
 
 
 class EmbeddingsMeasurement(Measurement):
@@ -124,7 +59,7 @@ class EmbeddingsMeasurement(Measurement):
 
     # -- front half ---------------------------------------------------------------------
     def start(self, plan: SplitPlan) -> Accumulator:
-        return _Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.context.get("model_name", "the model"))
+        return Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.context.get("model_name", "the model"))
 
     def assemble(self, part: Part, snap) -> None:
         snap.results[self.name] = {
@@ -186,7 +121,7 @@ class EmbeddingsMeasurement(Measurement):
                 frame_path=lambda k, s=split: ctx.store.frame_path(s, k),
                 gif_path=ctx.store.gif_path(split),
                 draw=lambda f, scale, s=split, c=ctx: self._draw(c, s, f, scale),
-                extent=_panel_limits,
+                extent=panel_limits,
                 duration=self.config.frame_duration,
                 frames_on_disk=lambda s=split: ctx.store.keys(s, "frames"),
             )
@@ -251,7 +186,7 @@ class EmbeddingsMeasurement(Measurement):
             split, key, layout, snap.layers, self.config.method, self.config.align,
             backend=BACKEND_NAMES[self.reducer.backend_for(snap.num_rows)],
         )
-        frame = Frame(key, _FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
+        frame = Frame(key, FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
         film = self._film(ctx, snap)
         if ctx.render:
             film.show(ctx, frame)
@@ -407,7 +342,7 @@ class EmbeddingsMeasurement(Measurement):
                 if stored["layout"].shape[:2] != (snap.num_layers, snap.num_rows):
                     continue
                 values = np.array([knn.get((split, key.step, key.epoch, int(l)), np.nan) for l in snap.layers])
-                frame = Frame(key, _FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
+                frame = Frame(key, FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
                 self._film(ctx, snap).add(frame)
 
     def summarize(self, store) -> dict[str, Any]:
@@ -455,9 +390,3 @@ def _norms_of(entry: list) -> np.ndarray:
     if entry[3] is None:
         entry[3] = cka_norms(entry[2])
     return entry[3]
-
-
-def _panel_limits(frame: Frame) -> list:
-    from ...render import limits_of
-
-    return [limits_of(frame.data.layout[j]) for j in range(len(frame.data.layout))]
