@@ -7,7 +7,6 @@ constructed, long before the first training step.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import re
 from dataclasses import dataclass
@@ -401,15 +400,18 @@ def _comparable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-UMAP_HINT = "method='umap' needs the umap-learn package: pip install 'layerwatch[umap]' (or choose method='tsne' or 'pca')"
+UMAP_HINT = (
+    "method='umap' needs the umap-learn package: pip install 'layerwatch[umap]' (or choose method='tsne' or 'pca')"
+)
 
 
 def require(module: str, hint: str, attribute: str | None = None) -> Any:
-    """The optional dependency ``module``, imported; else an ImportError saying ``hint``
-    (what needs it and how to install it). ``attribute``: a name the module must have, since a
-    leftover folder of an uninstalled package imports as an empty namespace package."""
+    """The optional dependency ``module`` (a top-level module), imported; else an ImportError
+    saying ``hint`` (what needs it and how to install it). ``attribute``: a name the module
+    must have, since a leftover folder of an uninstalled package imports as an empty
+    namespace package."""
     try:
-        found = importlib.import_module(module)
+        found = __import__(module)
         if attribute is not None:
             getattr(found, attribute)
     except (ImportError, AttributeError):
