@@ -32,6 +32,7 @@ from .accumulate import HeadStats
 from .cli import add_attention_command
 from .drift import TABLE, as_stats, heads_that_moved, js_divergence, pattern_labels
 from .head_view import MAX_NEURON_EXAMPLES
+from .settings import Attention
 from .stats import STATS, punctuation_ids, special_token_ids
 
 logger = logging.getLogger("layerwatch")
@@ -57,7 +58,7 @@ class AttentionMeasurement(Measurement):
     output_flags = {"output_attentions": True}
     eager_attention = True
 
-    enabled_by = "attention"
+    Settings = Attention
 
     def __init__(self, config):
         super().__init__(config)
@@ -73,7 +74,7 @@ class AttentionMeasurement(Measurement):
 
     # -- front half -----------------------------------------------------------------------
     def check_splits(self, splits) -> None:
-        check_example_split("attention_split", self.config.attention_split, splits)
+        check_example_split("attention_split", self.settings.split, splits)
 
     def prepare(self, model, context) -> None:
         tokenizer = context.get("tokenizer")
@@ -86,11 +87,11 @@ class AttentionMeasurement(Measurement):
                 "config only; the Trainer hands its processing_class over, or pass tokenizer= to check_model"
             )
         labels = context.get("labels", {})
-        split = example_split(self.config.attention_split, labels)
+        split = example_split(self.settings.split, labels)
         splits = context.get("splits_indices", {})
         if split in labels and split in splits:
             self.examples[split] = pick_examples(
-                self.config.attention_examples, "attention_examples", split, splits[split], labels[split], self.config.seed,
+                self.settings.examples, "attention_examples", split, splits[split], labels[split], self.config.seed,
             )
 
     def start(self, plan: SplitPlan) -> Accumulator:
@@ -346,6 +347,15 @@ class AttentionMeasurement(Measurement):
 
     def summarize(self, store) -> dict[str, Any]:
         return {"attention": heads_that_moved(store)} if store.read_table(TABLE) else {}
+
+    def info_lines(self, summary: dict[str, Any]) -> list[str]:
+        lines = []
+        for split, a in summary.get("attention", {}).items():
+            if a["moved_most"]:
+                h = a["moved_most"][0]
+                lines.append(f"attention of {split!r}: layer {h['layer']} head {h['head']} moved most ({h['drift_first']:.4f} nats, "
+                             f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
+        return lines
 
     def report_sections(self, store) -> list[dict]:
         import base64

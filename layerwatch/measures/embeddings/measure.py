@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from typing import Any
 
 import numpy as np
@@ -22,17 +21,17 @@ import numpy as np
 from ...config import resolve_jobs
 from ...distributed import Part
 from ...film import Film, Frame
-from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
+from ...metrics import cka_norms, layer_cka, layer_metrics, model_accuracy
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
-from ...snapshot import SnapshotKey, epoch_value
-from ..base import Accumulator, Context, Measurement, SplitPlan
+from ...snapshot import SnapshotKey
+from ..base import SENT_KINDS, Accumulator, Context, Measurement, SplitPlan
 from .frames import FrameData, panel_limits, panel_notes
+from .heatmaps import norms_of, write_cka_heatmap, write_metric_heatmaps
+from .heatmaps import row_when as _when
 from .pool import Pool
+from .sends import end_items, snapshot_items
 
 logger = logging.getLogger("layerwatch")
-
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
 
 class EmbeddingsMeasurement(Measurement):
     """Pooled hidden states of every monitored layer (always on)."""
@@ -222,7 +221,7 @@ class EmbeddingsMeasurement(Measurement):
         for name, memory in (("cka_first", self._first), ("cka_prev", self._latest)):
             other = memory.get(snap.split)
             if other is not None and np.array_equal(other[0], mine[0]) and np.array_equal(other[1], mine[1]):
-                out[name] = layer_cka(snap.pooled, other[2], norms, _norms_of(other))
+                out[name] = layer_cka(snap.pooled, other[2], norms, norms_of(other))
         if "cka_first" not in out:
             self._first[snap.split] = [*mine, snap.pooled, norms]
             out["cka_first"] = np.where(np.isfinite(norms), 1.0, np.nan)  # 1 by definition: the start
@@ -231,21 +230,7 @@ class EmbeddingsMeasurement(Measurement):
 
     def write_cka_layers(self, ctx: Context) -> None:
         """``cka_layers.png``: which layers have become alike, at the latest snapshot (a panel per split)."""
-        from matplotlib.figure import Figure
-
-        from ...render import draw_heatmap, figure_png, layer_name
-
-        latest = {s: v for s, v in self._latest.items() if ctx.draw_splits is None or s in ctx.draw_splits}
-        if not latest:
-            return
-        splits = sorted(latest, key=lambda s: (s != ctx.reference_split, s))
-        layers = [int(l) for l in latest[splits[0]][1]]
-        tables = {s: cka_matrix(latest[s][2], _norms_of(latest[s])) for s in splits if [int(l) for l in latest[s][1]] == layers}
-        n = len(layers)
-        fig = Figure(figsize=(1.5 + len(tables) * (1.2 + 0.5 * n), 1.4 + 0.4 * n), dpi=self.config.dpi)
-        draw_heatmap(fig, tables, layers, [layer_name(l) for l in layers], "linear CKA between layers (latest snapshot)", xlabel="layer")
-        fig.tight_layout()
-        ctx.store.write_bytes(ctx.store.file_path("cka_layers.png"), figure_png(fig))
+        write_cka_heatmap(ctx, self._latest, self.config.dpi)
 
     def _errors(self, ctx: Context, snap) -> np.ndarray | None:
         if self.config.highlight_errors is False or snap.predictions is None or ctx.regression:
@@ -283,34 +268,7 @@ class EmbeddingsMeasurement(Measurement):
 
     def write_heatmaps(self, ctx: Context) -> None:
         """``metrics_<metric>.png``: layers x snapshots, one panel per split."""
-        from matplotlib.figure import Figure
-
-        from ...render import draw_heatmap, figure_png
-
-        rows = ctx.store.read_metrics()
-        if not rows:
-            return
-        with_step = self.config.every_n_steps is not None
-        for metric in sorted({r["metric"] for r in rows}):
-            if not _METRIC_NAME.match(str(metric)):
-                continue
-            sel = [r for r in rows if r["metric"] == metric]
-            splits = sorted({r["split"] for r in sel}, key=lambda s: (s != ctx.reference_split, s))
-            # A snapshot is known by its step in every table (names may lack it).
-            keys = sorted({_when(r): SnapshotKey(r["epoch"], r["step"], with_step) for r in sel}.values(), key=lambda k: (k.step, k.epoch))
-            col = {(k.step, k.epoch): i for i, k in enumerate(keys)}
-            layers = sorted({int(r["layer"]) for r in sel})
-            tables = {}
-            for split in splits:
-                t = np.full((len(layers), len(keys)), np.nan)
-                for r in sel:
-                    if r["split"] == split:
-                        t[layers.index(int(r["layer"])), col[_when(r)]] = r["value"]
-                tables[split] = t
-            fig = Figure(figsize=(1.5 + len(splits) * (1.2 + 0.45 * len(keys)), 1.2 + 0.35 * len(layers)), dpi=self.config.dpi)
-            draw_heatmap(fig, tables, layers, [k.column for k in keys], metric)
-            fig.tight_layout()
-            ctx.store.write_bytes(ctx.store.file_path(f"metrics_{metric}.png"), figure_png(fig))
+        write_metric_heatmaps(ctx, self.config.dpi, with_step=self.config.every_n_steps is not None)
 
     # -- a stored run ------------------------------------------------------------------------
     def restore(self, ctx: Context, snaps: list) -> None:
@@ -345,11 +303,18 @@ class EmbeddingsMeasurement(Measurement):
                 frame = Frame(key, FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
                 self._film(ctx, snap).add(frame)
 
+    def sends(self, run, key, snaps=None, logs=None, kinds=SENT_KINDS) -> list:
+        if key is None:
+            return end_items(run, kinds)
+        return snapshot_items(run, key, snaps, logs, kinds)
+
     def summarize(self, store) -> dict[str, Any]:
+        backend = ((store.read_run().get("methods") or {}).get(self.name) or {}).get("layout", {}).get("backend")
+        out: dict[str, Any] = {"layout_backend": backend} if backend else {}
         try:
             rows = store.read_metrics()
         except ValueError:
-            return {}
+            return out
         last: dict[str, tuple] = {}
         for r in rows:
             if r["metric"] == "knn_accuracy":
@@ -359,7 +324,6 @@ class EmbeddingsMeasurement(Measurement):
             if r["metric"] == "knn_accuracy" and _when(r) == last.get(r["split"]):
                 if r["split"] not in best or r["value"] > best[r["split"]][1]:
                     best[r["split"]] = (int(r["layer"]), r["value"])
-        out: dict[str, Any] = {}
         if best:
             out["best_knn_layer_at_last_snapshot"] = {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}
         drift = [r for r in rows if r["metric"] == "cka_first"]
@@ -378,15 +342,20 @@ class EmbeddingsMeasurement(Measurement):
             out["drift_at_last_snapshot"] = moved
         return out
 
+    def info_lines(self, summary: dict[str, Any]) -> list[str]:
+        lines = []
+        if summary.get("layout_backend"):
+            lines.append("layouts: " + ", ".join(f"{split!r} by {name}" for split, name in summary["layout_backend"].items()))
+        for split, b in summary.get("best_knn_layer_at_last_snapshot", {}).items():
+            lines.append(f"best kNN layer of {split!r} at the last snapshot: {b['layer']} ({b['knn_accuracy']:.3f})")
+        for split, d in summary.get("drift_at_last_snapshot", {}).items():
+            most, least = d["moved_most"], d["moved_least"]
+            lines.append(
+                f"drift of {split!r} since the first snapshot (linear CKA, 1 = unchanged): moved most "
+                f"{_layer_text(most['layer'])} ({most['cka_first']:.3f}), least {_layer_text(least['layer'])} ({least['cka_first']:.3f})"
+            )
+        return lines
 
-def _when(row: dict) -> tuple:
-    """A table row's snapshot: (step, epoch); file names may lack the step."""
-    return int(row["step"]), epoch_value(row["epoch"])
 
-
-def _norms_of(entry: list) -> np.ndarray:
-    """The CKA norms of a remembered snapshot ``[indices, layers, pooled, norms]``, computed
-    on first use for one read back from disk."""
-    if entry[3] is None:
-        entry[3] = cka_norms(entry[2])
-    return entry[3]
+def _layer_text(layer: int) -> str:
+    return "the embeddings" if int(layer) == 0 else f"layer {int(layer)}"
