@@ -51,6 +51,7 @@ __all__ = [
     "AttributionResult",
     "attribute",
     "baseline_ids",
+    "head_output",
 ]
 
 METHOD = "riemann"
@@ -219,6 +220,20 @@ def attribute(
                 target = int(_logits(model, input_ids, attention_mask, token_type_ids)[0].argmax())
         return _integrate(model, handles, input_ids, attention_mask, token_type_ids, e_x, e_b, target, steps,
                           batch_size)
+
+
+def head_output(head: Any, label: int) -> int:
+    """The head's output index of label id ``label`` (attribution_target='label')."""
+    table = getattr(head, "to_label", None)
+    if table is None:
+        raise ValueError(
+            "attribution_target='label' needs the head's outputs matched to the labels "
+            f"({getattr(head, 'reason', '')}); pass attribution_target='prediction'"
+        )
+    try:
+        return list(table).index(label)
+    except ValueError:
+        raise ValueError(f"label id {label} matches no output of the classification head") from None
 
 
 def _logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

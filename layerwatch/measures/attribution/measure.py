@@ -153,7 +153,7 @@ class AttributionMeasurement(Measurement):
 
         from ...data import read_inputs
         from ...model_utils import to_numpy, unwrap
-        from .ig import attribute, baseline_ids
+        from .ig import attribute, baseline_ids, head_output
         from .norms import norm_maps
 
         split = context.get("attribution_split")
@@ -173,7 +173,7 @@ class AttributionMeasurement(Measurement):
             mask = torch.as_tensor(inputs["attention_mask"][r])[None]
             types = torch.as_tensor(inputs["token_type_ids"][r])[None] if "token_type_ids" in inputs else None
             if self.settings.target == "label":
-                target = _head_output(head, int(snap.labels[position]))
+                target = head_output(head, int(snap.labels[position]))
             else:
                 target = None
             base = baseline_ids(ids, context.get("attribution_special", ()), context["attribution_pad"])
@@ -363,20 +363,6 @@ class AttributionMeasurement(Measurement):
             return []
         return [{"title": "Attribution", "text": "Which layers and tokens decide for the chosen rows, snapshot by snapshot "
                  "(conductance films), and where attention weight and attention norm go.", "images": images, "links": links}]
-
-
-def _head_output(head: Any, label: int) -> int:
-    """The head's output index of label id ``label`` (attribution_target='label')."""
-    table = getattr(head, "to_label", None)
-    if table is None:
-        raise ValueError(
-            "attribution_target='label' needs the head's outputs matched to the labels "
-            f"({getattr(head, 'reason', '')}); pass attribution_target='prediction'"
-        )
-    try:
-        return list(table).index(label)
-    except ValueError:
-        raise ValueError(f"label id {label} matches no output of the classification head") from None
 
 
 def _padded(items: list, n: int, fill: Any) -> np.ndarray:
