@@ -90,6 +90,61 @@ def _layer_vectors(n: int, layers: int, dim: int, epochs: int, seed: int = 0):
     return pooled, runs[0].labels
 
 
+def minilm_vectors(data_dir: str, cache_dir: str, n: int, epochs: int, train_rows: int = 600, seed: int = 0):
+    """(epochs of (7, n, 384) float32, labels): real MiniLM vectors of ``n`` HatEval tweets.
+
+    The first ``n`` tweets (train, then validation) captured by ``layerwatch.capture``
+    (``precision="auto"``, as the callback does) with the packaged all-MiniLM-L6-v2 before
+    fine-tuning and after each of ``epochs - 1`` epochs on ``train_rows`` other tweets
+    (stratified from the test split; AdamW, lr 1e-4, batch 16): the vectors change between
+    snapshots as a fine-tuning run's do. Stored in ``cache_dir`` through ``RunStore`` and
+    read back when a previous run with the same settings left them there.
+    """
+    import numpy as np
+
+    from layerwatch import RunStore, capture
+    from layerwatch.data import stratified_subset
+    from layerwatch.snapshot import SnapshotKey
+
+    store = RunStore(cache_dir)
+    keys = [SnapshotKey(e) for e in range(epochs)]
+    settings = f"{n} tweets, {epochs} snapshots, {train_rows} training tweets, seed {seed}"
+    stamp = os.path.join(cache_dir, "scale-benchmark.txt")
+    stored = os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == settings
+    if not (stored and all(os.path.exists(store.embedding_path("rows", k)) for k in keys)):
+        import torch
+
+        path = common.model_path()
+        tok = common.load_tokenizer(path)
+        model = common.load_classifier(path, seed)
+        texts, labels = common.read_rows(data_dir, n)
+        ds = common.tokenized_dataset(tok, texts, labels, padding=False)
+        test_text, test_y = common.read_split(data_dir, "test")
+        pick = stratified_subset(test_y, train_rows, seed)
+        train_ids = tok([test_text[i] for i in pick], truncation=True, max_length=common.MAX_LENGTH)["input_ids"]
+        train_y = test_y[pick]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        rng = np.random.default_rng(seed)
+        for epoch in range(epochs):
+            if epoch:
+                model.train()
+                order = rng.permutation(len(train_ids))
+                for start in range(0, len(order), 16):
+                    rows = order[start : start + 16]
+                    ids, mask = common.padded_batch(train_ids, rows)
+                    model(input_ids=ids, attention_mask=mask, labels=torch.tensor(train_y[rows])).loss.backward()
+                    opt.step()
+                    opt.zero_grad()
+                model.eval()
+            snap = capture(model, ds, batch_size=64, split="rows", precision="auto")
+            store.save_snapshot(snap, keys[epoch])
+            print(f"  snapshot {epoch} of {n:,} tweets captured", flush=True)
+        with open(stamp, "w", encoding="utf-8") as fh:
+            fh.write(settings)
+    snaps = [store.load_snapshot("rows", k) for k in keys]
+    return [s.pooled for s in snaps], snaps[0].labels
+
+
 def _backend_figures(pooled: list, labels, backend: str, align: bool) -> dict:
     """Lay out every layer of every epoch; time the fresh first epoch and the later ones."""
     import numpy as np

@@ -515,13 +515,21 @@ def start_layouts(
         todo.append((j, prev))
     futures = {j: pool.submit(_job, threads, reducer, pooled[j], prev) for j, prev in todo} if pool is not None else {}
 
-    def collect() -> tuple[np.ndarray, dict[int, str]]:
+    def collect(tell: Callable[[int, list[int], int], None] | None = None) -> tuple[np.ndarray, dict[int, str]]:
+        """``tell(done, running, total)``, when given, hears before each layout and after
+        the last how many of the ``total`` layers are done and the positions of those
+        being laid out now."""
         problems: dict[int, str] = {}
-        for j, prev in todo:
+        for done, (j, prev) in enumerate(todo):
+            if tell is not None:
+                running = [i for i, _ in todo[done:] if not futures or futures[i].running()] if futures else [j]
+                tell(done, running or [j], len(todo))
             try:
                 out[j] = futures[j].result() if futures else reducer(pooled[j], prev)
             except ValueError as exc:
                 problems[j] = str(exc)
+        if tell is not None:
+            tell(len(todo), [], len(todo))
         return out, problems
 
     return collect

@@ -422,6 +422,8 @@ def test_off_a_terminal_progress_is_one_plain_line_per_finished_step(tmp_path, c
         assert [l.split(" [")[0] for l in mine] == [
             f"layerwatch epoch {epoch}: captured train (16 rows)",
             f"layerwatch epoch {epoch}: captured validation (8 rows)",
+            f"layerwatch epoch {epoch}: laid out train (3 layers, 16 rows)",
+            f"layerwatch epoch {epoch}: laid out validation (3 layers, 8 rows)",
             f"layerwatch epoch {epoch}: embeddings measured and drawn",
         ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import warnings
 
 import numpy as np
@@ -286,3 +287,99 @@ def test_vectors_beyond_float16_range_are_stored_in_float32(tmp_path, caplog):
         store.save_snapshot(snap, SnapshotKey(0), dtype="float16")
     assert "beyond float16's range" in caplog.text
     np.testing.assert_array_equal(store.load_snapshot("train", SnapshotKey(0)).pooled, pooled)
+
+
+# -- what the console says at this size ----------------------------------------------------------
+class _Tty:
+    """A stream that says it is a terminal and keeps what was written."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.StringIO()
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_names_the_layers_being_laid_out_and_the_time_left(monkeypatch):
+    from layerwatch import progress as progress_mod
+    from layerwatch.progress import Progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: clock[0])
+    first = Progress("epoch 0", 10, stream=_Tty())
+    texts = []
+    monkeypatch.setattr(first.bar, "set_description_str", lambda desc=None, refresh=True: texts.append(desc))
+    # The first snapshot: nothing to go by until a layer is done, then the split's own pace.
+    first.layouts("embeddings", "validation", [0, 1], 0, 7, 0.0)
+    first.layouts("embeddings", "validation", [2, 3], 2, 7, 8.0)
+    assert texts == [
+        "layerwatch epoch 0: embeddings: laying out validation, layers 0, 1 (0 of 7 done)",
+        "layerwatch epoch 0: embeddings: laying out validation, layers 2, 3 (2 of 7 done) (about 20 s left for validation's layouts)",
+    ]
+    # A later snapshot: by the time the previous one took.
+    later = Progress("epoch 1", 10, stream=_Tty(), expected=150.0)
+    monkeypatch.setattr(later.bar, "set_description_str", lambda desc=None, refresh=True: texts.append(desc))
+    clock[0] += 40.0
+    later.layouts("embeddings", "train", [5], 4, 7, 30.0)
+    assert texts[-1] == "layerwatch epoch 1: embeddings: laying out train, layer 5 (4 of 7 done) (about 1 min 50 s left for the snapshot)"
+    clock[0] += 200.0  # longer than the last one: no estimate rather than a false one
+    later.working("embeddings")
+    assert texts[-1] == "layerwatch epoch 1: embeddings"
+    for p in (first, later):
+        p.close()
+
+
+def test_one_bar_per_snapshot_tells_every_layer_of_every_split_and_the_time_left(tmp_path, monkeypatch):
+    import tqdm
+
+    from layerwatch import LayerwatchCallback
+    from layerwatch import progress as progress_mod
+
+    bars = []
+
+    class Recording(tqdm.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.texts = []
+            bars.append(self)
+
+        def set_description_str(self, desc=None, refresh=True):
+            self.texts.append(desc)
+            super().set_description_str(desc, refresh)
+
+    monkeypatch.setattr(progress_mod, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(tqdm, "tqdm", Recording)
+    train, val = toy_dataset(16), toy_dataset(8, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=True, n_jobs=1)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    assert len(bars) == 2  # one per snapshot
+    for bar, epoch in zip(bars, (0, 1)):
+        said = [t.split(" (about")[0] for t in bar.texts]
+        for split in ("train", "validation"):
+            laid = [t for t in said if t.startswith(f"layerwatch epoch {epoch}: embeddings: laying out {split}, layer ")]
+            assert laid == [f"layerwatch epoch {epoch}: embeddings: laying out {split}, layer {j} ({j} of 3 done)" for j in range(3)]
+    # The second snapshot says from its start how long it will take (the first one's time);
+    # the first has nothing to go by but its layers' pace.
+    assert re.fullmatch(r"layerwatch epoch 1: capture train \(about \d+ s left for the snapshot\)", bars[1].texts[0])
+    assert not any("left for the snapshot" in t for t in bars[0].texts)
+
+
+def test_off_a_terminal_each_split_laid_out_is_one_line(tmp_path, capsys):
+    from layerwatch import LayerwatchCallback
+
+    train, val = toy_dataset(16), toy_dataset(8, seed=1)
+    watch = LayerwatchCallback({"train": train, "validation": val}, tmp_path / "lw", method="pca", progress=True)
+    make_trainer(tiny_bert(), train, [watch], tmp_path / "t", epochs=1).train()
+    lines = [l.split(" [")[0] for l in capsys.readouterr().err.splitlines() if l.startswith("layerwatch epoch 1:")]
+    assert sorted(l for l in lines if "laid out" in l) == [
+        "layerwatch epoch 1: laid out train (3 layers, 16 rows)",
+        "layerwatch epoch 1: laid out validation (3 layers, 8 rows)",
+    ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,9 +239,17 @@ class EmbeddingsMeasurement(Measurement):
             return
         collect, degenerate = started
         ctx.working(f"{self.name}: laying out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
-        result = ctx.guard(f"laying out {split}", key, collect)
+        began = time.perf_counter()
+        tell = None
+        if ctx.progress is not None:
+            def tell(done: int, running: list[int], total: int) -> None:
+                ctx.progress.layouts(self.name, split, [int(snap.layers[j]) for j in running], done, total,
+                                     time.perf_counter() - began)
+        result = ctx.guard(f"laying out {split}", key, collect, tell)
         if result is None:
             return
+        if ctx.progress is not None:
+            ctx.progress.done(f"laid out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
         layout, problems = result
         for j, msg in problems.items():
             logger.warning("layerwatch: %s, %s, layer %d: %s", split, key.title, int(snap.layers[j]), msg)
