@@ -118,6 +118,8 @@ class EmbeddingsMeasurement(Measurement):
 
     def prepare(self, model: Any, context: dict[str, Any]) -> None:
         self._rows = {name: len(indices) for name, indices in (context.get("splits_indices") or {}).items()}
+        # t-SNE lays out on the model's CUDA device where it can (reduce.Reducer.backend_for).
+        self.reducer.device = _device_of(model)
 
     def describe(self) -> dict[str, Any]:
         # Which library lays out each split's maps (chosen by its rows and what is installed).
@@ -470,3 +472,13 @@ def _panel_limits(frame: Frame) -> list:
     from ...render import limits_of
 
     return [limits_of(frame.data.layout[j]) for j in range(len(frame.data.layout))]
+
+
+def _device_of(model: Any) -> str:
+    """The device of the model's first parameter (``"cpu"`` without one)."""
+    params = getattr(model, "parameters", None)
+    if not callable(params):
+        return "cpu"
+    for p in params():
+        return str(p.device)
+    return "cpu"
