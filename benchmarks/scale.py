@@ -150,14 +150,14 @@ def minilm_vectors(data_dir: str, cache_dir: str, n: int, epochs: int, train_row
     return [s.pooled for s in snaps], snaps[0].labels
 
 
-def _backend_figures(pooled: list, labels, backend: str, align: bool) -> dict:
+def _backend_figures(pooled: list, labels, backend: str, align: bool, device: str = "cpu") -> dict:
     """Lay out every layer of every epoch; time the fresh first epoch and the later ones."""
     import numpy as np
 
     import alignment
     from layerwatch.reduce import Reducer
 
-    reducer = Reducer("tsne", seed=0, align=align, backend=backend)
+    reducer = Reducer("tsne", seed=0, align=align, backend=backend, device=device)
     n_layers, n_epochs = pooled[0].shape[0], len(pooled)
     layouts = [[None] * n_epochs for _ in range(n_layers)]
     wall, cpu = np.zeros(n_epochs), np.zeros(n_epochs)
