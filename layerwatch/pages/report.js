@@ -280,9 +280,15 @@
     }
     return v;
   }
-  function disc(radius) {
-    const out = [], r2 = radius * radius, R = Math.ceil(radius);
-    for (let dy = -R; dy <= R; dy++) for (let dx = -R; dx <= R; dx++) if (dx * dx + dy * dy <= r2) out.push(dx, dy);
+  // The pixel offsets within ``radius`` of a centre and beyond ``inside`` (a disc, or a rim).
+  function disc(radius, inside = -1) {
+    const out = [], r2 = radius * radius, i2 = inside < 0 ? -1 : inside * inside, R = Math.ceil(radius);
+    for (let dy = -R; dy <= R; dy++) {
+      for (let dx = -R; dx <= R; dx++) {
+        const d2 = dx * dx + dy * dy;
+        if (d2 <= r2 && d2 > i2) out.push(dx, dy);
+      }
+    }
     return out;
   }
   function drawFound(p, cols) {
@@ -292,7 +298,8 @@
     if (S.matchFlags === null || !p.px) return;
     const img = p.fctx.createImageData(W, H), pix = new Uint32Array(img.data.buffer);
     pix.fill((224 << 24) | 0xffffff);   // white at 88%: the other dots show through faintly
-    const dpr = W / p.w, r = (radius(p) + 1) * dpr, rim = disc(r), inner = disc(Math.max(r - dpr, 0.5)), dark = rgba('#111');
+    const dpr = W / p.w, r = (radius(p) + 1) * dpr, rin = Math.max(r - dpr, 0.5);
+    const rim = disc(r, rin), inner = disc(rin), dark = rgba('#111');
     const stamp = (offsets, x, y, v) => {
       for (let k = 0; k < offsets.length; k += 2) {
         const X = x + offsets[k], Y = y + offsets[k + 1];
@@ -303,13 +310,14 @@
       if (isNaN(p.px[2 * i])) continue;
       const x = Math.round(p.px[2 * i] * dpr), y = Math.round(p.px[2 * i + 1] * dpr);
       stamp(rim, x, y, dark);
-      stamp(inner, x, y, rgba(cols[i]));
+      stamp(inner, x, y, cols.words ? cols.words[i] : rgba(cols[i]));
       p.lit.push(i);
     }
     p.fctx.putImageData(img, 0, 0);
   }
   function drawFoundAll() {
     const cols = colours();
+    cols.words = Uint32Array.from(cols, rgba);   // each row's colour as a pixel word, once
     for (const p of panels) drawFound(p, cols);
   }
   function ring(ctx, x, y, r, colour) {
