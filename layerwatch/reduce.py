@@ -40,7 +40,12 @@ pay (``benchmarks/scale.py``; ``docs/costs.md``), when openTSNE is installed
 (``pip install 'layerwatch[scale]'``; without it, scikit-learn with a one-line note). Both
 run the same schedule from the same starts: the same PCA start of std 1e-4 for fresh fits,
 the same shrunk previous layout for warm ones, the same phases, momenta and learning rate,
-and the same stop on the KL gradient's norm.
+and the same stop on the KL gradient's norm. openTSNE's affinities come from exact
+nearest neighbours (``nearest_neighbours``, blocked matrix products) up to
+``EXACT_NEIGHBOURS_MAX_ROWS`` rows, from Annoy above. When the model is on a CUDA device
+(``device``), TorchDR lays t-SNE out there (``pip install 'layerwatch[gpu]'``) from the
+same starts and with the same phases; without TorchDR or usable CUDA the CPU path does,
+with a one-line note.
 
 Every layout comes back centred and scaled to unit RMS radius, so panels can share
 fixed axis limits across frames.
