@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from ..distributed import Part
+from ..history import History
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import LayerwatchConfig
@@ -131,6 +132,7 @@ class Context:
         regression: Labels are float targets.
         reference_split: The split other splits are measured against (train).
         failures: Messages of the steps that failed in the current snapshot.
+        history: What the pages are drawn from (:class:`~layerwatch.history.History`).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Context:
         label_names: list[str] | None = None,
         regression: bool = False,
         reference_split: str | None = None,
+        history: "History | None" = None,
     ):
         self.store = store
         self.config = config
@@ -155,6 +158,10 @@ class Context:
         self.log_failures = True
         # The snapshot's progress (layerwatch.progress.Progress), to say what is being worked on.
         self.progress = None
+        # What the pages are drawn from: every measurement files here, per split and snapshot,
+        # what its page part shows (in process() and in restore()), so that no page re-reads
+        # earlier snapshots' files.
+        self.history = history if history is not None else History()
 
     def working(self, what: str) -> None:
         """Say in the snapshot's progress bar what is being worked on now (nothing without one)."""
@@ -334,9 +341,12 @@ class Measurement:
         """What ``layerwatch info`` says of this measurement in a stored run."""
         return {}
 
-    def report_sections(self, store: "RunStore") -> list[dict]:
+    def report_sections(self, ctx: Context) -> list[dict]:
         """Sections this measurement adds to the run's report page: ``{"title", "text",
-        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}]}``."""
+        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}], "films":
+        [heatmap films, see layerwatch.pages.sections]}``, drawn from what it filed in
+        ``ctx.history`` (never by re-reading earlier snapshots' files). ``text`` may hold
+        code spans in backticks, shown as code."""
         return []
 
     @classmethod

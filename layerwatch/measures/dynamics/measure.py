@@ -368,8 +368,8 @@ class DynamicsMeasurement(Measurement):
             }
         return {"dynamics": out} if out else {}
 
-    def report_sections(self, store: Any) -> list[dict]:
-        return report_sections(store, self.settings, self.config.report_text)
+    def report_sections(self, ctx: Any) -> list[dict]:
+        return report_sections(ctx.store, self.settings, self.config.report_text)
 
     @classmethod
     def add_commands(cls, subparsers: Any) -> None:
