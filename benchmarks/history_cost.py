@@ -122,10 +122,10 @@ def main() -> int:
     args = parser.parse_args()
     common.print_load()
 
-    import layerwatch.measures.attention.head_view as head_view_module
+    import layerwatch.measures.attention.page as attention_page
     import layerwatch.report as report_module
     from layerwatch.history import History
-    from layerwatch.measures.attention.page import head_view
+    from layerwatch.measures.attention.page import head_view, record
     from layerwatch.reading import remember_stored, run_context
     from layerwatch.report import write_report
     from layerwatch.store import RunStore
@@ -133,8 +133,8 @@ def main() -> int:
     clock = _Clock()
     clock.wrap(report_module, "_encode_film")
     clock.wrap(report_module, "report_html")
-    clock.wrap(head_view_module, "head_view_data")
-    clock.wrap(head_view_module, "render_page")
+    clock.wrap(attention_page, "head_view_html")
+    clock.wrap(RunStore, "write_text")  # writing the page's bytes is part of its encoding
 
     points = {2, args.snapshots} | (set(range(args.every, args.snapshots + 1, args.every)) if args.every else set())
     table = []
@@ -177,9 +177,7 @@ def main() -> int:
                 last = store.load_snapshot("validation", keys[-1], pooled=False)
                 for key in keys:
                     arrays = store.load_arrays("attention", "validation", key)
-                    read.put("attention", "validation", store.snapshot_key("validation", key),
-                             {"grids": {}, "examples": {**arrays, "rows": last.indices[arrays["positions"]],
-                                                        "labels": last.labels[arrays["positions"]]}})
+                    read.put("attention", "validation", store.snapshot_key("validation", key), record({}, arrays, last))
                 html = head_view(read, "attention", "validation", ctx.label_names, True, "attention_head_view.html")
                 store.write_text(store.file_path("attention_head_view.html"), html)
 

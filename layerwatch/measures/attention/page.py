@@ -18,6 +18,7 @@ import numpy as np
 
 from ...pages.sections import heatmap_film
 from ...text import shown_tokens
+from .head_view import _WEIGHT_SLACK, head_view_html, quantise_maps
 from .stats import STATS
 
 logger = logging.getLogger("layerwatch")
@@ -32,7 +33,14 @@ def record(values: dict[str, np.ndarray], res: dict, snap: Any) -> dict:
     with their dataset rows and labels (``snap``: the split's snapshot)."""
     out: dict[str, Any] = {"grids": {stat: np.asarray(grid, dtype=np.float64) for stat, grid in values.items()}}
     if "maps" in res:
-        examples = {k: res[k] for k in EXAMPLE_ARRAYS if k in res}
+        examples = {k: res[k] for k in EXAMPLE_ARRAYS if k in res and k != "maps"}
+        # Quantised once, as the head view shows them: a layer with a non-finite weight is
+        # zeroed and marked damaged; the finite range is kept for the head view's check.
+        maps = np.asarray(res["maps"], dtype=np.float32)
+        damaged = ~np.isfinite(maps).all(axis=(2, 3, 4))  # (examples, layers)
+        finite = np.where(damaged[:, :, None, None, None], 0.0, maps)
+        examples.update(levels=quantise_maps(finite), damaged=damaged,
+                        low=float(finite.min()) if finite.size else 0.0, high=float(finite.max()) if finite.size else 0.0)
         positions = np.asarray(res["positions"], dtype=np.int64)
         examples["rows"] = np.asarray(snap.indices)[positions]
         examples["labels"] = np.asarray(snap.labels)[positions]
@@ -42,21 +50,23 @@ def record(values: dict[str, np.ndarray], res: dict, snap: Any) -> dict:
 
 def head_view(history: Any, name: str, split: str, label_names: list | None, texts: bool, file_name: str) -> str | None:
     """The head view page of ``split``'s examples over every snapshot the history holds, or None."""
-    from .head_view import head_view_html
-
     stored = [(k, r["examples"]) for k, r in history.get(name, split) if r.get("examples")]
     if not stored:
         return None
     last = stored[-1][1]
     positions = last["positions"]
     stored = [(k, a) for k, a in stored if np.array_equal(a["positions"], positions)]
+    low, high = min(a["low"] for _, a in stored), max(a["high"] for _, a in stored)
+    if low < -_WEIGHT_SLACK or high > 1 + _WEIGHT_SLACK:
+        raise ValueError(f"the attention maps of {split!r} hold values outside [0, 1] (from {low:.3g} to {high:.3g})")
     examples = []
     for r in range(len(positions)):
         n = int(last["lengths"][r])
-        maps = np.stack([a["maps"][r, :, :, :n, :n].astype(np.float32) for _, a in stored])
+        levels = np.stack([a["levels"][r, :, :, :n, :n] for _, a in stored])
         value = last["labels"][r]
         label = label_names[int(value)] if label_names and 0 <= int(value) < len(label_names) else str(value)
-        example = {"tokens": shown_tokens(last["tokens"][r, :n], texts), "label": f"{split} row {int(last['rows'][r])}: {label}", "maps": maps}
+        example = {"tokens": shown_tokens(last["tokens"][r, :n], texts), "label": f"{split} row {int(last['rows'][r])}: {label}",
+                   "levels": levels, "damaged": [[s, int(l)] for s, (_, a) in enumerate(stored) for l in np.flatnonzero(a["damaged"][r])]}
         with_qk = [(i, a) for i, (_, a) in enumerate(stored) if "neuron_q" in a and r < len(a["neuron_q"])]
         if with_qk:
             example["neuron"] = {
@@ -65,7 +75,7 @@ def head_view(history: Any, name: str, split: str, label_names: list | None, tex
                 "snapshots": [i for i, _ in with_qk],
             }
         examples.append(example)
-    damaged = sorted({(int(s), int(l)) for ex in examples for s, l in np.argwhere(~np.isfinite(ex["maps"]).all(axis=(2, 3, 4)))})
+    damaged = sorted({(s, l) for ex in examples for s, l in ex["damaged"]})
     if damaged:
         shown = ", ".join(f"layer {l + 1} at {stored[s][0].title}" for s, l in damaged[:6])
         logger.warning(
