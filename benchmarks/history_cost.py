@@ -12,10 +12,12 @@ states x 1,000 rows; 6 layers x 12 heads; 6 attention examples of 40 tokens, 2 o
 with query and key vectors of 32 dimensions) grows to ``--snapshots`` snapshots, stored
 through ``layerwatch.RunStore`` as a training run stores them. At snapshots 2 and
 ``--snapshots`` (and every ``--every``), each path writes the report and the head view
-``--repeats`` times; the median is printed, with the part of it spent in the page's own
-encoding of what it shows (coding every snapshot's layouts, quantising every snapshot's
-maps, JSON and base64: it grows with the snapshots shown, by design) and the rest (what
-the goal is about: no more at snapshot 20 than at snapshot 2).
+``--repeats`` times; the median is printed, with the part of it spent building the page
+from what is held (the page's own encoding of what it shows: coding every snapshot's
+positions and the sections' films, the head view's maps, JSON, base64, writing the bytes;
+it grows with the snapshots shown, by design), the rest (reading the run back and taking
+it up: what the goal is about, no more at snapshot 20 than at snapshot 2) and the number
+of files the store read.
 
 Nothing is asserted: figures are printed with the machine's load.
 
@@ -44,22 +46,38 @@ LAYERS, HEADS, EXAMPLES, TOKENS, D_HEAD, NEURON = 7, 12, 6, 40, 32, 2
 
 
 class _Clock:
-    """Seconds spent inside the wrapped functions (the page's encoding), summed."""
+    """Seconds spent inside the wrapped functions (building the page), summed; and the files
+    the store read (every array file goes through ``RunStore.load_arrays``, every table
+    through ``RunStore.read_table``)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.reads = 0
+        self._depth = 0
 
     def wrap(self, module, name: str) -> None:
         original = getattr(module, name)
 
         def timed(*a, **kw):
+            self._depth += 1
             t0 = time.perf_counter()
             try:
                 return original(*a, **kw)
             finally:
-                self.seconds += time.perf_counter() - t0
+                self._depth -= 1
+                if not self._depth:  # nested calls are counted once
+                    self.seconds += time.perf_counter() - t0
 
         setattr(module, name, timed)
+
+    def count(self, cls, name: str) -> None:
+        original = getattr(cls, name)
+
+        def counted(*a, **kw):
+            self.reads += 1
+            return original(*a, **kw)
+
+        setattr(cls, name, counted)
 
 
 def _store_snapshot(store, rng, k: int, rows: int, state: dict) -> tuple:
@@ -101,16 +119,16 @@ def _store_snapshot(store, rng, k: int, rows: int, state: dict) -> tuple:
     return key, snaps
 
 
-def _time(fn, repeats: int, clock: _Clock) -> tuple[float, float]:
-    """Median seconds of ``fn()`` and the median part of it spent in the page's encoding."""
+def _time(fn, repeats: int, clock: _Clock) -> tuple[float, float, int]:
+    """Median seconds of ``fn()``, the median part of it spent building the page, and the files read."""
     total, encoding = [], []
     for _ in range(repeats):
-        clock.seconds = 0.0
+        clock.seconds, clock.reads = 0.0, 0
         t0 = time.perf_counter()
         fn()
         total.append(time.perf_counter() - t0)
         encoding.append(clock.seconds)
-    return common.median(total), common.median(encoding)
+    return common.median(total), common.median(encoding), clock.reads
 
 
 def main() -> int:
@@ -125,16 +143,20 @@ def main() -> int:
     import layerwatch.measures.attention.page as attention_page
     import layerwatch.report as report_module
     from layerwatch.history import History
-    from layerwatch.measures.attention.page import head_view, record
+    from layerwatch.measures.attention.page import record
     from layerwatch.reading import remember_stored, run_context
     from layerwatch.report import write_report
     from layerwatch.store import RunStore
 
     clock = _Clock()
-    clock.wrap(report_module, "_encode_film")
-    clock.wrap(report_module, "report_html")
-    clock.wrap(attention_page, "head_view_html")
-    clock.wrap(RunStore, "write_text")  # writing the page's bytes is part of its encoding
+    # Building the page from what is held: the report's data (coding every snapshot's
+    # positions, the sections' films), the HTML, the head view from its records, and
+    # writing the bytes. Whatever else a path does is reading the run back.
+    for module, name in ((report_module, "collect_report"), (report_module, "run_sections"), (report_module, "report_html"),
+                         (attention_page, "head_view"), (RunStore, "write_text")):
+        clock.wrap(module, name)
+    clock.count(RunStore, "load_arrays")
+    clock.count(RunStore, "read_table")
 
     points = {2, args.snapshots} | (set(range(args.every, args.snapshots + 1, args.every)) if args.every else set())
     table = []
@@ -178,15 +200,15 @@ def main() -> int:
                 for key in keys:
                     arrays = store.load_arrays("attention", "validation", key)
                     read.put("attention", "validation", store.snapshot_key("validation", key), record({}, arrays, last))
-                html = head_view(read, "attention", "validation", ctx.label_names, True, "attention_head_view.html")
+                html = attention_page.head_view(read, "attention", "validation", ctx.label_names, True, "attention_head_view.html")
                 store.write_text(store.file_path("attention_head_view.html"), html)
 
             for what, fn in (("report.html, from the history", held_report), ("report.html, read back from the files", disk_report),
                              ("head view, from the history", held_head_view), ("head view, read back from the files", disk_head_view)):
-                total, encoding = _time(fn, args.repeats, clock)
-                table.append((f"snapshot {k}: {what}", f"{total:.3f} s", f"{encoding:.3f} s", f"{total - encoding:.3f} s"))
+                total, encoding, reads = _time(fn, args.repeats, clock)
+                table.append((f"snapshot {k}: {what}", f"{total:.3f} s", f"{encoding:.3f} s", f"{total - encoding:.3f} s", reads))
             print(f"  timed at snapshot {k}", flush=True)
-    common.print_table(table, ("per snapshot", "total", "page encoding", "the rest"))
+    common.print_table(table, ("per snapshot", "total", "building the page", "the rest", "files read"))
     common.print_load(" (after)")
     return 0
 
