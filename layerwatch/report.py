@@ -140,7 +140,8 @@ def run_sections(ctx: Context, measurements: Sequence[Measurement]) -> list[dict
     (``Measurement.report_sections``) and drawn from ``ctx.history``."""
     sections: list[dict] = []
     for m in measurements:
-        sections.extend(m.report_sections(ctx) or [])
+        # A measurement whose section fails costs only its section (on_error="raise" makes it fatal).
+        sections.extend(ctx.guard(f"the {m.name} section of report.html", None, m.report_sections, ctx) or [])
     return sections
 
 
