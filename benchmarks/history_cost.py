@@ -25,6 +25,7 @@ Usage::
 
     python benchmarks/history_cost.py                  # 20 snapshots (about 2 min)
     python benchmarks/history_cost.py --rows 200 --snapshots 6 --repeats 1   # a quick look
+    python benchmarks/history_cost.py --section-size   # what the sections add to the big run's report
 """
 
 from __future__ import annotations
@@ -131,13 +132,56 @@ def _time(fn, repeats: int, clock: _Clock) -> tuple[float, float, int]:
     return common.median(total), common.median(encoding), clock.reads
 
 
+def section_sizes(layers: int = 25, heads: int = 16, examples: int = 8, tokens: int = 64, snapshots: int = 10) -> int:
+    """``--section-size``: the bytes the attention and attribution sections add to the report of the
+    big run of costs.md (2 splits x 25 layers x 10 snapshots), with 16 heads, 8 attribution
+    examples of 64 tokens (random values: they code no smaller than real ones)."""
+    from layerwatch.measures.attention import page as attention_page
+    from layerwatch.measures.attention.stats import STATS
+    from layerwatch.measures.attribution import page as attribution_page
+    from layerwatch.measures.attribution.compute import TOKEN_CLASSES
+    from layerwatch.measures.base import Context
+    from layerwatch.pages import json_block
+    from layerwatch.snapshot import SnapshotKey
+    from layerwatch.store import RunStore
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(RunStore(tmp), None)
+        for k in range(snapshots):
+            key = SnapshotKey(k, 100 * k)
+            for split in SPLITS:
+                grids = {s: rng.random((layers, heads)) for s in STATS}
+                if split == "validation":
+                    grids.update(drift_first=rng.random((layers, heads)), drift_prev=rng.random((layers, heads)))
+                ctx.history.put("attention", split, key, {"grids": grids})
+                record = {"shares": rng.random((layers, len(TOKEN_CLASSES), 2))}
+                if split == "validation":
+                    record["examples"] = [
+                        {"row": 7 * r, "label": "hate", "tokens": [f"tok{t}" for t in range(tokens)],
+                         "conductance": rng.normal(size=(layers + 1, tokens)), "attributions": rng.normal(size=tokens)}
+                        for r in range(examples)
+                    ]
+                ctx.history.put("attribution", split, key, record)
+        sections = attention_page.report_sections(ctx, "attention", "x.html") + attribution_page.report_sections(ctx, "attribution")
+        size = len(json_block(sections).encode("utf-8"))
+    print(f"the attention and attribution sections of a run of 2 splits x {layers} layers x {snapshots} snapshots, "
+          f"{heads} heads, {examples} attribution examples of {tokens} tokens: {size / 1e6:.2f} MB of page data")
+    return size
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1000, help="rows per split (default: %(default)s)")
     parser.add_argument("--snapshots", type=int, default=20, help="snapshots the run grows to (default: %(default)s)")
     parser.add_argument("--every", type=int, default=0, help="also time every N snapshots (default: only 2 and the last)")
     parser.add_argument("--repeats", type=int, default=3, help="timed writes per point (default: %(default)s)")
+    parser.add_argument("--section-size", action="store_true",
+                        help="only print the bytes the attention and attribution sections add to the big run's report")
     args = parser.parse_args()
+    if args.section_size:
+        section_sizes()
+        return 0
     common.print_load()
 
     import layerwatch.measures.attention.page as attention_page
