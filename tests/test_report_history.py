@@ -289,3 +289,18 @@ def test_no_raw_backtick_in_the_page_text_code_spans_are_code(sections_run, tmp_
     assert "`" not in page.evaluate("document.body.innerText")
     codes = page.locator(".extra p code").all_text_contents()
     assert "attention.csv" in codes and "layerwatch attention RUN" in codes
+
+
+def test_a_section_film_that_does_not_fit_its_labels_is_refused(tmp_path):
+    from test_report import make_run
+
+    from layerwatch.report import collect_report
+
+    run = make_run(tmp_path / "run")
+    film = heatmap_film("f", KEYS, [np.zeros((2, 3))] * 3, ["a", "b"], ["x", "y", "z"])
+    ok = collect_report(run, sections=[{"title": "t", "films": [film]}])
+    assert ok["sections"][0]["films"] == [film]
+    with pytest.raises(ValueError, match=r"sections\[0\]\['films'\]\[0\]\['values'\] must code 18 cells"):
+        collect_report(run, sections=[{"title": "t", "films": [{**film, "values": film["values"][:8]}]}])
+    with pytest.raises(ValueError, match=r"sections\[0\]\['films'\]\[0\] must be what layerwatch.pages.sections.heatmap_film"):
+        collect_report(run, sections=[{"title": "t", "films": [{"title": "f"}]}])
