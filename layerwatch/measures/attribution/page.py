@@ -18,7 +18,10 @@ import numpy as np
 
 from ...pages.sections import heatmap_film
 from ...text import shown_tokens
-from .compute import TOKEN_CLASSES
+
+# The token classes of the norm shares' third axis, as compute.TOKEN_CLASSES orders them
+# (compute imports torch; the pages are drawn without it).
+TOKEN_CLASSES = ("cls", "sep", "punct", "other")
 
 
 def _layer(row: int) -> str:
