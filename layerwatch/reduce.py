@@ -56,10 +56,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import METHODS, check_choice, check_perplexity, require_umap
+from .config import METHODS, UMAP_HINT, check_choice, check_int, check_perplexity, require
 
 # t-SNE backends: "auto" picks by rows and by what is installed.
 TSNE_BACKENDS = ("auto", "sklearn", "opentsne")
+OPENTSNE_HINT = (
+    "backend='opentsne' needs the openTSNE package: pip install 'layerwatch[scale]' "
+    "(or leave backend='auto', which uses scikit-learn when openTSNE is missing)"
+)
+
 # From this many rows up, "auto" lays out t-SNE with openTSNE's FFT-accelerated gradients
 # (where scikit-learn's Barnes-Hut costs grow faster than the rows): measured to pay at
 # 5,000 rows and to cost more at 1,000 (benchmarks/scale.py --layouts; docs/costs.md).
@@ -161,13 +166,6 @@ def _tsne_class(exaggeration_iter: int) -> type:
     return type("LayerwatchTSNE", (TSNE,), {"_EXPLORATION_MAX_ITER": int(exaggeration_iter)})
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, what: str = "") -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < low or (high is not None and value > high):
-        allowed = what or (f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}")
-        raise ValueError(f"{name}={value!r} must be {allowed}")
-
-
 class Reducer:
     """Turns (n, d) vectors into a normalised (n, 2) layout.
 
@@ -219,12 +217,12 @@ class Reducer:
         check_choice("method", method, METHODS)
         check_choice("backend", backend, TSNE_BACKENDS)
         if backend == "opentsne":
-            require_opentsne()
+            require("openTSNE", OPENTSNE_HINT, "TSNEEmbedding")
         check_perplexity(perplexity)
         for name, value in (("n_iter", n_iter), ("warm_iter", warm_iter)):
-            _check_int(name, value, _MIN_TSNE_ITER, what=f"an integer of at least {_MIN_TSNE_ITER} (sklearn's minimum)")
-        _check_int("exaggeration_iter", exaggeration_iter, 1, int(n_iter), f"an integer from 1 to n_iter ({n_iter})")
-        _check_int("warm_exaggeration_iter", warm_exaggeration_iter, 1, int(warm_iter), f"an integer from 1 to warm_iter ({warm_iter})")
+            check_int(name, value, _MIN_TSNE_ITER, allowed=f"an integer of at least {_MIN_TSNE_ITER} (sklearn's minimum)")
+        check_int("exaggeration_iter", exaggeration_iter, 1, int(n_iter), f"an integer from 1 to n_iter ({n_iter})")
+        check_int("warm_exaggeration_iter", warm_exaggeration_iter, 1, int(warm_iter), f"an integer from 1 to warm_iter ({warm_iter})")
         if not (isinstance(warm_exaggeration, (int, float)) and warm_exaggeration >= 1):
             raise ValueError(f"warm_exaggeration={warm_exaggeration!r} must be a number of at least 1 (1 = none)")
         if isinstance(warm_min_grad_norm, bool) or not isinstance(warm_min_grad_norm, (int, float)) or not (
@@ -232,7 +230,7 @@ class Reducer:
         ):
             raise ValueError(f"warm_min_grad_norm={warm_min_grad_norm!r} must be a number of at least 0 (0 = no early stop)")
         if method == "umap":
-            require_umap()
+            require("umap", UMAP_HINT, "UMAP")
         self.method = method
         self.seed = int(seed)
         self.align = bool(align)
@@ -395,7 +393,7 @@ class Reducer:
         return np.asarray(emb, dtype=np.float32)
 
     def _umap(self, x: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
-        umap = require_umap()
+        umap = require("umap", UMAP_HINT, "UMAP")
         n = len(x)
         kwargs: dict[str, Any] = dict(n_components=2, random_state=self.seed, n_neighbors=min(15, n - 1))
         if warm is not None:
@@ -444,24 +442,10 @@ def _square_box(layout: np.ndarray) -> np.ndarray:
 def has_opentsne() -> bool:
     """Whether openTSNE can be imported."""
     try:
-        require_opentsne()
+        require("openTSNE", OPENTSNE_HINT, "TSNEEmbedding")
     except ImportError:
         return False
     return True
-
-
-def require_opentsne() -> Any:
-    """The openTSNE module, or an ImportError with the install hint."""
-    try:
-        import openTSNE
-
-        openTSNE.TSNEEmbedding  # noqa: B018 - a leftover folder imports as an empty namespace package
-    except (ImportError, AttributeError):
-        raise ImportError(
-            "backend='opentsne' needs the openTSNE package: pip install 'layerwatch[scale]' "
-            "(or leave backend='auto', which uses scikit-learn when openTSNE is missing)"
-        ) from None
-    return openTSNE
 
 
 def thread_limit(threads: int, user_api: str | None = None):

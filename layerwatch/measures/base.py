@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
@@ -235,6 +235,14 @@ class Context:
         """The splits of ``splits`` to measure and draw now, the reference split first."""
         order = sorted(splits, key=lambda s: s != self.reference_split)
         return [s for s in order if self.draw_splits is None or s in self.draw_splits]
+
+    def results(self, snaps: dict, name: str, needed: str) -> Iterator[tuple[str, dict]]:
+        """``(split, results)`` of each split to draw now (:meth:`drawn`) whose snapshot holds
+        measurement ``name``'s results with the array ``needed``."""
+        for split in self.drawn(snaps):
+            res = snaps[split].results.get(name)
+            if res and needed in res:
+                yield split, res
 
     def guard(self, stage: str, key: "SnapshotKey | None", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one step; a failure is recorded (or raised, with ``on_error="raise"``) and

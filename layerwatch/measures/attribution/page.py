@@ -18,10 +18,7 @@ import numpy as np
 
 from ...pages.sections import heatmap_film
 from ...text import shown_tokens
-
-# The token classes of the norm shares' third axis, as compute.TOKEN_CLASSES orders them
-# (compute imports torch; the pages are drawn without it).
-TOKEN_CLASSES = ("cls", "sep", "punct", "other")
+from .accumulate import TOKEN_CLASSES
 
 
 def _layer(row: int) -> str:
