@@ -64,6 +64,8 @@ class Monitor:
         self.log = TrainerLog(config.trainer_log)
         self.run_id = uuid.uuid4().hex
         self.last_step = -1
+        # Seconds the last snapshot took in this process (None before the first).
+        self._snapshot_seconds: float | None = None
         self.failures: list[str] = []
         self.labels: dict[str, np.ndarray] = {}
         self.precision = config.precision
@@ -434,7 +436,9 @@ class Monitor:
         parts, error = None, None
         rows = sum(len(s.indices) for s in self.splits.values())
         back_half = len(self.measurements) if self.worker is None else 0
-        progress = Progress(key.title, rows + back_half, enabled=self.config.progress and dist.is_main())
+        progress = Progress(
+            key.title, rows + back_half, enabled=self.config.progress and dist.is_main(), expected=self._snapshot_seconds,
+        )
         try:
             parts = self._capture(model, progress)
         except Exception as exc:
@@ -462,6 +466,9 @@ class Monitor:
             raise error if error is not None else dist.RankFailed("; ".join(failures))
         if error is not None:
             self._report(key, "handing over", f"{type(error).__name__}: {error}")
+        if error is None:
+            # What the next snapshot's progress expects to take (the same rows and work).
+            self._snapshot_seconds = time.perf_counter() - started
         logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
 
     def _capture(self, model: Any, progress: Progress | None = None) -> dict[str, dict]:

@@ -34,6 +34,7 @@
   let lastDrawMs = 0;
   let readyAt = null, allReadyAt = null;
   let lastPointerMs = 0;        // the last pointer move or click: finding the row, details, redraw
+  let lastSearchMs = 0;         // the last search: finding the rows and drawing their highlights
 
   const sp = () => D.splits[S.split];
   const layerName = (l) => (l === 0 ? 'embeddings' : 'layer ' + l);
@@ -156,13 +157,14 @@
       const cap = el('figcaption');
       const canvas = el('canvas');
       canvas.dataset.layer = String(sp().layers[li]);
-      // The dots on one canvas, the hovered and pinned marks on another over it: a pointer
-      // move clears and redraws only the marks.
-      const over = el('canvas', null, 'marks'), stack = el('div', null, 'stack');
-      stack.append(canvas, over);
+      // The dots on one canvas, a search's highlights on a second, the hovered and pinned
+      // marks on a third over them: a pointer move redraws only the marks, a search only
+      // the highlights.
+      const found = el('canvas', null, 'marks'), over = el('canvas', null, 'marks'), stack = el('div', null, 'stack');
+      stack.append(canvas, found, over);
       fig.append(cap, stack);
       host.append(fig);
-      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), over, octx: over.getContext('2d'), w: 0, h: 0, px: null, grid: null };
+      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), over, octx: over.getContext('2d'), found, fctx: found.getContext('2d'), w: 0, h: 0, px: null, grid: null, lit: [] };
       canvas.addEventListener('pointermove', (e) => onPointer(p, e, false));
       canvas.addEventListener('click', (e) => onPointer(p, e, true));
       canvas.addEventListener('pointerleave', () => { if (S.hover !== null) { S.hover = null; showDetails(); drawMarks(); } });
@@ -180,6 +182,8 @@
       p.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       p.over.style.width = w + 'px'; p.over.style.height = w + 'px';
       p.over.width = p.canvas.width; p.over.height = p.canvas.height;
+      p.found.style.width = w + 'px'; p.found.style.height = w + 'px';
+      p.found.width = p.canvas.width; p.found.height = p.canvas.height;
       p.octx.setTransform(dpr, 0, 0, dpr, 0, 0);
     }
   }
@@ -225,6 +229,7 @@
     p.cap.textContent = layerName(s.layers[p.layer]) + (knn === null ? '' : '  ·  kNN ' + knn.toFixed(3));
     if (!xy) {
       p.px = null; p.grid = null;
+      drawFound(p, cols);
       ctx.clearRect(0, 0, p.w, p.h);
       ctx.fillStyle = '#777'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
       ctx.fillText('decoding…', p.w / 2, p.h / 2);
@@ -236,7 +241,6 @@
     ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, p.w, p.h);
     ctx.strokeStyle = '#d0d7de'; ctx.lineWidth = 1; ctx.strokeRect(0.5, 0.5, p.w - 1, p.h - 1);
     const r = radius(p), alpha = clamp(1.2 - 0.2 * Math.log10(Math.max(n, 10)), 0.35, 0.9);
-    const searching = S.matchFlags !== null;
     // One path per colour: a few fills instead of one per point.
     const groups = new Map();
     let drawn = 0;
@@ -246,7 +250,7 @@
       if (!groups.has(cols[i])) groups.set(cols[i], []);
       groups.get(cols[i]).push(i);
     }
-    ctx.globalAlpha = searching ? 0.12 : alpha;
+    ctx.globalAlpha = alpha;
     for (const [c, rows] of groups) {
       ctx.fillStyle = c;
       ctx.beginPath();
@@ -254,18 +258,67 @@
       ctx.fill();
     }
     ctx.globalAlpha = 1;
-    if (searching) {
-      ctx.strokeStyle = '#111'; ctx.lineWidth = 1;
-      for (const i of S.matches) {
-        if (isNaN(px[2 * i])) continue;
-        ctx.fillStyle = cols[i];
-        ctx.beginPath(); ctx.arc(px[2 * i], px[2 * i + 1], r + 1, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
-      }
-    }
+    drawFound(p, cols);
     if (drawn === 0) {
       ctx.fillStyle = '#b00'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
       ctx.fillText('not laid out', p.w / 2, p.h / 2);
     }
+  }
+  // A search's highlights: a veil over the panel's dots, and each matching row's dot on it
+  // in its colour with a dark rim. Written as pixels (one ImageData per panel), not as
+  // canvas paths: a search that matches every row of 25 panels of 10,000 rows stays instant.
+  const rgbaOf = new Map();
+  function rgba(c) {
+    let v = rgbaOf.get(c);
+    if (v === undefined) {
+      const probe = document.createElement('canvas').getContext('2d');
+      probe.fillStyle = c;
+      probe.fillRect(0, 0, 1, 1);
+      const d = probe.getImageData(0, 0, 1, 1).data;
+      v = (255 << 24) | (d[2] << 16) | (d[1] << 8) | d[0];   // little-endian RGBA as one word
+      rgbaOf.set(c, v);
+    }
+    return v;
+  }
+  // The pixel offsets within ``radius`` of a centre and beyond ``inside`` (a disc, or a rim).
+  function disc(radius, inside = -1) {
+    const out = [], r2 = radius * radius, i2 = inside < 0 ? -1 : inside * inside, R = Math.ceil(radius);
+    for (let dy = -R; dy <= R; dy++) {
+      for (let dx = -R; dx <= R; dx++) {
+        const d2 = dx * dx + dy * dy;
+        if (d2 <= r2 && d2 > i2) out.push(dx, dy);
+      }
+    }
+    return out;
+  }
+  function drawFound(p, cols) {
+    const W = p.found.width, H = p.found.height;
+    p.lit = [];
+    p.fctx.clearRect(0, 0, p.w, p.h);
+    if (S.matchFlags === null || !p.px) return;
+    const img = p.fctx.createImageData(W, H), pix = new Uint32Array(img.data.buffer);
+    pix.fill((224 << 24) | 0xffffff);   // white at 88%: the other dots show through faintly
+    const dpr = W / p.w, r = (radius(p) + 1) * dpr, rin = Math.max(r - dpr, 0.5);
+    const rim = disc(r, rin), inner = disc(rin), dark = rgba('#111');
+    const stamp = (offsets, x, y, v) => {
+      for (let k = 0; k < offsets.length; k += 2) {
+        const X = x + offsets[k], Y = y + offsets[k + 1];
+        if (X >= 0 && Y >= 0 && X < W && Y < H) pix[Y * W + X] = v;
+      }
+    };
+    for (const i of S.matches) {
+      if (isNaN(p.px[2 * i])) continue;
+      const x = Math.round(p.px[2 * i] * dpr), y = Math.round(p.px[2 * i + 1] * dpr);
+      stamp(rim, x, y, dark);
+      stamp(inner, x, y, cols.words ? cols.words[i] : rgba(cols[i]));
+      p.lit.push(i);
+    }
+    p.fctx.putImageData(img, 0, 0);
+  }
+  function drawFoundAll() {
+    const cols = colours();
+    cols.words = Uint32Array.from(cols, rgba);   // each row's colour as a pixel word, once
+    for (const p of panels) drawFound(p, cols);
   }
   function ring(ctx, x, y, r, colour) {
     ctx.strokeStyle = '#fff'; ctx.lineWidth = 4;       // a halo that parts the ring from the dots
@@ -401,6 +454,7 @@
     sel.value = value;
   }
   function search(q) {
+    const t0 = performance.now();
     S.query = q;
     const s = sp(), needle = q.trim().toLowerCase();
     if (s.texts && !s.lower) s.lower = s.texts.map((t) => (t || '').toLowerCase());
@@ -414,7 +468,8 @@
       }
     }
     $('matches').textContent = needle ? (S.matches.length ? S.matches.length + ' match' + (S.matches.length > 1 ? 'es' : '') : 'no match') : '';
-    draw();
+    drawFoundAll();
+    lastSearchMs = performance.now() - t0;
   }
   function legend() {
     const box = $('legend'), s = sp();
@@ -943,12 +998,21 @@
       return Array.from({ length: s.rows }, (_, i) => (isNaN(xy[2 * i]) ? null : [xy[2 * i], xy[2 * i + 1]]));
     },
     colourOf(split, layer, row) { return panelOf(split, layer) ? colours()[row] : null; },
+    // The rows a search highlights in a panel (drawn on its highlights layer), in order.
+    highlightedOf(split, layer) { const p = panelOf(split, layer); return p ? p.lit.slice() : null; },
+    // The colour (r, g, b, a) of the highlights layer at a row's dot centre in a panel.
+    highlightPixelOf(split, layer, row) {
+      const p = panelOf(split, layer);
+      if (!p || !p.px || isNaN(p.px[2 * row])) return null;
+      const dpr = p.found.width / p.w;
+      return Array.from(p.fctx.getImageData(Math.round(p.px[2 * row] * dpr), Math.round(p.px[2 * row + 1] * dpr), 1, 1).data);
+    },
     state() {
       const s = sp();
       return {
         split: s.name, layer: S.layer >= 0 ? s.layers[S.layer] : null, snapshot: S.snap,
         snapshotTitle: s.snapshots[S.snap].title, colour: S.colour, hovered: S.hover, pinned: S.pinned,
-        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs, lastPointerMs, decoded: !!cache[S.split],
+        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs, lastPointerMs, lastSearchMs, decoded: !!cache[S.split],
       };
     },
     // Every section film: what it shows now (the snapshot of its frame, exact or the latest

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,10 @@ class EmbeddingsMeasurement(Measurement):
 
     def prepare(self, model: Any, context: dict[str, Any]) -> None:
         self._rows = {name: len(indices) for name, indices in (context.get("splits_indices") or {}).items()}
+        from ...model_utils import model_device
+
+        # t-SNE lays out on the model's CUDA device where it can (reduce.Reducer.backend_for).
+        self.reducer.device = str(model_device(model)) if callable(getattr(model, "parameters", None)) else "cpu"
 
     def describe(self) -> dict[str, Any]:
         # Which library lays out each split's maps (chosen by its rows and what is installed).
@@ -173,9 +178,17 @@ class EmbeddingsMeasurement(Measurement):
             return
         collect, degenerate = started
         ctx.working(f"{self.name}: laying out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
-        result = ctx.guard(f"laying out {split}", key, collect)
+        began = time.perf_counter()
+        tell = None
+        if ctx.progress is not None:
+            def tell(done: int, running: list[int], total: int) -> None:
+                ctx.progress.layouts(self.name, split, [int(snap.layers[j]) for j in running], done, total,
+                                     time.perf_counter() - began)
+        result = ctx.guard(f"laying out {split}", key, collect, tell)
         if result is None:
             return
+        if ctx.progress is not None:
+            ctx.progress.done(f"laid out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
         layout, problems = result
         for j, msg in problems.items():
             logger.warning("layerwatch: %s, %s, layer %d: %s", split, key.title, int(snap.layers[j]), msg)
