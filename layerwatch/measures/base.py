@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from ..distributed import Part, is_ragged
+from ..history import History
 from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,6 +195,7 @@ class Context:
         regression: Labels are float targets.
         reference_split: The split other splits are measured against (train).
         failures: Messages of the steps that failed in the current snapshot.
+        history: What the pages are drawn from (:class:`~layerwatch.history.History`).
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class Context:
         label_names: list[str] | None = None,
         regression: bool = False,
         reference_split: str | None = None,
+        history: "History | None" = None,
     ):
         self.store = store
         self.config = config
@@ -218,6 +221,10 @@ class Context:
         self.log_failures = True
         # The snapshot's progress (layerwatch.progress.Progress), to say what is being worked on.
         self.progress = None
+        # What the pages are drawn from: every measurement files here, per split and snapshot,
+        # what its page part shows (in process() and in restore()), so that no page re-reads
+        # earlier snapshots' files.
+        self.history = history if history is not None else History()
 
     def working(self, what: str) -> None:
         """Say in the snapshot's progress bar what is being worked on now (nothing without one)."""
@@ -459,9 +466,12 @@ class Measurement:
         (every measurement's :meth:`summarize`, merged: ``layerwatch info --json``)."""
         return []
 
-    def report_sections(self, store: "RunStore") -> list[dict]:
+    def report_sections(self, ctx: Context) -> list[dict]:
         """Sections this measurement adds to the run's report page: ``{"title", "text",
-        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}]}``."""
+        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}], "films":
+        [heatmap films, see layerwatch.pages.sections]}``, drawn from what it filed in
+        ``ctx.history`` (never by re-reading earlier snapshots' files). ``text`` may hold
+        code spans in backticks, shown as code."""
         return []
 
     @classmethod

@@ -405,6 +405,7 @@
   function showDetails() {
     const box = $('details'), s = sp();
     const row = S.hover !== null ? S.hover : S.pinned;
+    markFilms();
     box.replaceChildren();
     if (row === null) {
       box.append(el('p', 'Point at a dot to read its row; click to pin it and see its path.', 'hint'));
@@ -437,6 +438,7 @@
     showDetails();
     draw();
     drawHeatmaps();
+    drawFilms();
   }
   function play(on) {
     if (S.timer) { clearInterval(S.timer); S.timer = null; }
@@ -600,12 +602,25 @@
       gifs.append(a);
     }
   }
+  // Text with code spans: what stands between backticks is shown as code, never the
+  // backticks themselves (text nodes and <code> elements only, never markup).
+  function rich(tag, text, cls) {
+    const e = el(tag, null, cls), parts = String(text).split('`');
+    // An unpaired backtick is kept as text: an odd count leaves the last part outside code.
+    const paired = parts.length % 2 === 1 ? parts.length : parts.length - 1;
+    parts.forEach((part, i) => {
+      if (i % 2 === 1 && i < paired) e.append(el('code', part));
+      else if (part) e.append(document.createTextNode(i >= paired ? '`' + part : part));
+    });
+    return e;
+  }
   function sections() {
     const host = $('sections');
     for (const sec of D.sections) {
       const box = el('section', null, 'extra');
       box.append(el('h2', sec.title));
-      if (sec.text) box.append(el('p', sec.text));
+      if (sec.text) box.append(rich('p', sec.text));
+      if (sec.films && sec.films.length) box.append(filmsBox(sec.films));
       for (const im of sec.images) {
         const fig = el('figure'), img = el('img');
         img.src = im.src; img.alt = im.caption;
@@ -621,6 +636,144 @@
       }
       host.append(box);
     }
+  }
+
+  // -- section films: a measurement's heatmaps at the slider's snapshot ---------------
+  // RdBu_r, the diverging scale of the conductance frames: blue below zero, red above.
+  const RDBU = [[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240], [247, 247, 247],
+    [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]];
+  const F_LEVELS = 254, F_MISSING = 255, F_LABEL = 86, F_TOP = 58;
+  const films = [];            // {film, fig, canvas, ctx, strip, note, codes, stripCodes, shown, exact, colours, geo}
+  function rdbu(t) {
+    t = clamp(isFinite(t) ? t : 0.5, 0, 1) * (RDBU.length - 1);
+    const i = Math.min(RDBU.length - 2, Math.floor(t)), f = t - i;
+    return 'rgb(' + RDBU[i].map((a, k) => Math.round(a + (RDBU[i + 1][k] - a) * f)).join(',') + ')';
+  }
+  const shorten = (t, n) => (t.length > n ? t.slice(0, n - 1) + '…' : t);
+  function codeValue(range, q) { return q === F_MISSING ? null : range[0] + (q * (range[1] - range[0])) / F_LEVELS; }
+  function filmsBox(list) {
+    const box = el('div', null, 'films'), grid = el('div', null, 'filmgrid');
+    const groups = [...new Set(list.map((f) => f.group))];
+    const mine = [];
+    if (groups.length > 1) {
+      const label = el('label', 'show '), pick = el('select');
+      label.append(pick);
+      fillSelect(pick, groups.map((g) => [g, g]), groups[0]);
+      pick.addEventListener('change', () => { for (const F of mine) F.fig.hidden = F.film.group !== pick.value; });
+      box.append(label);
+    }
+    for (const film of list) {
+      const fig = el('figure', null, 'film'), canvas = el('canvas'), note = el('p', null, 'film-note');
+      fig.dataset.group = film.group;
+      fig.hidden = film.group !== groups[0];
+      const cap = el('figcaption', film.title);
+      fig.append(cap, canvas);
+      const F = { film, fig, canvas, ctx: canvas.getContext('2d'), note, strip: null, codes: bytesOf(film.values),
+        stripCodes: film.strip ? bytesOf(film.strip.values) : null, shown: -1, exact: false, colours: null, geo: null };
+      if (film.strip) { F.strip = el('p', null, 'strip'); fig.append(F.strip); }
+      fig.append(note);
+      if (film.row !== null) {
+        cap.title = 'click to pin this row in the layouts, where it is monitored';
+        cap.classList.add('pin');
+        cap.addEventListener('click', () => pinRow(film.split, film.row));
+      }
+      canvas.addEventListener('pointermove', (e) => filmReadout(F, e));
+      canvas.addEventListener('pointerleave', () => filmReadout(F, null));
+      grid.append(fig);
+      films.push(F); mine.push(F);
+    }
+    box.append(grid);
+    return box;
+  }
+  // Pin a dataset row of a split in the layouts (switching split where needed); false when not monitored.
+  function pinRow(split, row) {
+    const si = D.splits.findIndex((s) => s.name === split);
+    const pos = si < 0 ? -1 : D.splits[si].indices.indexOf(row);
+    if (pos < 0) return false;
+    if (si !== S.split) { selectSplit(si); fillSelect($('split'), D.splits.map((s, k) => [String(k), s.name]), String(si)); }
+    S.pinned = pos; S.hover = null; showDetails(); drawMarks();
+    return true;
+  }
+  // The frame that the slider's snapshot selects: its own, else the latest before it (-1: none).
+  function frameAt(film) {
+    const now = sp().snapshots[S.snap];
+    let best = -1;
+    for (let k = 0; k < film.snapshots.length; k++) {
+      const f = film.snapshots[k];
+      if (f.step === now.step && f.epoch === now.epoch) return [k, true];
+      if (f.step < now.step || (f.step === now.step && f.epoch < now.epoch)) best = k;
+    }
+    return [best, false];
+  }
+  function drawFilms() { for (const F of films) drawFilm(F); }
+  function drawFilm(F) {
+    const film = F.film, rows = film.ylabels.length, cols = film.xlabels.length;
+    [F.shown, F.exact] = frameAt(film);
+    const k = F.shown;
+    F.fig.dataset.snapshot = k < 0 ? '' : film.snapshots[k].title;
+    F.note.textContent = k < 0 ? 'not measured at or before this snapshot'
+      : (F.exact ? film.snapshots[k].title : 'latest before this snapshot: ' + film.snapshots[k].title);
+    const cw = clamp(Math.floor(560 / Math.max(cols, 1)), 8, 30), ch = clamp(Math.floor(360 / Math.max(rows, 1)), 8, 20);
+    const w = F_LABEL + cols * cw + 4, h = F_TOP + rows * ch + 2, dpr = window.devicePixelRatio || 1;
+    const c = F.canvas, ctx = F.ctx;
+    if (!F.geo || F.geo.w !== w || F.geo.h !== h) {
+      c.style.width = w + 'px'; c.style.height = h + 'px';
+      c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
+    }
+    F.geo = { w, h, cw, ch, left: F_LABEL, top: F_TOP };
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h); ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, h);
+    ctx.fillStyle = '#333'; ctx.font = '10.5px sans-serif'; ctx.textAlign = 'right'; ctx.textBaseline = 'middle';
+    for (let i = 0; i < rows; i++) ctx.fillText(shorten(film.ylabels[i], 14), F_LABEL - 4, F_TOP + (i + 0.5) * ch);
+    ctx.textAlign = 'left';
+    for (let j = 0; j < cols; j++) {
+      ctx.save(); ctx.translate(F_LABEL + (j + 0.5) * cw, F_TOP - 4); ctx.rotate(-Math.PI / 3);
+      ctx.fillText(shorten(film.xlabels[j], 10), 0, 0); ctx.restore();
+    }
+    F.colours = [];
+    const scale = film.diverging ? rdbu : viridis;
+    for (let i = 0; i < rows; i++) {
+      const line = [];
+      for (let j = 0; j < cols; j++) {
+        const q = k < 0 ? F_MISSING : F.codes[(k * rows + i) * cols + j];
+        const colour = q === F_MISSING ? '#eceff1' : scale(q / F_LEVELS);
+        ctx.fillStyle = colour;
+        ctx.fillRect(F_LABEL + j * cw, F_TOP + i * ch, cw - 1, ch - 1);
+        line.push(colour);
+      }
+      F.colours.push(line);
+    }
+    if (F.strip) {
+      const labels = film.strip.labels, n = labels.length;
+      F.strip.replaceChildren();
+      labels.forEach((t, j) => {
+        const q = k < 0 ? F_MISSING : F.stripCodes[k * n + j], span = el('span', t, 'token');
+        if (q !== F_MISSING) span.style.background = rdbu(q / F_LEVELS);
+        const v = codeValue(film.strip.range, q);
+        span.title = v === null ? 'no value' : v.toPrecision(3);
+        F.strip.append(span, document.createTextNode(' '));
+      });
+    }
+  }
+  function filmValues(F) {
+    const film = F.film, rows = film.ylabels.length, cols = film.xlabels.length, k = F.shown;
+    return Array.from({ length: rows }, (_, i) => Array.from({ length: cols },
+      (_, j) => (k < 0 ? null : codeValue(film.range, F.codes[(k * rows + i) * cols + j]))));
+  }
+  function filmReadout(F, e) {
+    const g = F.geo, k = F.shown;
+    if (!e || !g || k < 0) { drawFilm(F); return; }
+    const r = F.canvas.getBoundingClientRect(), x = e.clientX - r.left - g.left, y = e.clientY - r.top - g.top;
+    const i = Math.floor(y / g.ch), j = Math.floor(x / g.cw), film = F.film;
+    if (x < 0 || y < 0 || i >= film.ylabels.length || j >= film.xlabels.length) return;
+    const v = filmValues(F)[i][j];
+    F.note.textContent = film.snapshots[k].title + ': ' + film.ylabels[i] + ', ' + film.xlabels[j] + ': '
+      + (v === null ? 'no value' : v.toPrecision(3)) + (film.unit ? ' ' + film.unit : '');
+  }
+  // A film about the pinned row (the same split and dataset row) lights up.
+  function markFilms() {
+    const s = sp(), row = S.pinned === null ? null : s.indices[S.pinned];
+    for (const F of films) F.fig.classList.toggle('pinned', row !== null && F.film.row === row && F.film.split === s.name);
   }
 
   // -- training dynamics: an interactive data map and the suspects table ------------
@@ -701,7 +854,7 @@
     if (i === null) { box.append(el('p', 'Point at a dot to read its row; click to pin it.', 'hint')); return; }
     box.append(el('h3', dm.split + ' row ' + dm.rows[i] + (i === M.pinned ? '  (pinned)' : '')));
     const t = dm.texts ? dm.texts[i] : null;
-    box.append(el('p', t === null ? (dm.texts ? '(text not in this page; see `layerwatch suspects`)' : '(texts not in this report)') : t, t === null ? 'text missing' : 'text'));
+    box.append(t === null ? rich('p', dm.texts ? '(text not in this page; see `layerwatch suspects`)' : '(texts not in this report)', 'text missing') : el('p', t, 'text'));
     const dl = el('dl');
     const add = (k, v, cls) => { dl.append(el('dt', k)); dl.append(el('dd', v, cls)); };
     add('label', dmLabel(dm, dm.label[i]), 'label');
@@ -804,7 +957,7 @@
   window.addEventListener('resize', () => {
     if (resizing) return;
     resizing = true;
-    requestAnimationFrame(() => { resizing = false; sizePanels(); draw(); drawHeatmaps(); });
+    requestAnimationFrame(() => { resizing = false; sizePanels(); draw(); drawHeatmaps(); drawFilms(); });
   });
   selectSplit(0);
 
@@ -862,6 +1015,24 @@
         matches: S.matches.slice(), playing: !!S.timer, lastDrawMs, lastPointerMs, lastSearchMs, decoded: !!cache[S.split],
       };
     },
+    // Every section film: what it shows now (the snapshot of its frame, exact or the latest
+    // before the slider's, its cells' values and colours, its strip), and whether it is lit.
+    films() {
+      return films.map((F) => ({
+        title: F.film.title, group: F.film.group, split: F.film.split, row: F.film.row, visible: !F.fig.hidden,
+        snapshot: F.shown < 0 ? null : F.film.snapshots[F.shown], exact: F.exact,
+        pinned: F.fig.classList.contains('pinned'), values: filmValues(F), colours: F.colours,
+        strip: F.strip ? Array.from(F.strip.querySelectorAll('.token'), (t) => [t.textContent, t.style.background]) : null,
+      }));
+    },
+    // The centre of a film's cell in viewport CSS pixels (its n-th film, 0-based), or null.
+    filmCell(n, i, j) {
+      const F = films[n];
+      if (!F || !F.geo || F.fig.hidden) return null;
+      const r = F.canvas.getBoundingClientRect(), g = F.geo;
+      return { x: r.left + g.left + (j + 0.5) * g.cw, y: r.top + g.top + (i + 0.5) * g.ch };
+    },
+    pinRow,
     // When the first picture was drawn (performance.now(), ms from the navigation), null before.
     get readyMs() { return readyAt; },
     // When every split was decoded (ms), null before.

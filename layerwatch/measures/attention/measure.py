@@ -25,14 +25,14 @@ import numpy as np
 
 from ...distributed import Part
 from ...film import Film, Frame
-from ...snapshot import SnapshotKey, sort_keys
-from ...text import position_names, shown_tokens, text_allowed
+from ...snapshot import SnapshotKey
+from ...text import position_names, text_allowed
 from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
-from ..embeddings.files import load_snapshot
 from .accumulate import HeadStats
 from .cli import add_attention_command
 from .drift import TABLE, as_stats, heads_that_moved, js_divergence, pattern_labels
 from .head_view import MAX_NEURON_EXAMPLES
+from . import page
 from .settings import Attention
 from .stats import STATS, punctuation_ids, special_token_ids
 
@@ -163,6 +163,7 @@ class AttentionMeasurement(Measurement):
                         logs[f"layerwatch/{split}/attention_{stat}/layer_{l + 1}/head_{h + 1}"] = float(v)
                         rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": l + 1, "head": h + 1, "stat": stat, "value": float(v)})
             ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows, owner=self.name)
+            ctx.history.put(self.name, split, key, page.record(values, snaps[split].results[self.name], snaps[split]))
             for stat, grid in values.items():
                 grids.setdefault(stat, {})[split] = grid
         for stat, by_split in grids.items():
@@ -269,58 +270,12 @@ class AttentionMeasurement(Measurement):
             return
 
     def write_head_view(self, ctx: Context) -> None:
-        """``attention_head_view.html``: the examples' maps over every stored snapshot."""
-        from .head_view import head_view_html
-
+        """``attention_head_view.html``: the examples' maps over every snapshot, from the history."""
         for split in self._latest:
-            keys = sort_keys(ctx.store.keys(split, self.name))
-            stored = []
-            for key in keys:
-                try:
-                    arrays = ctx.store.load_arrays(self.name, split, key)
-                    true_key = ctx.store.snapshot_key(split, key)
-                except (ValueError, FileNotFoundError) as exc:
-                    logger.warning("layerwatch: %s", exc)
-                    continue
-                if "maps" in arrays:
-                    stored.append((true_key, arrays))
-            if not stored:
-                continue
-            positions = stored[-1][1]["positions"]
-            stored = [(k, a) for k, a in stored if np.array_equal(a["positions"], positions)]
-            names = ctx.label_names
-            try:
-                snap = load_snapshot(ctx.store, split, keys[-1], pooled=False)
-                labels = snap.labels[positions]
-                rows = snap.indices[positions]
-            except (ValueError, FileNotFoundError):
-                labels, rows = np.zeros(len(positions), dtype=np.int64), positions
-            examples = []
-            for r in range(len(positions)):
-                n = int(stored[-1][1]["lengths"][r])
-                maps = np.stack([a["maps"][r, :, :, :n, :n].astype(np.float32) for _, a in stored])
-                label = names[int(labels[r])] if names and 0 <= int(labels[r]) < len(names) else str(labels[r])
-                example = {"tokens": shown_tokens(stored[-1][1]["tokens"][r, :n], text_allowed(self.config)), "label": f"{split} row {int(rows[r])}: {label}", "maps": maps}
-                with_qk = [(i, a) for i, (_, a) in enumerate(stored) if "neuron_q" in a and r < len(a["neuron_q"])]
-                if with_qk:
-                    example["neuron"] = {
-                        "q": np.stack([a["neuron_q"][r, :, :, :n] for _, a in with_qk]),
-                        "k": np.stack([a["neuron_k"][r, :, :, :n] for _, a in with_qk]),
-                        "snapshots": [i for i, _ in with_qk],
-                    }
-                examples.append(example)
-            damaged = sorted({(int(s), int(l)) for ex in examples
-                              for s, l in np.argwhere(~np.isfinite(ex["maps"]).all(axis=(2, 3, 4)))})
-            if damaged:
-                shown = ", ".join(f"layer {l + 1} at {stored[s][0].title}" for s, l in damaged[:6])
-                logger.warning(
-                    "layerwatch: the attention weights of %s hold NaN or infinity for some of the examples (the "
-                    "forward pass overflowed there, as in half precision); %s marks those layers and draws the rest",
-                    shown + (", ..." if len(damaged) > 6 else ""), HEAD_VIEW,
-                )
-            html = head_view_html(examples, [k.title for k, _ in stored], title=f"layerwatch: attention heads ({split})")
-            ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
-            return
+            html = page.head_view(ctx.history, self.name, split, ctx.label_names, text_allowed(self.config), HEAD_VIEW)
+            if html is not None:
+                ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
+                return
 
     def render_all(self, ctx: Context) -> None:
         for film in self.films.values():
@@ -335,6 +290,7 @@ class AttentionMeasurement(Measurement):
                 values = self._values(split, snap.results.get(self.name))
                 if values is None:
                     continue
+                ctx.history.put(self.name, split, key, page.record(values, snap.results[self.name], snap))
                 for stat, grid in values.items():
                     grids.setdefault(stat, {})[split] = grid
             for stat, by_split in grids.items():
@@ -358,22 +314,8 @@ class AttentionMeasurement(Measurement):
                              f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
         return lines
 
-    def report_sections(self, store) -> list[dict]:
-        import base64
-        import os
-
-        images = []
-        path = store.file_path(SUMMARY)
-        if os.path.exists(path):
-            with open(path, "rb") as fh:
-                images.append({"caption": "how far each head moved since the first snapshot, and its pattern then and now",
-                               "src": "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")})
-        links = [{"text": "head view of the examples (every head, every snapshot)", "href": HEAD_VIEW}] if os.path.exists(store.file_path(HEAD_VIEW)) else []
-        links += [{"text": f, "href": f} for f in sorted(os.listdir(store.root)) if f.startswith("attention_") and f.endswith(".gif")]
-        if not images and not links:
-            return []
-        return [{"title": "Attention", "text": "Per-head attention statistics over training (attention.csv; "
-                 "`layerwatch attention RUN` lists the heads that changed most).", "images": images, "links": links}]
+    def report_sections(self, ctx: Context) -> list[dict]:
+        return page.report_sections(ctx, self.name, HEAD_VIEW)
 
     @classmethod
     def add_commands(cls, subparsers) -> None:

@@ -20,9 +20,7 @@ shares per token class over training (``norm_shares_<split>.png``).
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +28,13 @@ import numpy as np
 
 from ...distributed import Part
 from ...film import Film, Frame
-from ...snapshot import SnapshotKey, epoch_value
+from ...snapshot import SnapshotKey
 from ...text import shown_tokens, text_allowed
 from ..attention.stats import punctuation_ids
 from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 from .accumulate import TOKEN_CLASSES, ShareSums
 from .settings import Attribution
+from . import page
 
 logger = logging.getLogger("layerwatch")
 
@@ -239,6 +238,7 @@ class AttributionMeasurement(Measurement):
                 for kind, what in ((0, "weight"), (1, "norm")):
                     logs[f"layerwatch/{split}/{what}_share_{cls}"] = float(np.nanmean(shares[:, :, c, kind]))
             ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows, owner=self.name)
+            ctx.history.put(self.name, split, key, page.record(res, snaps[split], ctx.label_names, text_allowed(self.config)))
             if "conductance" in res:
                 labels = snaps[split].labels
                 for r, position in enumerate(res["positions"]):
@@ -295,22 +295,15 @@ class AttributionMeasurement(Measurement):
         from ...render import figure_png
         from .render import draw_norm_shares
 
-        rows = ctx.store.read_table(TABLE)
-        for split in sorted({r["split"] for r in rows}):
+        for split in ctx.history.splits(self.name):
             if ctx.draw_splits is not None and split not in ctx.draw_splits:
                 continue
-            mine = [r for r in rows if r["split"] == split]
-            when = sorted({(int(r["step"]), epoch_value(r["epoch"])) for r in mine})
-            layers = sorted({int(r["layer"]) for r in mine})
-            weight = np.full((len(when), len(layers), len(TOKEN_CLASSES)), np.nan)
-            norm = np.full_like(weight, np.nan)
-            sums: dict[tuple, list] = {}
-            for r in mine:
-                kind, _, cls = r["stat"].partition("_share_")
-                sums.setdefault((when.index((int(r["step"]), epoch_value(r["epoch"]))), layers.index(int(r["layer"])), kind, cls), []).append(r["value"])
-            for (s, l, kind, cls), values in sums.items():
-                if cls in TOKEN_CLASSES:
-                    (weight if kind == "weight" else norm)[s, l, TOKEN_CLASSES.index(cls)] = float(np.mean(values))
+            shares = page.shares_over_training(ctx.history, self.name, split)
+            if shares is None:
+                continue
+            keys, weight, norm = shares
+            when = [(k.step, k.epoch) for k in keys]
+            layers = list(range(1, weight.shape[1] + 1))
             fig = Figure(figsize=(10, 1.2 + 1.6 * len(layers)), dpi=self.config.dpi)
             draw_norm_shares(fig, [e for _, e in when], weight, norm, list(TOKEN_CLASSES),
                              title=f"{split}: attention weight (solid) and norm ||alpha f(x)|| (dashed) shares by token class")
@@ -325,6 +318,8 @@ class AttributionMeasurement(Measurement):
         for key, by_split in snaps:
             for split, snap in by_split.items():
                 res = snap.results.get(self.name)
+                if res and "shares" in res:
+                    ctx.history.put(self.name, split, key, page.record(res, snap, ctx.label_names, text_allowed(self.config)))
                 if not res or "conductance" not in res:
                     continue
                 for r, position in enumerate(res["positions"]):
@@ -352,17 +347,8 @@ class AttributionMeasurement(Measurement):
                               "largest_completeness_gap": round(float(np.max(arrays["completeness_gap"])), 6)}
         return {"attribution": out} if out else {}
 
-    def report_sections(self, store) -> list[dict]:
-        links = [{"text": f, "href": f} for f in sorted(os.listdir(store.root)) if f.startswith("attribution_") and f.endswith(".gif")]
-        images = []
-        for f in sorted(os.listdir(store.root)):
-            if f.startswith("norm_shares_") and f.endswith(".png"):
-                with open(os.path.join(store.root, f), "rb") as fh:
-                    images.append({"caption": f, "src": "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")})
-        if not links and not images:
-            return []
-        return [{"title": "Attribution", "text": "Which layers and tokens decide for the chosen rows, snapshot by snapshot "
-                 "(conductance films), and where attention weight and attention norm go.", "images": images, "links": links}]
+    def report_sections(self, ctx: Context) -> list[dict]:
+        return page.report_sections(ctx, self.name)
 
 
 def _padded(items: list, n: int, fill: Any) -> np.ndarray:

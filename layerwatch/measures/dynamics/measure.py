@@ -375,8 +375,8 @@ class DynamicsMeasurement(Measurement):
             for split, d in summary.get("dynamics", {}).items()
         ]
 
-    def report_sections(self, store: Any) -> list[dict]:
-        return report_sections(store, self.settings, self.config.report_text)
+    def report_sections(self, ctx: Any) -> list[dict]:
+        return report_sections(ctx.store, self.settings, self.config.report_text)
 
     @classmethod
     def add_commands(cls, subparsers: Any) -> None:

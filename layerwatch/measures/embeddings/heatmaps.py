@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from ...history import METRICS
 from ...metrics import cka_matrix, cka_norms
 from ...snapshot import SnapshotKey, epoch_value
 from ..base import Context
@@ -35,7 +36,8 @@ def write_metric_heatmaps(ctx: Context, dpi: int, with_step: bool) -> None:
 
     from ...render import draw_heatmap, figure_png
 
-    rows = ctx.store.read_metrics()
+    # From the history (every snapshot's rows, as metrics.csv holds them), not the file.
+    rows = [r for split in ctx.history.splits(METRICS) for _, mine in ctx.history.get(METRICS, split) for r in mine]
     if not rows:
         return
     for metric in sorted({r["metric"] for r in rows}):

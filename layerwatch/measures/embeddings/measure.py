@@ -25,6 +25,7 @@ from ...film import Film, Frame
 from ...metrics import cka_norms, layer_cka, layer_metrics, model_accuracy
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ...snapshot import SnapshotKey
+from ...history import LAYOUTS, METRICS, Layout
 from ..base import SENT_KINDS, Accumulator, Context, Measurement, SplitPlan
 from . import files
 from .frames import FrameData, panel_limits, panel_notes
@@ -116,11 +117,10 @@ class EmbeddingsMeasurement(Measurement):
 
         return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="layerwatch-layout")
 
-    def _film(self, ctx: Context, snap) -> Film:
-        film = self.films.get(snap.split)
+    def _film(self, ctx: Context, split: str, rows: int, layers) -> Film:
+        film = self.films.get(split)
         previous = film.previous if film is not None else None
-        if previous is None or len(previous.data.labels) != snap.num_rows or not np.array_equal(previous.data.layers, snap.layers):
-            split = snap.split
+        if previous is None or len(previous.data.labels) != rows or not np.array_equal(previous.data.layers, layers):
             film = self.films[split] = Film(
                 ctx.store,
                 frame_path=lambda k, s=split: ctx.store.frame_path(s, k),
@@ -169,6 +169,7 @@ class EmbeddingsMeasurement(Measurement):
         if self.config.metrics:
             # Written now, before anything is drawn: numbers once computed are kept.
             ctx.guard(f"writing the metrics of {split}", key, files.replace_metrics, ctx.store, split, key, rows, [int(l) for l in snap.layers])
+            ctx.history.put(METRICS, split, key, rows)
         return values
 
     def _finish(self, ctx: Context, key: SnapshotKey, snap, values: dict, started) -> None:
@@ -199,8 +200,14 @@ class EmbeddingsMeasurement(Measurement):
             ctx.store, split, key, layout, snap.layers, self.config.method, self.config.align,
             backend=BACKEND_NAMES[self.reducer.backend_for(snap.num_rows)],
         )
+        ctx.history.put(LAYOUTS, split, key, Layout(
+            layout=np.asarray(layout, dtype=np.float32), layers=np.asarray(snap.layers, dtype=np.int64),
+            indices=np.asarray(snap.indices), labels=np.asarray(snap.labels),
+            predictions=None if snap.predictions is None else np.asarray(snap.predictions),
+            epoch=float(key.epoch), step=int(key.step),
+        ))
         frame = Frame(key, FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
-        film = self._film(ctx, snap)
+        film = self._film(ctx, snap.split, snap.num_rows, snap.layers)
         if ctx.render:
             film.show(ctx, frame)
         else:
@@ -286,13 +293,7 @@ class EmbeddingsMeasurement(Measurement):
 
     # -- a stored run ------------------------------------------------------------------------
     def restore(self, ctx: Context, snaps: list) -> None:
-        knn: dict[tuple, float] = {}
-        try:
-            for r in ctx.store.read_metrics():
-                if r["metric"] == "knn_accuracy":
-                    knn[(r["split"], *_when(r), int(r["layer"]))] = r["value"]
-        except ValueError as exc:
-            logger.warning("layerwatch: %s", exc)
+        # The stored layouts and metrics were filed in ctx.history when the run was read.
         for key, by_split in snaps:
             for split, snap in by_split.items():
                 if snap.pooled.shape[-1]:
@@ -304,18 +305,15 @@ class EmbeddingsMeasurement(Measurement):
                     # snapshot): the next drift from the previous snapshot is unknown, not
                     # a drift from an older one.
                     self._latest.pop(split, None)
-                try:
-                    stored = files.load_layout(ctx.store, split, key)
-                except FileNotFoundError:
+        for split in {s for _, by_split in snaps for s in by_split}:
+            knn = {(key.name, int(r["layer"])): r["value"] for key, rows in ctx.history.get(METRICS, split)
+                   for r in rows if r["metric"] == "knn_accuracy"}
+            for key, lay in ctx.history.get(LAYOUTS, split):
+                if lay.layout.shape[:2] != (len(lay.layers), len(lay.indices)):
                     continue
-                except ValueError as exc:
-                    logger.warning("layerwatch: %s", exc)
-                    continue
-                if stored["layout"].shape[:2] != (snap.num_layers, snap.num_rows):
-                    continue
-                values = np.array([knn.get((split, key.step, key.epoch, int(l)), np.nan) for l in snap.layers])
-                frame = Frame(key, FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
-                self._film(ctx, snap).add(frame)
+                values = np.array([knn.get((key.name, int(l)), np.nan) for l in lay.layers])
+                frame = Frame(key, FrameData(lay.layout, lay.labels, lay.layers, self._errors(ctx, lay), panel_notes(values, len(lay.layers))))
+                self._film(ctx, split, len(lay.indices), lay.layers).add(frame)
 
     def sends(self, run, key, snaps=None, logs=None, kinds=SENT_KINDS) -> list:
         if key is None:
