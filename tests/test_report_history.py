@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.history import LAYOUTS, METRICS
 from layerwatch.pages.sections import LEVELS, decode_values, heatmap_film
 from layerwatch.snapshot import SnapshotKey
+import layerwatch.measures.embeddings.files as embedding_files
 from layerwatch.measures.embeddings.files import load_layout, load_snapshot
 
 KEYS = [SnapshotKey(0, 0), SnapshotKey(1, 2), SnapshotKey(2, 4)]  # 16 rows, batches of 8
@@ -92,9 +94,17 @@ class _Reads:
     def __init__(self, monkeypatch):
         self.calls: list[tuple[str, str | None]] = []
         self._in_write = 0
-        for name in ("load_layout", "load_arrays", "load_snapshot", "snapshot_key", "read_metrics", "read_table", "load_texts"):
+        for name in ("load_arrays", "snapshot_key", "read_metrics", "read_table", "load_texts"):
             original = getattr(RunStore, name)
             monkeypatch.setattr(RunStore, name, self._wrap(name, original))
+        # The embeddings' readers are functions of their files module, taking the store first:
+        # counted wherever a module of the package imported them.
+        for name in ("load_layout", "load_snapshot"):
+            original = getattr(embedding_files, name)
+            counted = self._wrap(name, original)
+            for module in [m for n, m in sys.modules.items() if n.startswith("layerwatch")]:
+                if getattr(module, name, None) is original:
+                    monkeypatch.setattr(module, name, counted)
         replace = RunStore.replace_rows
 
         def replace_rows(store, *a, **kw):  # a table rewritten whole: the store's persistence, not a page read
