@@ -240,9 +240,9 @@ def _layerwatch_snapshots(
     start_layouts = clock.timed(lw_emb.start_layouts, "layouts")
     lw_emb.start_layouts = lambda *args, **kwargs: clock.timed(start_layouts(*args, **kwargs), "layouts")
     clock.wrap(lw_emb, "layer_metrics", "metrics")
-    clock.wrap(lw_emb.Embeddings, "_draw", "frames")
+    clock.wrap(lw_emb.EmbeddingsMeasurement, "_draw", "frames")
     clock.wrap(lw_film.Film, "write_gif", "gif")
-    clock.wrap(lw_emb.Embeddings, "write_heatmaps", "heatmaps")
+    clock.wrap(lw_emb.EmbeddingsMeasurement, "write_heatmaps", "heatmaps")
 
     path = common.model_path()
     tok = common.load_tokenizer(path)

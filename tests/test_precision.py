@@ -141,13 +141,15 @@ def test_bad_precisions_are_refused_everywhere(bert, train_ds, tmp_path, bad):
         lp.resolve_precision(bad, "cpu")
 
 
-def test_defaults():
+def test_defaults(tmp_path):
     # Monitoring defaults to a fast capture where the hardware has one; the function
     # layerwatch.capture to the vectors of a plain forward pass.
     import inspect
 
+    from conftest import toy_dataset
+
     assert LayerwatchConfig().precision == "auto"
-    assert inspect.signature(layerwatch.LayerwatchCallback).parameters["precision"].default == "auto"
+    assert layerwatch.LayerwatchCallback({"train": toy_dataset(8)}, tmp_path / "lw", progress=False).config.precision == "auto"
     assert inspect.signature(layerwatch.capture).parameters["precision"].default == "fp32"
 
 
