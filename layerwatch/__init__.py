@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 _PUBLIC = {
     "LayerwatchCallback": "callback",
@@ -22,7 +22,7 @@ _PUBLIC = {
     "RunStore": "store",
     "Snapshot": "snapshot",
     "SnapshotKey": "snapshot",
-    "capture": "capture",
+    "capture": "capturing",
     "cls_pool": "pooling",
     "last_pool": "pooling",
     "mean_pool": "pooling",
@@ -47,7 +47,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .callback import LayerwatchCallback, watch
-    from .capture import capture
+    from .capturing import capture
     from .config import LayerwatchConfig
     from .measures.dynamics import Dynamics
     from .measures import Measurement

@@ -16,6 +16,7 @@ from .config import LayerwatchConfig
 from .measures import Measurement, for_config
 from .measures.base import Context
 from .progress import Progress, quiet
+from .reading import stored_snapshots
 from .reduce import thread_limit
 from .snapshot import Snapshot, SnapshotKey
 from .store import RunStore
@@ -127,8 +128,6 @@ class Pipeline:
         stored layout and the GIFs keep the frames already drawn. Damaged files are
         skipped with a warning that names them.
         """
-        from .reading import stored_snapshots
-
         snaps = stored_snapshots(self.store, self.measurements, label_names=self.label_names, up_to_step=up_to_step)
         for m in self.measurements:
             try:

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from layerwatch.capture import Snapshot
+from layerwatch.capturing import Snapshot
 from layerwatch.store import RunStore, SnapshotKey
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"

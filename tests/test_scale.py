@@ -184,10 +184,11 @@ def test_run_json_and_info_name_the_backend_of_each_split(runs, capsys):
 def test_the_embeddings_measurement_names_opentsne_for_large_splits(monkeypatch):
     from layerwatch.config import LayerwatchConfig
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
+    from layerwatch.model_info import ModelInfo
 
     monkeypatch.setattr(reduce_mod, "has_opentsne", lambda: True)
     m = EmbeddingsMeasurement(LayerwatchConfig(output_dir="unused"))
-    m.prepare(None, {"splits_indices": {"train": range(OPENTSNE_MIN_ROWS), "validation": range(300)}})
+    m.prepare(None, ModelInfo(indices={"train": range(OPENTSNE_MIN_ROWS), "validation": range(300)}))
     assert m.describe()["layout"]["backend"] == {"train": "openTSNE (FFT)", "validation": "scikit-learn"}
 
 

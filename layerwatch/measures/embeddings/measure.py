@@ -24,6 +24,7 @@ from ...config import resolve_jobs, resolve_layers
 from ...distributed import Part
 from ...film import Film, Frame
 from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
+from ...model_info import ModelInfo
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ...snapshot import SnapshotKey, epoch_value
 from ..base import Accumulator, Batch, Context, Measurement, SplitPlan
@@ -115,8 +116,8 @@ class EmbeddingsMeasurement(Measurement):
         self._latest: dict[str, Any] = {}
         self._rows: dict[str, int] = {}
 
-    def prepare(self, model: Any, context: dict[str, Any]) -> None:
-        self._rows = {name: len(indices) for name, indices in (context.get("splits_indices") or {}).items()}
+    def prepare(self, model: Any, info: ModelInfo) -> None:
+        self._rows = {name: len(indices) for name, indices in info.indices.items()}
 
     def describe(self) -> dict[str, Any]:
         # Which library lays out each split's maps (chosen by its rows and what is installed).
@@ -124,7 +125,7 @@ class EmbeddingsMeasurement(Measurement):
 
     # -- front half ---------------------------------------------------------------------
     def start(self, plan: SplitPlan) -> Accumulator:
-        return _Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.context.get("model_name", "the model"))
+        return _Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.model_info.model_name)
 
     def assemble(self, part: Part, snap) -> None:
         snap.results[self.name] = {
