@@ -20,7 +20,8 @@ from .pipeline import Pipeline
 from .progress import Progress
 from .snapshot import SnapshotKey
 from .store import RunStore
-from .trainer_log import TrainerLog
+from .trainer_log import TrainerLog, reports
+from .worker import BackgroundWorker
 
 logger = logging.getLogger("layerwatch")
 
@@ -68,8 +69,6 @@ class BackHalf:
         self._labels = (label_names, regression, reference_split)
         self._start_integrations(args)
         if self.config.background:
-            from .worker import BackgroundWorker
-
             self.worker = BackgroundWorker(
                 self.store.root, self.config, label_names, regression, reference_split, self.measurements,
             )
@@ -91,8 +90,7 @@ class BackHalf:
         """TensorBoard, W&B and MLflow, as ``report_to`` and ``tensorboard=`` ask (main process)."""
         if args is None and self.config.tensorboard is None:
             return
-        from .integrations import RunInfo, integrations_for
-        from .trainer_log import reports
+        from .integrations import RunInfo, integrations_for  # the tools' modules, only when one is asked for
 
         trainer = self.log.trainer
         self.integrations = integrations_for(

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import distributed as dist
+from . import sharding
 from ._version import __version__
 from .backhalf import BackHalf
 from .capturing import check_pooling, count_hidden_states
@@ -183,9 +184,7 @@ class Monitor:
     def _check_sharding(self, model: Any) -> None:
         """Find the engine that shards ``model`` and refuse, before the first step, what
         layerwatch cannot do under it."""
-        from .sharding import ENGINES, engine, runner
-
-        found = engine(model) or engine(self._wrapped)
+        found = sharding.engine(model) or sharding.engine(self._wrapped)
         if found is None and self._declared is not None and self._wrapped is None:
             # FSDP1 hides its wrapper from callbacks: without the Trainer no one can tell.
             raise ValueError(
@@ -194,7 +193,7 @@ class Monitor:
                 "trainer.train() (or build the callback with layerwatch.watch(trainer, ...))"
             )
         self.engine = found
-        self.runner = runner(model, self._wrapped) if found else None
+        self.runner = sharding.runner(model, self._wrapped) if found else None
         if found is None:
             return
         if found == "fsdp1" and self.runner is model:
@@ -205,7 +204,7 @@ class Monitor:
             )
         if self.config.attribution:
             raise NotImplementedError(
-                f"attribution=True is not supported when {ENGINES[found]} shards the model: its integrated gradients "
+                f"attribution=True is not supported when {sharding.ENGINES[found]} shards the model: its integrated gradients "
                 "need a backward pass, and under sharding every backward pass gathers and reduces gradients on all "
                 "ranks into the training gradients, so it would change training (or hang, run on the main process "
                 "alone). Pass attribution=False (embeddings and attention=True work under sharding), or run "
