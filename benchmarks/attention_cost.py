@@ -34,7 +34,7 @@ VARIANTS = ("sdpa", "eager", "eager + statistics")
 
 def _setup(data_dir: str, rows: int):
     from layerwatch.config import LayerwatchConfig
-    from layerwatch.measures import AttentionMeasurement, EmbeddingsMeasurement
+    from layerwatch.measures import Attention, AttentionMeasurement, EmbeddingsMeasurement
     from layerwatch.measures.base import SplitPlan
     import numpy as np
 
@@ -44,7 +44,7 @@ def _setup(data_dir: str, rows: int):
     texts, labels = texts[:rows], labels[:rows]
     dataset = common.tokenized_dataset(tokenizer, texts, labels, padding=False)
     model = common.load_classifier(path)
-    config = LayerwatchConfig(output_dir=tempfile.mkdtemp(), attention=True, progress=False)
+    config = LayerwatchConfig(output_dir=tempfile.mkdtemp(), measures=[Attention()], progress=False)
     indices = np.arange(len(texts))
     plan = SplitPlan("validation", indices, indices, len(indices), labels, tuple(range(7)), config)
     return model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement

@@ -15,7 +15,10 @@ _PUBLIC = {
     "LayerwatchCallback": "callback",
     "watch": "callback",
     "LayerwatchConfig": "config",
-    "Dynamics": "measures.dynamics",
+    "Attention": "measures",
+    "Attribution": "measures",
+    "Dynamics": "measures",
+    "Settings": "settings",
     "Measurement": "measures",
     "register_measurement": "measures",
     "Reducer": "reduce",
@@ -49,10 +52,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .callback import LayerwatchCallback, watch
     from .capturing import capture
     from .config import LayerwatchConfig
-    from .measures.dynamics import Dynamics
-    from .measures import Measurement
+    from .measures import Attention, Attribution, Dynamics, Measurement
     from .measures import register as register_measurement
     from .pooling import cls_pool, last_pool, mean_pool
     from .reduce import Reducer
+    from .settings import Settings
     from .snapshot import Snapshot, SnapshotKey
     from .store import RunStore

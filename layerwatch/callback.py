@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -11,24 +10,14 @@ from typing import Any, Mapping, Sequence
 from transformers import TrainerCallback
 
 from .config import LayerwatchConfig
+from .measures import from_keywords, keyword_names
 from .monitor import Monitor, write_checkpoint
 from .snapshot import SnapshotKey, whole_epoch
 
 logger = logging.getLogger("layerwatch")
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerwatchConfig)}
-
-
-def _noting_given(init):
-    """Note which settings the caller passed (``self._given``), whatever their values: with
-    ``config=``, exactly those override it, even one equal to its default."""
-
-    @functools.wraps(init)
-    def wrapper(self, *args: Any, **kwargs: Any) -> None:
-        self._given = set(kwargs) | ({"output_dir"} if len(args) > 1 else set())
-        init(self, *args, **kwargs)
-
-    return wrapper
+_CORE = [f.name for f in dataclasses.fields(LayerwatchConfig) if f.name not in ("output_dir", "measures")]
+_UNSET = object()
 
 
 class LayerwatchCallback(TrainerCallback):
@@ -46,87 +35,69 @@ class LayerwatchCallback(TrainerCallback):
         config: A :class:`~layerwatch.config.LayerwatchConfig`; every keyword passed
             along with it (``output_dir`` included) overrides its value, even one equal
             to the default.
+        measures: The measurements besides the embeddings, each as its settings
+            (``[Attention(examples=6), Attribution(steps=32), Dynamics()]``).
         Every other keyword is a setting of :class:`~layerwatch.config.LayerwatchConfig`,
-        documented there.
+        documented there, or a measurement's flat keyword: ``attention=True`` turns it on
+        with its defaults, ``attention_examples=6`` sets its field ``examples`` (the same
+        as ``measures=[Attention(examples=6)]``); every registered measurement has them.
 
     Bad settings raise here, before training; the model is checked at ``on_train_begin``
     (or earlier with :meth:`check_model`), before the first step. Call :meth:`attach` with
     the Trainer so that the numbers can go through ``Trainer.log``.
     """
 
-    @_noting_given
     def __init__(
         self,
         splits: Mapping[str, Any],
-        output_dir: str = "layerwatch_run",
+        output_dir: Any = _UNSET,
         *,
         config: LayerwatchConfig | None = None,
-        max_samples: int = 1000,
-        seed: int = 0,
-        layers: Any = "all",
-        pooling: str = "mean",
-        method: str = "tsne",
-        batch_size: int = 32,
-        label_column: str | None = None,
-        label_names: Sequence[str] | None = None,
-        every_n_steps: int | None = None,
-        align: bool = True,
-        metrics: bool = True,
-        highlight_errors: bool | None = None,
-        perplexity: float = 30.0,
-        frame_duration: float = 1.0,
-        on_error: str = "warn",
-        overwrite: bool = False,
-        dpi: int = 80,
-        progress: bool = True,
-        background: bool = False,
-        threads: int = 1,
-        n_jobs: Any = "auto",
-        trainer_log: str = "auto",
-        text_column: str | None = None,
-        report_text: bool = True,
-        precision: str = "auto",
-        attention: bool = False,
-        attention_examples: Any = 6,
-        attention_split: str | None = None,
-        attribution: bool = False,
-        attribution_examples: Any = 8,
-        attribution_split: str | None = None,
-        attribution_steps: int = 32,
-        attribution_target: str = "label",
-        attribution_batch_size: int = 8,
-        report: bool = True,
-        tensorboard: str | None = None,
-        projector_layers: Any = "last",
-        dynamics: Any = False,
-        store_dtype: str = "float32",
-        keep_vectors: str = "all",
-        **unknown: Any,
+        measures: Sequence[Any] | None = None,
+        **settings: Any,
     ):
-        if unknown:
-            import difflib
-
-            hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, _DEFAULTS, n=1)) else repr(k) for k in sorted(unknown)]
-            raise TypeError(
-                f"LayerwatchCallback got unknown settings {sorted(unknown)}: {', '.join(hints)}; allowed: "
-                f"{', '.join(sorted(_DEFAULTS))}"
-            )
-        given = dict(locals())
-        given.pop("unknown")
-        settings = {k: given[k] for k in _DEFAULTS if k in given and k != "output_dir"}
+        given, sugar = self._read_keywords(settings)
+        chosen = list(measures or ())
+        named = {m.name for m in chosen if hasattr(m, "name")}
+        for name, value in sugar.items():
+            if name in named:
+                raise ValueError(f"{name} is given twice, in measures= and as {name}=; give it once")
         if config is None:
-            self.config = LayerwatchConfig(output_dir=output_dir, **settings)
+            dirname = "layerwatch_run" if output_dir is _UNSET else output_dir
+            self.config = LayerwatchConfig(
+                output_dir=dirname, measures=chosen + [v for v in sugar.values() if v is not None], **given
+            )
         else:
             if not isinstance(config, LayerwatchConfig):
                 raise TypeError(f"config={config!r} must be a LayerwatchConfig")
-            # Which keywords were passed, never their values: a value may equal its default
-            # and still be meant, and an array cannot be compared with ==.
-            given_names = getattr(self, "_given", set(_DEFAULTS))
-            changed = {k: v for k, v in settings.items() if k in given_names}
-            if "output_dir" in given_names:
+            # Exactly the keywords passed override config=, whatever their values: a value
+            # may equal its default and still be meant, and an array cannot be compared with ==.
+            changed = dict(given)
+            if output_dir is not _UNSET:
                 changed["output_dir"] = output_dir
+            if measures is not None or sugar:
+                replaced = {m.name for m in chosen} | set(sugar)
+                kept = [m for m in config.measures if m.name not in replaced] if measures is None else []
+                changed["measures"] = kept + chosen + [v for v in sugar.values() if v is not None]
             self.config = config.replace(**changed) if changed else config
         self.monitor = Monitor(splits, self.config)
+
+    @staticmethod
+    def _read_keywords(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The core settings and the measurements' flat keywords (``attention=True``,
+        ``attention_examples=6``), every other name refused with the closest known one."""
+        allowed = set(_CORE) | set(keyword_names())
+        unknown = sorted(set(settings) - allowed)
+        if unknown:
+            import difflib
+
+            hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, allowed, n=1)) else repr(k) for k in unknown]
+            raise TypeError(
+                f"LayerwatchCallback got unknown settings {unknown}: {', '.join(hints)}; allowed: "
+                f"{', '.join(sorted(allowed))} (and measures=[...])"
+            )
+        sugar, given = from_keywords(settings)
+        return given, sugar
 
     # -- the run's parts, for users and tools ----------------------------------------
     @property

@@ -48,6 +48,11 @@ def summarize(run_dir: str) -> dict:
 
     Damaged files are listed under ``"damaged"`` (and named in a warning), never fatal.
     """
+    return _summary(run_dir)[0]
+
+
+def _summary(run_dir: str) -> tuple[dict, list]:
+    """The summary of :func:`summarize` and the run's measurements that gave their parts of it."""
     from .config import LayerwatchConfig
     from .measures import for_config
     from .store import DamagedFileError, RunStore
@@ -64,7 +69,6 @@ def summarize(run_dir: str) -> dict:
         "pooling": info.get("config", {}).get("pooling"),
         "precision": info.get("precision", info.get("config", {}).get("precision", "fp32")),
         "versions": info.get("versions"),
-        "layout_backend": ((info.get("methods") or {}).get("embeddings") or {}).get("layout", {}).get("backend"),
         "splits": {},
         "damaged": [],
     }
@@ -109,11 +113,11 @@ def summarize(run_dir: str) -> dict:
         except DamagedFileError as exc:
             logger.warning("layerwatch: %s", exc)
             out["damaged"].append(exc.path)
-    return out
+    return out, measurements
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    out = summarize(args.run_dir)
+    out, measurements = _summary(args.run_dir)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -121,33 +125,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model:   {out['model']}")
     print(f"labels:  {out['label_names']}")
     print(f"method:  {out['method']}   pooling: {out['pooling']}   capture precision: {out['precision']}")
-    if out.get("layout_backend"):
-        print("layouts: " + ", ".join(f"{split!r} by {name}" for split, name in out["layout_backend"].items()))
     for split, e in out["splits"].items():
         print(f"split {split!r}: {len(e['snapshots'])} snapshots ({', '.join(e['snapshots'])}), "
               f"{e.get('rows', '?')} rows, layers {e.get('layers', '?')}, hidden {e.get('hidden', '?')}, "
               f"{e['frames']} frames, gif {'yes' if e['gif'] else 'no'}")
-    for split, b in out.get("best_knn_layer_at_last_snapshot", {}).items():
-        print(f"best kNN layer of {split!r} at the last snapshot: {b['layer']} ({b['knn_accuracy']:.3f})")
-    for split, d in out.get("drift_at_last_snapshot", {}).items():
-        most, least = d["moved_most"], d["moved_least"]
-        print(f"drift of {split!r} since the first snapshot (linear CKA, 1 = unchanged): moved most "
-              f"{_layer_text(most['layer'])} ({most['cka_first']:.3f}), least {_layer_text(least['layer'])} ({least['cka_first']:.3f})")
-    for split, a in out.get("attention", {}).items():
-        if a["moved_most"]:
-            h = a["moved_most"][0]
-            print(f"attention of {split!r}: layer {h['layer']} head {h['head']} moved most ({h['drift_first']:.4f} nats, "
-                  f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
-    for split, d in out.get("dynamics", {}).items():
-        print(f"dynamics of {split!r}: {d['rows']} rows over {d['epochs']} epoch(s): {d['easy-to-learn']} easy-to-learn, "
-              f"{d['ambiguous']} ambiguous, {d['hard-to-learn']} hard-to-learn; see layerwatch suspects")
+    for m in measurements:
+        try:
+            lines = m.info_lines(out)
+        except (KeyError, TypeError, ValueError) as exc:  # a summary it cannot read costs only its lines
+            logger.warning("layerwatch: the %s lines of info failed (%s: %s)", m.name, type(exc).__name__, exc)
+            continue
+        for line in lines:
+            print(line)
     for path in out.get("damaged", []):
         print(f"damaged (skipped): {path}")
     return 0
-
-
-def _layer_text(layer: int) -> str:
-    return "the embeddings" if int(layer) == 0 else f"layer {int(layer)}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

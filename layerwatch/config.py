@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .settings import Settings, Unresolved, resolve, settings_class
+
 METHODS = ("tsne", "pca", "umap")
 POOLINGS = ("mean", "cls", "last")
 ON_ERROR = ("warn", "raise")
@@ -206,26 +208,6 @@ class LayerwatchConfig:
             half precision where the hardware runs it fast, else fp32; see
             :mod:`layerwatch.precision`). Stored vectors are float32 either way; pass
             ``"fp32"`` for vectors that equal a plain forward pass bit for bit.
-        attention: Per-head attention statistics of every layer at every snapshot
-            (``attention.csv``, a heatmap film per statistic, a summary of how each head
-            moved, and a head-view page of the examples), from the same forward pass.
-        attention_examples: Rows whose full attention maps are kept at every snapshot
-            (for the head view and the heads' drift): a count, stratified by label, or
-            dataset row indices of ``attention_split``.
-        attention_split: The split of those rows; ``None``: ``"validation"`` when
-            monitored, else the reference split.
-        attribution: Token attributions (integrated gradients) and the conductance of every
-            layer for a few fixed examples at every snapshot, and the attention norms
-            ``||alpha f(x)||`` of every head (BERT family and DistilBERT).
-        attribution_examples: Those examples: a count, stratified by label, or dataset row
-            indices of ``attribution_split``.
-        attribution_split: Their split; ``None``: ``"validation"`` when monitored, else
-            the reference split.
-        attribution_steps: Intervals of the integration path (its cost: that many forward
-            and backward passes per example).
-        attribution_target: The logit explained: the row's ``"label"`` or the model's
-            ``"prediction"``.
-        attribution_batch_size: Points of the path per forward pass (memory grows with it).
         report: Rewrite ``report.html`` (one offline page of the whole run: hover a point
             to read its row) after every snapshot.
         tensorboard: A TensorBoard log directory for the frames, metrics and projector
@@ -234,12 +216,6 @@ class LayerwatchConfig:
         projector_layers: Layers whose pooled vectors go to TensorBoard's projector:
             ``"last"``, ``"all"``, hidden-state indices, or None (``"none"``) for none;
             read as ``layerwatch export --projector-layers`` reads it.
-        dynamics: Training dynamics of every training row, recorded from the training
-            passes themselves: data maps (confidence, variability, correctness) and the
-            area under the margin, ``dynamics.csv``, a data-map film and the likely
-            mislabelled rows (``layerwatch suspects``); the other splits' monitored rows
-            from the capture pass. ``True``, ``False`` or
-            ``layerwatch.measures.dynamics.Dynamics(...)`` for its own settings.
         store_dtype: Precision of the pooled vectors on disk, ``"float32"`` or
             ``"float16"`` (half the disk). Metrics, drift and layouts are computed from the
             float32 vectors before storing; a split whose vectors exceed float16's range is
@@ -247,6 +223,9 @@ class LayerwatchConfig:
         keep_vectors: Whose pooled vectors stay on disk: ``"all"`` snapshots, or
             ``"drift"``: the first and the latest only (all drift needs); the other
             snapshots keep rows, labels, predictions, layouts, metrics and frames.
+        measures: The measurements besides the embeddings, each as its own settings
+            (``[Attention(examples=6), Attribution(steps=32), Dynamics()]``; see
+            ``layerwatch/measures/<name>/settings.py``); ``config.measure(name)`` gives one.
     """
 
     output_dir: str = "layerwatch_run"
@@ -275,21 +254,12 @@ class LayerwatchConfig:
     text_column: str | None = None
     report_text: bool = True
     precision: str = "auto"
-    attention: bool = False
-    attention_examples: Any = 6
-    attention_split: str | None = None
-    attribution: bool = False
-    attribution_examples: Any = 8
-    attribution_split: str | None = None
-    attribution_steps: int = 32
-    attribution_target: str = "label"
-    attribution_batch_size: int = 8
     report: bool = True
     tensorboard: str | None = None
     projector_layers: Any = "last"
-    dynamics: Any = False
     store_dtype: str = "float32"
     keep_vectors: str = "all"
+    measures: Any = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", os.fspath(self.output_dir))
@@ -314,20 +284,6 @@ class LayerwatchConfig:
         check_choice("on_error", self.on_error, ON_ERROR)
         check_choice("trainer_log", self.trainer_log, TRAINER_LOG)
         check_choice("precision", self.precision, PRECISIONS)
-        object.__setattr__(self, "attention_examples", check_rows("attention_examples", self.attention_examples))
-        if self.attention_split is not None and not isinstance(self.attention_split, str):
-            raise ValueError(f"attention_split={self.attention_split!r} must be a split name or None")
-        check_positive_int("attribution_steps", self.attribution_steps)
-        if self.attribution_steps < 2:
-            raise ValueError(f"attribution_steps={self.attribution_steps} must be at least 2 (32 is usual)")
-        check_positive_int("attribution_batch_size", self.attribution_batch_size)
-        check_choice("attribution_target", self.attribution_target, ("label", "prediction"))
-        object.__setattr__(self, "attribution_examples", check_rows("attribution_examples", self.attribution_examples))
-        for name in ("attention", "attribution"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
-        if self.attribution_split is not None and not isinstance(self.attribution_split, str):
-            raise ValueError(f"attribution_split={self.attribution_split!r} must be a split name or None")
         for name in ("report", "report_text"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
@@ -335,7 +291,7 @@ class LayerwatchConfig:
             object.__setattr__(self, "tensorboard", os.fspath(self.tensorboard))
         # The same reading as `layerwatch export --projector-layers` (None or "none": no projector).
         object.__setattr__(self, "projector_layers", parse_projector_layers(self.projector_layers))
-        _check_dynamics(self)
+        object.__setattr__(self, "measures", normalize_measures(self.measures))
         check_perplexity(self.perplexity)
         if not (isinstance(self.frame_duration, (int, float)) and self.frame_duration > 0):
             raise ValueError(f"frame_duration={self.frame_duration!r} must be a positive number of seconds")
@@ -355,9 +311,15 @@ class LayerwatchConfig:
         out["label_names"] = list(self.label_names) if self.label_names is not None else None
         if isinstance(self.projector_layers, tuple):
             out["projector_layers"] = list(self.projector_layers)
-        if isinstance(self.dynamics, tuple):
-            out["dynamics"] = dict(self.dynamics)
+        out["measures"] = {m.name: m.to_dict() for m in self.measures}
         return out
+
+    def measure(self, name: str) -> Any:
+        """The settings of the measurement ``name`` (None: it is off)."""
+        for settings in self.measures:
+            if settings.name == name:
+                return resolve(settings)
+        return None
 
     def replace(self, **changes: Any) -> "LayerwatchConfig":
         return dataclasses.replace(self, **changes)
@@ -367,6 +329,8 @@ class LayerwatchConfig:
         """Settings read back from ``run.json`` (fields it does not know are ignored)."""
         fields = set(cls.__dataclass_fields__)
         known = {k: v for k, v in data.items() if k in fields}
+        if "measures" not in known:  # a run written before measurements had settings of their own
+            known["measures"] = _flat_measures(data, fields)
         if isinstance(known.get("label_names"), list):
             known["label_names"] = tuple(known["label_names"])
         known.update(changes)
@@ -382,18 +346,66 @@ class LayerwatchConfig:
         return out
 
 
-def _check_dynamics(config: "LayerwatchConfig") -> None:
-    # True, False, the measurement's settings object (a frozen dataclass), or its items
-    # as run.json stores them; the measurement checks the values themselves when built.
-    value = config.dynamics
-    if isinstance(value, bool):
-        return
+def normalize_measures(value: Any) -> tuple:
+    """``measures=`` as a tuple of settings objects, one per measurement.
+
+    Accepts a list or tuple of settings (``[Attention(examples=6)]``), or a dict by name
+    (``{"attention": {"examples": 6}}``, as ``run.json`` stores them; ``True`` for the
+    defaults). Settings whose class is not imported yet are kept as :class:`Unresolved`.
+
+    Raises:
+        ValueError: an item that is not a measurement's settings, or a measurement named twice.
+    """
+    if value is None:
+        return ()
+    out: list = []
     if isinstance(value, dict):
-        object.__setattr__(config, "dynamics", tuple(sorted(value.items())))
-        return
-    if isinstance(value, tuple) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
-        return
-    raise ValueError(f"dynamics={value!r} must be True, False or layerwatch.measures.dynamics.Dynamics(...)")
+        for name, items in value.items():
+            if items is False or items is None:
+                continue
+            if isinstance(items, Settings):
+                out.append(items)
+                continue
+            if items is True:
+                items = {}
+            if not isinstance(items, dict):
+                raise ValueError(f"measures[{name!r}]={items!r} must be True or a dict of that measurement's settings")
+            cls = settings_class(name)
+            out.append(cls.from_dict(items) if cls is not None else Unresolved(name, tuple(sorted(items.items()))))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            if not isinstance(item, (Settings, Unresolved)):
+                raise ValueError(
+                    f"measures[{i}]={item!r} is not a measurement's settings; pass objects such as "
+                    "layerwatch.Attention(examples=6) or layerwatch.Dynamics()"
+                )
+            out.append(item)
+    else:
+        raise ValueError(f"measures={value!r} must be a list of measurement settings, e.g. [layerwatch.Attention()]")
+    names = [m.name for m in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"measures names {twice[0]!r} twice; give each measurement's settings once")
+    return tuple(out)
+
+
+def _flat_measures(data: dict, fields: set) -> dict:
+    # Older run.json files kept a measurement's settings as flat keys: ``attention: true``
+    # with ``attention_examples``; ``dynamics`` as True or its settings' dict.
+    out = {}
+    for name, value in data.items():
+        if name in fields or not (value is True or isinstance(value, dict)):
+            continue
+        items = dict(value) if isinstance(value, dict) else {}
+        prefix = name + "_"
+        for key, v in data.items():
+            if key.startswith(prefix) and key not in fields:
+                items.setdefault(key[len(prefix):], v)
+        cls = settings_class(name)
+        if cls is not None:
+            items = {k: v for k, v in items.items() if k in cls.field_names()}
+        out[name] = items
+    return out
 
 
 def _comparable(value: Any) -> Any:

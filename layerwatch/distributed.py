@@ -81,31 +81,61 @@ class Part:
     """One rank's share of a split's measurement, ready to be gathered.
 
     Attributes:
-        rows: arrays with the rank's rows on axis 0, in the order of its share.
+        rows: per-row values of the rank's rows, in the order of its share: an array with
+            the rows on axis 0 (the same trailing shape on every rank), or a list with one
+            array per row whose shapes may differ (per-token values, say: ragged rows).
         sums: arrays that add up across ranks (sums of per-row statistics, counts).
         picked: ``{position in the subset: {name: array}}`` for the few chosen rows a
             measurement keeps whole (attention maps of examples, say).
         meta: small values that every rank computes alike (layer indices, ...).
     """
 
-    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: dict[str, Any] = field(default_factory=dict)
     sums: dict[str, np.ndarray] = field(default_factory=dict)
     picked: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def is_ragged(value: Any) -> bool:
+    """Whether per-row values are ragged: a list (or object array) with one array per row."""
+    return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype == object)
+
+
 def merge_parts(parts: list[Part | None], n_rows: int, world: int) -> Part:
     """Rank ``r`` holds subset positions ``r::world``: put the rows back in subset order,
-    add the sums, join the picked rows."""
+    add the sums, join the picked rows.
+
+    Ragged rows (a list with one array per row, see :class:`Part`) come back as a list of
+    ``n_rows`` arrays in subset order.
+
+    Raises:
+        ValueError: no rank returned a share, or the ranks' arrays of one name disagree in
+            trailing shape (naming them, and the ragged form that holds rows of any shape).
+    """
     present = [(r, p) for r, p in enumerate(parts) if p is not None]
     if not present:
         raise ValueError("no rank returned a share")
     first = present[0][1]
     out = Part(meta=dict(first.meta))
-    for name, arr in first.rows.items():
+    for name in first.rows:
+        shares = [(r, p.rows[name]) for r, p in present]
+        if any(is_ragged(v) for _, v in shares):
+            full: Any = [None] * n_rows
+            for r, v in shares:
+                full[r::world] = [np.asarray(x) for x in v]
+            out.rows[name] = full
+            continue
+        shapes = {r: tuple(np.shape(v)[1:]) for r, v in shares}
+        if len(set(shapes.values())) > 1:
+            told = ", ".join(f"{shape} on rank {r}" for r, shape in shapes.items())
+            raise ValueError(
+                f"rows {name!r} have trailing shape {told}; an array needs the same trailing shape on every rank. "
+                "Give values whose shape differs by row as a list with one array per row (ragged rows)"
+            )
+        arr = shares[0][1]
         full = np.empty((n_rows, *arr.shape[1:]), dtype=arr.dtype)
-        for r, p in present:
-            full[r::world] = p.rows[name]
+        for r, v in shares:
+            full[r::world] = v
         out.rows[name] = full
     for name in first.sums:
         out.sums[name] = sum(np.asarray(p.sums[name]) for _, p in present)

@@ -202,7 +202,7 @@ class Monitor:
                 "forward gathers, and no wrapper was found around the model; call watch.attach(trainer) before "
                 "trainer.train(), or train with FSDP2 (fsdp_config={'version': 2})"
             )
-        if self.config.attribution:
+        if self.config.measure("attribution") is not None:
             raise NotImplementedError(
                 f"attribution=True is not supported when {sharding.ENGINES[found]} shards the model: its integrated gradients "
                 "need a backward pass, and under sharding every backward pass gathers and reduces gradients on all "

@@ -4,12 +4,14 @@ Callbacks are not handed the Trainer. ``trainer.state.log_history`` is always re
 (through ``state``); sending the numbers through ``Trainer.log``, which is what the
 TensorBoard, W&B and MLflow callbacks listen to, needs the Trainer itself, which the user
 hands over with :meth:`LayerwatchCallback.attach` (``layerwatch.watch(trainer, ...)`` does it
-for you). Either way every entry carries the epoch and step of the snapshot it measures,
+for you); the entries then go where ``Trainer.log`` sends them (the log history and every
+callback's ``on_log``), with a copy of the state that carries the snapshot's epoch and step. Either way every entry carries the epoch and step of the snapshot it measures,
 not of the moment it was written (a background worker finishes later).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from .snapshot import SnapshotKey
@@ -48,19 +50,13 @@ class TrainerLog:
 
     @staticmethod
     def _through_trainer(trainer: Any, logs: dict[str, float], key: SnapshotKey) -> None:
-        # Trainer.log stamps entries (and the integrations their charts) with the
-        # state's current epoch and step: show it the snapshot's for the call.
-        state = trainer.state
-        control = getattr(trainer, "control", None)
-        pending = getattr(control, "should_log", None)
-        epoch, step = state.epoch, state.global_step
+        # What Trainer.log does (an entry in the log history, then every callback's
+        # on_log, which is what TensorBoard, W&B and MLflow listen to), stamped with the
+        # snapshot's epoch and step: the callbacks get a copy of the state that says so,
+        # and a copy of the control, so that the Trainer's own state and pending log (and,
+        # under DDP, the collective that comes with it) are never touched.
+        state = copy.copy(trainer.state)
         state.epoch, state.global_step = float(key.epoch), int(key.step)
-        try:
-            trainer.log(logs)
-        finally:
-            state.epoch, state.global_step = epoch, step
-            # Trainer.log hands back a control whose should_log is cleared; keep the
-            # Trainer's own pending log (and, under DDP, the collective that comes with it).
-            control = getattr(trainer, "control", None)
-            if control is not None and pending is not None:
-                control.should_log = pending
+        logs = {**logs, "epoch": state.epoch}
+        trainer.state.log_history.append({**logs, "step": state.global_step})
+        trainer.callback_handler.on_log(trainer.args, state, copy.copy(trainer.control), logs)

@@ -178,8 +178,11 @@ def test_row_settings_refuse_what_is_not_a_count_or_rows_when_built(tmp_path, na
 
 @pytest.mark.parametrize("value, rows", [(3, 3), ([4, 1], (4, 1)), ((2,), (2,)), (range(1, 3), (1, 2)),
                                          ({5, 2}, (2, 5)), (np.array([3, 7]), (3, 7)), (np.int64(2), 2)])
-def test_row_settings_accept_counts_and_every_sequence_of_rows(value, rows):
-    from layerwatch.config import LayerwatchConfig
+def test_row_settings_accept_counts_and_every_sequence_of_rows(tmp_path, value, rows):
+    from layerwatch import Attention, Attribution
 
-    for name in ("attention_examples", "attribution_examples"):
-        assert getattr(LayerwatchConfig(**{name: value}), name) == rows
+    for settings in (Attention, Attribution):
+        assert settings(examples=value).examples == rows
+    for name in ("attention", "attribution"):
+        watch = LayerwatchCallback({"train": toy_dataset(12)}, tmp_path / name, **{name: True, f"{name}_examples": value})
+        assert watch.config.measure(name).examples == rows

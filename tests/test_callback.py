@@ -347,30 +347,31 @@ def test_n_jobs_auto_uses_every_cpu_in_process_and_one_in_the_background(tmp_pat
 # -- settings with config=, and what a snapshot is called -----------------------------------------
 
 def test_keywords_passed_with_a_config_override_it_even_when_equal_to_their_defaults(tmp_path):
-    from layerwatch import LayerwatchConfig
+    from layerwatch import Attention, LayerwatchConfig
 
     cfg = LayerwatchConfig(output_dir=str(tmp_path / "from-config"), method="pca", max_samples=50, progress=False,
-                           attention=True, projector_layers="all")
+                           measures=[Attention()], projector_layers="all")
     train = toy_dataset(16)
     watch = LayerwatchCallback({"train": train}, "layerwatch_run", config=cfg, method="tsne", max_samples=1000,
                                attention=False, projector_layers="last")
-    assert (watch.config.method, watch.config.max_samples, watch.config.attention) == ("tsne", 1000, False)
+    assert (watch.config.method, watch.config.max_samples, watch.config.measure("attention")) == ("tsne", 1000, None)
     assert watch.config.projector_layers == "last" and watch.config.output_dir == "layerwatch_run"
     # What was not passed comes from the config.
     kept = LayerwatchCallback({"train": train}, config=cfg, seed=3)
     assert (kept.config.method, kept.config.max_samples, kept.config.progress, kept.config.seed) == ("pca", 50, False, 3)
     assert kept.config.output_dir == str(tmp_path / "from-config")
+    assert kept.config.measure("attention") == Attention()
 
 
 def test_array_valued_settings_are_taken_with_or_without_a_config(tmp_path):
     from layerwatch import LayerwatchConfig
 
     train = toy_dataset(16)
-    kw = dict(layers=np.array([0, 2]), attention_examples=np.array([1, 3]), projector_layers=np.array([2]))
+    kw = dict(layers=np.array([0, 2]), attention=True, attention_examples=np.array([1, 3]), projector_layers=np.array([2]))
     for config in (None, LayerwatchConfig(output_dir=str(tmp_path / "c"), method="pca")):
         watch = LayerwatchCallback({"train": train}, tmp_path / "lw", config=config, **kw)
         assert watch.config.layers == (0, 2) and watch.config.projector_layers == (2,)
-        assert [int(r) for r in watch.config.attention_examples] == [1, 3]
+        assert [int(r) for r in watch.config.measure("attention").examples] == [1, 3]
 
 
 @pytest.mark.parametrize("value, expected", [(None, None), ("none", None), ("last", "last"), ("0,2", (0, 2)), ([], None)])
@@ -453,3 +454,31 @@ def test_in_a_terminal_one_bar_per_snapshot_says_which_split_is_worked_on(tmp_pa
         assert bar.total == 16 + 8 + 1 and bar.n == bar.total
         assert bar.texts[:2] == [f"layerwatch epoch {epoch}: capture train", f"layerwatch epoch {epoch}: capture validation"]
         assert f"layerwatch epoch {epoch}: embeddings: laying out validation (3 layers, 8 rows)" in bar.texts
+
+
+def test_numbers_through_the_trainer_carry_the_snapshots_step_and_leave_its_state_alone():
+    # The callbacks (TensorBoard, W&B, MLflow) stamp what on_log hands them with the
+    # state's epoch and step: they must read the snapshot's, while the Trainer's own state
+    # and pending log stay as they were (a background worker reports a snapshot later).
+    from types import SimpleNamespace
+
+    from layerwatch.snapshot import SnapshotKey
+    from layerwatch.trainer_log import TrainerLog
+
+    seen = []
+
+    class Handler:
+        def on_log(self, args, state, control, logs):
+            seen.append((state.epoch, state.global_step, dict(logs)))
+            control.should_log = False  # what a callback may do to the control it is handed
+            return control
+
+    state = SimpleNamespace(epoch=2.5, global_step=30, log_history=[])
+    trainer = SimpleNamespace(state=state, control=SimpleNamespace(should_log=True), args=SimpleNamespace(report_to=["tensorboard"]),
+                              callback_handler=Handler())
+    log = TrainerLog("report")
+    log.trainer = trainer
+    log.write({"layerwatch/train/knn_accuracy/layer_0": 0.75}, SnapshotKey(1, 12), state=None)
+    assert seen == [(1.0, 12, {"layerwatch/train/knn_accuracy/layer_0": 0.75, "epoch": 1.0})]
+    assert state.log_history == [{"layerwatch/train/knn_accuracy/layer_0": 0.75, "epoch": 1.0, "step": 12}]
+    assert (state.epoch, state.global_step, trainer.control.should_log) == (2.5, 30, True)

@@ -98,3 +98,45 @@ def test_every_measurement_of_the_gathered_run_equals_a_single_process(ddp_run, 
     np.testing.assert_allclose(a["maps"].astype(float), b["maps"].astype(float), atol=1e-3)
     a, b = ddp.load_arrays("attribution", "validation", SnapshotKey(0)), one.load_arrays("attribution", "validation", SnapshotKey(0))
     np.testing.assert_allclose(a["conductance"], b["conductance"], atol=1e-6)
+
+
+def test_ragged_rows_of_two_ranks_are_gathered_in_subset_order():
+    """Per-token values: each row has its own length, and one rank's longest row differs from the other's."""
+    from layerwatch.distributed import Part, merge_parts
+    from layerwatch.measures.base import Measurement, pack_ragged, unpack_ragged
+    from layerwatch.snapshot import Snapshot
+
+    rng = np.random.default_rng(0)
+    whole = [rng.normal(size=n).astype(np.float32) for n in (3, 7, 1, 5, 2)]  # subset order
+    ranks = [Part(rows={"norms": whole[r::2], "mean": np.array([w.mean() for w in whole[r::2]])}) for r in range(2)]
+    merged = merge_parts(ranks, n_rows=5, world=2)
+    assert [len(a) for a in merged.rows["norms"]] == [3, 7, 1, 5, 2]
+    for got, want in zip(merged.rows["norms"], whole):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(merged.rows["mean"], [w.mean() for w in whole])
+    # An object array of rows is ragged too.
+    boxed = np.empty(2, dtype=object)
+    boxed[:] = whole[1::2]
+    merged = merge_parts([Part(rows={"norms": whole[0::2]}), Part(rows={"norms": boxed})], n_rows=5, world=2)
+    assert [a.tolist() for a in merged.rows["norms"]] == [w.tolist() for w in whole]
+    # Stored: two plain arrays that a .npz holds without pickling, unpacked to the same rows.
+    snap = Snapshot(pooled=np.zeros((1, 5, 2), np.float32), labels=np.zeros(5, np.int64), layers=np.array([0]),
+                    indices=np.arange(5), epoch=0, step=0, split="train")
+
+    class Ragged(Measurement):
+        name = "ragged"
+
+    Ragged.__new__(Ragged).assemble(merged, snap)
+    stored = snap.results["ragged"]
+    assert set(stored) == {"norms", "norms_offsets"} and stored["norms"].dtype == np.float32
+    assert stored["norms_offsets"].tolist() == [0, 3, 10, 11, 16, 18]
+    assert [a.tolist() for a in unpack_ragged(stored, "norms")] == [w.tolist() for w in whole]
+    assert unpack_ragged(pack_ragged("x", []), "x") == []
+
+
+def test_arrays_whose_trailing_shape_differs_by_rank_are_refused_naming_the_ragged_form():
+    from layerwatch.distributed import Part, merge_parts
+
+    parts = [Part(rows={"norms": np.zeros((3, 7))}), Part(rows={"norms": np.zeros((2, 5))})]
+    with pytest.raises(ValueError, match=r"rows 'norms' have trailing shape \(7,\) on rank 0, \(5,\) on rank 1.*list with one array per row"):
+        merge_parts(parts, n_rows=5, world=2)

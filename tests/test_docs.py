@@ -27,3 +27,25 @@ def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     test_command = block[1].split("&&")[-1].strip()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert [line.strip() for line in ci if line.strip()][-1] == test_command
+
+
+def test_the_readme_stays_short_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 170, "the README holds the pitch, the commands, an example and links; move the rest to docs/"
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), f"README links to a missing file: {target}"
+
+
+def test_the_design_names_every_measurement_folder_and_its_settings():
+    from layerwatch.measures import registered
+
+    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    for name, cls in registered().items():
+        if not cls.__module__.startswith("layerwatch."):
+            continue  # a measurement another package (or a test) registered
+        folder = cls.__module__.split(".")
+        assert folder[:2] == ["layerwatch", "measures"] and len(folder) >= 4, f"{name} is not a folder of layerwatch/measures/"
+        assert f"`measures/{folder[2]}/__init__.py`" in design
+        if cls.Settings is not None:
+            assert f"`measures/{folder[2]}/settings.py`" in design

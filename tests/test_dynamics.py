@@ -142,13 +142,13 @@ def test_settings_are_checked_when_built():
     with pytest.raises(ValueError, match="confidence_threshold"):
         Dynamics(confidence_threshold=1.5)
     with pytest.raises(ValueError, match="dynamics='yes' must be True, False"):
-        LayerwatchConfig(dynamics="yes")
+        LayerwatchCallback({"train": toy_dataset(8)}, dynamics="yes", progress=False)
     with pytest.raises(ValueError, match="unknown settings"):
         LayerwatchCallback({"train": toy_dataset(8)}, dynamics={"tops": 3}, progress=False)
-    cfg = LayerwatchConfig(dynamics=Dynamics(top=7))
-    assert cfg.to_dict()["dynamics"] == {"top": 7, "confidence_threshold": 0.5, "variability_threshold": 0.2}
-    assert Dynamics.from_setting(LayerwatchConfig.from_dict(cfg.to_dict()).dynamics) == Dynamics(top=7)
-    assert LayerwatchConfig().dynamics is False  # off by default
+    cfg = LayerwatchConfig(measures=[Dynamics(top=7)])
+    assert cfg.to_dict()["measures"]["dynamics"] == {"top": 7, "confidence_threshold": 0.5, "variability_threshold": 0.2}
+    assert LayerwatchConfig.from_dict(cfg.to_dict()).measure("dynamics") == Dynamics(top=7)
+    assert LayerwatchConfig().measure("dynamics") is None  # off by default
     import layerwatch
 
     assert layerwatch.Dynamics is Dynamics
@@ -571,3 +571,31 @@ def test_the_data_map_plots_its_rows_and_names_the_regions():
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == ["ambiguous (1)", "easy-to-learn (1)", "hard-to-learn (2)"]
     assert list(m.regions()) == [0, 2, 1, 2]
+
+
+def test_what_the_dynamics_send_to_the_tools_comes_from_its_files(trained, tmp_path):
+    """Export sends the mean margin the Trainer's log got, the data-map films, the suspects and the tables."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    from layerwatch.cli import main
+    from layerwatch.integrations import RunInfo
+    from layerwatch.measures.base import File, Film, Table
+
+    run, watch, model, trainer = trained
+    logged = {h["step"]: h["layerwatch/validation/dynamics/mean_margin"] for h in trainer.state.log_history
+              if "layerwatch/validation/dynamics/mean_margin" in h}
+    assert len(logged) >= 2
+    assert main(["export", str(run), "--tensorboard", str(tmp_path / "tb")]) == 0
+    acc = ea.EventAccumulator(str(tmp_path / "tb"), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    got = {s.step: s.value for s in acc.Scalars("layerwatch/validation/dynamics/mean_margin")}
+    assert got == pytest.approx(logged, rel=1e-6)
+    items = RunInfo.from_store(run).items(None)
+    films = {i.name: os.path.basename(i.path) for i in items if isinstance(i, Film)}
+    assert films["datamap/train"] == "datamap_train.gif"
+    (suspects,) = [i for i in items if isinstance(i, Table) and i.name == "suspects/train"]
+    stored = [r for r in RunStore(run).read_table("dynamics_suspects.csv") if r["split"] == "train"]
+    assert [int(r[suspects.columns.index("row")]) for r in suspects.rows] == [int(r["row"]) for r in stored]
+    files = [os.path.basename(i.path) for i in items if isinstance(i, File)]
+    assert "dynamics.csv" in files and "dynamics_suspects.csv" in files

@@ -707,3 +707,84 @@ def test_export_to_wandb_of_a_run_whose_last_snapshot_kept_no_vectors(live, tmp_
     tables = glob.glob(os.path.join(wb, "files", "media", "table", "layerwatch", "rows", "*.table.json"))
     assert sorted(os.path.basename(t).split("_")[0] for t in tables) == ["train", "validation"]
     assert "holds no pooled vectors" not in caplog.text
+
+
+# -- what a measurement sends: every kind, from a measurement the integrations do not know ------
+def test_every_tool_sends_what_a_measurement_it_does_not_know_gives(live, tmp_path, monkeypatch, caplog):
+    """A measurement registered by the test says what it sends (one item of each kind); export
+    sends it to each tool as that tool shows the kind, and a measurement whose part fails
+    costs only itself."""
+    from layerwatch.measures import Measurement, register, unregister
+    from layerwatch.measures.base import File, Film, Image, Scalar, Table, Vectors
+
+    run_dir = tmp_path / "lw"
+    shutil.copytree(live.lw, run_dir)
+    store = RunStore(run_dir)
+    info = store.read_run()
+    store.write_run({**info, "measurements": [*info["measurements"], "probe", "broken"]})
+    (run_dir / "probe.csv").write_text("split,epoch,step,value\ntrain,0,0,1.5\n", encoding="utf-8")
+    steps = [k.step for k in stored_keys(RunInfo.from_store(run_dir))]
+    frame = store.frame_path("validation", store.keys("validation")[0])
+
+    class Probe(Measurement):
+        name = "probe"
+
+        def sends(self, run, key, snaps=None, logs=None, kinds=()):
+            if key is None:
+                return [Film("probe/film", store.gif_path("train"), "probe film"),
+                        Table("probe/table", ["row", "value"], [[0, 1.5], [1, 2.5]]), File(str(run_dir / "probe.csv"))]
+            return [Scalar("layerwatch/probe/value", 0.25 * key.step), Image("probe/picture", frame, "probe picture"),
+                    Vectors("probe", [7], np.arange(6, dtype=np.float32).reshape(1, 3, 2), ["tag"], [["a"], ["b"], ["c"]])]
+
+    class Broken(Measurement):
+        name = "broken"
+
+        def sends(self, run, key, snaps=None, logs=None, kinds=()):
+            raise OSError("its table is gone")
+
+    for cls in (Probe, Broken):
+        register(cls)
+    try:
+        targets = ["--tensorboard", str(tmp_path / "tb"), "--projector-layers", "all"]
+        if _installed("wandb"):
+            for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+                os.makedirs(tmp_path / var, exist_ok=True)
+                monkeypatch.setenv(var, str(tmp_path / var))
+            monkeypatch.setenv("WANDB_SILENT", "true")
+            targets += ["--wandb", str(tmp_path / "wb")]
+        if _installed("mlflow"):
+            monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+            targets += ["--mlflow-uri", (tmp_path / "mlruns").as_uri()]
+        with caplog.at_level(logging.WARNING, logger="layerwatch"):
+            assert main(["export", str(run_dir), *targets]) == 0
+    finally:
+        for cls in (Probe, Broken):
+            unregister(cls.name)
+    assert "what broken sends of snapshot" in caplog.text and "its table is gone" in caplog.text
+    acc = _accumulator(tmp_path / "tb")
+    assert [(s.step, s.value) for s in acc.Scalars("layerwatch/probe/value")] == [(s, 0.25 * s) for s in steps]
+    assert [e.step for e in acc.Images("layerwatch/probe/picture")] == steps
+    np.testing.assert_array_equal(_decode(acc.Images("layerwatch/probe/picture")[0].encoded_image_string), read_png(frame))
+    assert [e.step for e in acc.Images("layerwatch/validation")] == steps  # the embeddings' part still goes
+    probe = [e for e in _projector(tmp_path / "tb") if e.tensor_name.startswith("layerwatch/probe/layer_7:")]
+    assert len(probe) == len(steps)
+    np.testing.assert_allclose(np.loadtxt(tmp_path / "tb" / probe[0].tensor_path, delimiter="\t"), [[0, 1], [2, 3], [4, 5]])
+    if _installed("wandb"):
+        wb = _wandb_run_dir(tmp_path / "wb")
+        history = _wandb_history(wb)
+        assert [h["train/global_step"] for h in history if "layerwatch/frames/probe/picture/_type" in h] == steps
+        assert [h["layerwatch/probe/value"] for h in history if "layerwatch/probe/value" in h] == [0.25 * s for s in steps]
+        (video,) = glob.glob(os.path.join(wb, "files", "media", "videos", "layerwatch", "films", "probe", "film_*.gif"))
+        assert _sha(video) == _sha(store.gif_path("train"))
+        (path,) = glob.glob(os.path.join(wb, "files", "media", "table", "layerwatch", "probe", "table_*.table.json"))
+        table = json.load(open(path, encoding="utf-8"))
+        assert table["columns"] == ["row", "value"] and table["data"] == [[0, 1.5], [1, 2.5]]
+    if _installed("mlflow"):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+        (run,) = client.search_runs(["0"])
+        names = sorted(os.path.basename(a.path) for a in client.list_artifacts(run.info.run_id, "layerwatch"))
+        assert names == ["metrics.csv", "probe.csv", "report.html", "train.gif", "validation.gif"]
+        history = client.get_metric_history(run.info.run_id, "layerwatch/probe/value")
+        assert sorted((m.step, m.value) for m in history) == [(s, 0.25 * s) for s in steps]

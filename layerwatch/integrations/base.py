@@ -3,9 +3,11 @@
 An integration sends one layerwatch run to a tool people already watch (TensorBoard,
 Weights & Biases, MLflow). It is told about each snapshot once that snapshot's frames
 are on disk (:meth:`Integration.snapshot`) and once more when training ends
-(:meth:`Integration.finish`). Everything it sends is read from the run directory or
-handed over with the call, so the same code serves live training and ``layerwatch
-export`` of a finished run.
+(:meth:`Integration.finish`). What it sends, every measurement of the run gives
+(:meth:`~layerwatch.measures.base.Measurement.sends`: scalars, images, projector vectors,
+films, tables, files), read from the run directory or handed over with the call, so the
+same code serves live training and ``layerwatch export`` of a finished run; each tool
+sends the kinds it shows.
 
 This module imports numpy only; each tool's library is imported by its own module, when
 that integration is used.
@@ -19,18 +21,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..config import parse_projector_layers
-from ..snapshot import Snapshot, SnapshotKey, epoch_value, sort_keys
+from ..config import LayerwatchConfig, parse_projector_layers
+from ..measures import Measurement, for_config
+from ..measures.base import SENT_KINDS, Scalar
+from ..snapshot import Snapshot, SnapshotKey, sort_keys
 from ..store import METRIC_FIELDS, METRICS_FILE, DamagedFileError, RunStore
 from ..text import clean_text, text_allowed
 
 logger = logging.getLogger("layerwatch")
 
 __all__ = [
-    "Integration", "RunInfo", "finish_all", "frame_images", "frame_paths", "label_texts", "last_key", "load_snapshots", "metric_logs",
-    "parse_projector_layers", "prediction_texts", "projector_positions", "read_metric_rows", "readable_file",
-    "send_snapshot", "snapshot_splits",
-    "stored_keys", "text_of",
+    "Integration", "RunInfo", "finish_all", "last_key", "parse_projector_layers", "projector_positions", "read_image",
+    "readable_file", "send_snapshot", "stored_keys", "text_of",
 ]
 
 # Texts in per-row metadata (TensorBoard's TSV, W&B tables) are cut to this many characters:
@@ -69,6 +71,8 @@ class RunInfo:
         self.config = dict(config or {})
         self.only = list(splits) if splits else None
         self._texts: dict[str, dict[int, str]] = {}
+        self._tables: dict[str, tuple[tuple, list[dict]]] = {}
+        self._measurements: list[Measurement] | None = None
 
     @classmethod
     def from_store(cls, store: RunStore | str | os.PathLike) -> "RunInfo":
@@ -98,6 +102,98 @@ class RunInfo:
         """A short name for the run (its folder's name), for run names in the tools."""
         return os.path.basename(os.path.normpath(os.path.abspath(self.store.root))) or "layerwatch"
 
+    def measurements(self) -> list[Measurement]:
+        """The run's measurements, as ``run.json`` names them (the embeddings alone when it cannot say)."""
+        if self._measurements is None:
+            try:
+                info = self.store.read_run()
+                config = LayerwatchConfig.from_dict(dict(info.get("config") or {}), output_dir=self.store.root, background=False)
+                self._measurements = for_config(config, names=info.get("measurements"))
+            except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+                logger.warning("layerwatch: the measurements of %s are unknown (%s); the embeddings' part is sent", self.store.root, exc)
+                config = LayerwatchConfig.from_dict({}, output_dir=self.store.root, background=False)
+                self._measurements = for_config(config, names=[])
+        return self._measurements
+
+    def items(
+        self, key: SnapshotKey | None, snaps: Mapping[str, Snapshot] | None = None, logs: Mapping[str, float] | None = None,
+        kinds: Sequence[type] = SENT_KINDS,
+    ) -> list:
+        """What every measurement sends of snapshot ``key`` (None: at the end of the run), of
+        ``kinds`` only (see :meth:`~layerwatch.measures.base.Measurement.sends`). A
+        measurement whose part cannot be read is named in a warning; the others are sent."""
+        kinds = tuple(kinds)
+        out: list = []
+        for m in self.measurements():
+            try:
+                out.extend(m.sends(self, key, snaps=None if snaps is None else dict(snaps),
+                                   logs=None if logs is None else dict(logs), kinds=kinds))
+            except Exception as exc:  # one measurement's part must not keep back the others'
+                when = f"snapshot {key.title}" if key is not None else "the end of the run"
+                logger.warning("layerwatch: what %s sends of %s failed (%s: %s); the rest is sent", m.name, when, type(exc).__name__, exc)
+        return [i for i in out if isinstance(i, kinds)]
+
+    @staticmethod
+    def scalars(items: Sequence, logs: Mapping[str, float] | None, with_logs: bool = True) -> dict[str, float]:
+        """The numbers to send of one snapshot: every :class:`~layerwatch.measures.base.Scalar`
+        of ``items`` that ``logs`` (the Trainer's log, during training) lacks, and ``logs``
+        themselves unless ``with_logs`` is False (they went through ``Trainer.log``)."""
+        out = {i.tag: float(i.value) for i in items if isinstance(i, Scalar) and (logs is None or i.tag not in logs)}
+        if with_logs:
+            out.update({k: float(v) for k, v in (logs or {}).items()})
+        return out
+
+    def table(self, name: str, required: Sequence[str] = ()) -> list[dict]:
+        """The rows of the run's table ``name`` (:meth:`RunStore.read_table`), read again only
+        when the file changed; a damaged table is named in a warning once and gives no rows."""
+        path = self.store.table_path(name)
+        try:
+            st = os.stat(path)
+            stamp: tuple = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return []
+        held = self._tables.get(name)
+        if held is not None and held[0] == stamp:
+            return held[1]
+        try:
+            rows = self.store.read_table(name, required)
+        except DamagedFileError as exc:
+            logger.warning("layerwatch: %s", exc)
+            rows = []
+        self._tables[name] = (stamp, rows)
+        return rows
+
+    def label_texts(self, ids: np.ndarray) -> list[str]:
+        """What each label is called (its name, the id where no name is known, the value for a regression)."""
+        if self.regression:
+            return [f"{float(v):.4g}" for v in np.asarray(ids, dtype=np.float64)]
+        names = self.label_names or []
+        out = []
+        for v in np.asarray(ids).tolist():
+            i = int(v)
+            out.append(names[i] if 0 <= i < len(names) else str(i))
+        return out
+
+    def prediction_texts(self, predictions: np.ndarray | None) -> list[str] | None:
+        """The predicted labels' names (``"(other)"`` where the head predicted no label of the run)."""
+        if predictions is None or self.regression:
+            return None
+        names = self.label_texts(np.clip(np.asarray(predictions), 0, None))
+        return ["(other)" if int(p) < 0 else n for p, n in zip(np.asarray(predictions).tolist(), names)]
+
+    def last_key(self, split: str) -> SnapshotKey | None:
+        """The latest stored snapshot of ``split`` whose embeddings can be read, with its true step."""
+        for key in reversed(self.store.keys(split)):
+            try:
+                return self.store.snapshot_key(split, key)
+            except DamagedFileError as exc:
+                logger.warning("layerwatch: %s", exc)
+        return None
+
+    def text_of(self, text: str | None) -> str:
+        """A row's text on one line, cut short (see :func:`text_of`)."""
+        return text_of(text)
+
     def texts(self, split: str) -> dict[int, str]:
         """``{dataset row: text}`` of ``split`` (empty when none were stored or the file is damaged,
         and always with ``report_text=False``: see :mod:`layerwatch.text`)."""
@@ -126,7 +222,7 @@ class Integration:
     name: str = "integration"
 
     def snapshot(
-        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float],
+        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float] | None,
     ) -> None:
         """Send one snapshot.
 
@@ -135,7 +231,12 @@ class Integration:
             key: When the snapshot was taken, with its true epoch and step.
             snaps: The snapshot of each split, or None to read them from the run directory
                 (as when a background worker drew them).
-            logs: Its numbers, ``{"layerwatch/<split>/<metric>/layer_<i>": value}``.
+            logs: Its numbers as the Trainer's log got them,
+                ``{"layerwatch/<split>/<metric>/layer_<i>": value}``, or None to read them
+                from the stored tables (``layerwatch export``).
+
+        What it sends is what every measurement of the run gives (:meth:`RunInfo.items`,
+        :meth:`~layerwatch.measures.base.Measurement.sends`) of the kinds the tool shows.
         """
 
     def finish(self, run: RunInfo) -> None:
@@ -182,48 +283,16 @@ def finish_all(integrations: Sequence[Integration], run: RunInfo) -> list[str]:
 
 
 # -- stored data, as the integrations read it --------------------------------------------
-def snapshot_splits(run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None) -> list[str]:
-    """The splits of a snapshot: those handed over, else those with its embeddings on disk."""
-    if snaps is not None:
-        chosen = [s for s in snaps if run.only is None or s in run.only]
-        return sorted(chosen, key=lambda s: (s != run.reference_split, s))
-    return [s for s in run.splits() if os.path.exists(run.store.embedding_path(s, key))]
-
-
-def load_snapshots(run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None) -> dict[str, Snapshot]:
-    """``snaps``, or the snapshot of each split read from the run directory (damaged files skipped)."""
-    if snaps is not None:
-        return {s: snaps[s] for s in snapshot_splits(run, key, snaps)}
-    out = {}
-    for split in snapshot_splits(run, key, None):
-        try:
-            out[split] = run.store.load_snapshot(split, key, run.label_names)
-        except DamagedFileError as exc:
-            logger.warning("layerwatch: %s", exc)
-    return out
-
-
-def frame_images(run: RunInfo, key: SnapshotKey, splits: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-    """``{split: (frame PNG, its RGB pixels)}`` of the frames of ``key`` that can be read.
-
-    A frame whose drawing failed is absent; a damaged one (empty, truncated) is named in a
-    warning and left out, as ``layerwatch render`` and ``info`` do.
-    """
-    out = {}
-    for split in splits:
-        path = run.store.frame_path(split, key)
-        if not os.path.exists(path):
-            continue
-        try:
-            out[split] = (path, run.store.read_image(path))
-        except DamagedFileError as exc:
-            logger.warning("layerwatch: %s", exc)
-    return out
-
-
-def frame_paths(run: RunInfo, key: SnapshotKey, splits: Sequence[str]) -> dict[str, str]:
-    """``{split: frame PNG}`` of the frames of ``key`` on disk that can be read (see :func:`frame_images`)."""
-    return {split: path for split, (path, _) in frame_images(run, key, splits).items()}
+def read_image(run: RunInfo, path: str) -> np.ndarray | None:
+    """The RGB pixels of a PNG an integration sends (None when absent; a damaged one is named
+    in a warning and not sent, as ``layerwatch render`` and ``info`` do)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return run.store.read_image(path)
+    except DamagedFileError as exc:
+        logger.warning("layerwatch: %s", exc)
+        return None
 
 
 def readable_file(run: RunInfo, path: str) -> bool:
@@ -243,15 +312,6 @@ def readable_file(run: RunInfo, path: str) -> bool:
     return True
 
 
-def read_metric_rows(run: RunInfo) -> list[dict]:
-    """The rows of ``metrics.csv`` (none, with a warning naming it, when it is damaged)."""
-    try:
-        return run.store.read_metrics()
-    except DamagedFileError as exc:
-        logger.warning("layerwatch: %s", exc)
-        return []
-
-
 def stored_keys(run: RunInfo, splits: Sequence[str] | None = None) -> list[SnapshotKey]:
     """Every stored snapshot's key (with its true epoch and step), in training order."""
     keys: dict[str, SnapshotKey] = {}
@@ -268,29 +328,7 @@ def stored_keys(run: RunInfo, splits: Sequence[str] | None = None) -> list[Snaps
 
 def last_key(run: RunInfo, split: str) -> SnapshotKey | None:
     """The latest stored snapshot of ``split`` whose embeddings can be read, with its true step."""
-    for key in reversed(run.store.keys(split)):
-        try:
-            return run.store.snapshot_key(split, key)
-        except DamagedFileError as exc:
-            logger.warning("layerwatch: %s", exc)
-    return None
-
-
-def metric_logs(run: RunInfo, key: SnapshotKey, rows: Sequence[dict] | None = None) -> dict[str, float]:
-    """The numbers of one snapshot as the Trainer's log got them, read back from ``metrics.csv``.
-
-    Args:
-        run: The run.
-        key: The snapshot (its true epoch and step).
-        rows: The rows of ``metrics.csv`` already read (read here when None).
-    """
-    rows = read_metric_rows(run) if rows is None else rows
-    out = {}
-    for r in rows:
-        # A snapshot is known by its step and epoch in every table (file names may lack the step).
-        if int(r["step"]) == key.step and epoch_value(r["epoch"]) == key.epoch:
-            out[f"layerwatch/{r['split']}/{r['metric']}/layer_{int(r['layer'])}"] = float(r["value"])
-    return out
+    return run.last_key(split)
 
 
 def text_of(text: str | None) -> str:
@@ -299,26 +337,6 @@ def text_of(text: str | None) -> str:
         return ""
     one_line = " ".join(clean_text(text).split())
     return one_line if len(one_line) <= MAX_TEXT else one_line[: MAX_TEXT - 1] + "\u2026"
-
-
-def label_texts(run: RunInfo, ids: np.ndarray) -> list[str]:
-    """What each label is called (its name, the id where no name is known, the value for a regression)."""
-    if run.regression:
-        return [f"{float(v):.4g}" for v in np.asarray(ids, dtype=np.float64)]
-    names = run.label_names or []
-    out = []
-    for v in np.asarray(ids).tolist():
-        i = int(v)
-        out.append(names[i] if 0 <= i < len(names) else str(i))
-    return out
-
-
-def prediction_texts(run: RunInfo, predictions: np.ndarray | None) -> list[str] | None:
-    """The predicted labels' names (``"(other)"`` where the head predicted no label of the run)."""
-    if predictions is None or run.regression:
-        return None
-    names = label_texts(run, np.clip(np.asarray(predictions), 0, None))
-    return ["(other)" if int(p) < 0 else n for p, n in zip(np.asarray(predictions).tolist(), names)]
 
 
 def projector_positions(choice: str | tuple[int, ...] | None, stored: np.ndarray, split: str) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from ..snapshot import SnapshotKey
 from ..store import DamagedFileError
-from .base import Integration, RunInfo, metric_logs, parse_projector_layers, read_metric_rows, stored_keys
+from .base import Integration, RunInfo, parse_projector_layers, stored_keys
 
 __all__ = ["add_export_command", "export_run", "send_run"]
 
@@ -41,14 +41,12 @@ def send_run(run: RunInfo, integrations: Sequence[Integration]) -> list[Snapshot
     keys = stored_keys(run)
     if not keys:
         raise ValueError(f"run {run.store.root!r} holds no snapshots yet; nothing to export")
-    chosen = set(run.splits())
-    rows = [r for r in read_metric_rows(run) if r["split"] in chosen]
     for key in keys:
-        logs = metric_logs(run, key, rows)
         for integration in integrations:
-            # None: each reads what it sends from the run directory, so a damaged file of
-            # one kind (a split's vectors) never keeps back a sound one (its frame).
-            integration.snapshot(run, key, None, logs)
+            # None, None: each asks every measurement what it sends, read from the run
+            # directory (its numbers from the stored tables), so a damaged file of one kind
+            # (a split's vectors) never keeps back a sound one (its frame).
+            integration.snapshot(run, key, None, None)
     for integration in integrations:
         integration.finish(run)
     return keys

@@ -1,7 +1,8 @@
 """MLflow: the films, ``metrics.csv`` and the report page as run artifacts, the metrics
 as MLflow metrics at their steps.
 
-What a run adds to an MLflow run:
+What a run adds to an MLflow run (the embeddings' part; every other measurement adds what
+its ``sends`` gives: metrics, and its films and files as artifacts):
 
 - metrics ``layerwatch/<split>/<metric>/layer_<i>`` at each snapshot's global step (left
   out when they already came through ``Trainer.log``);
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
+from ..measures.base import File, Film, Scalar
 from ..snapshot import Snapshot, SnapshotKey
 from .base import Integration, RunInfo, readable_file
 
@@ -98,22 +100,24 @@ class MLflowIntegration(Integration):
         return self._client
 
     def snapshot(
-        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float],
+        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float] | None,
     ) -> None:
         client = self.client()
-        if not self.scalars or not logs:
+        # Without scalars (they came through Trainer.log) only the numbers the log lacks are sent.
+        values = run.scalars(run.items(key, snaps, logs, (Scalar,)), logs, with_logs=self.scalars)
+        if not values:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, int(key.step)) for k, v in sorted(logs.items())]
+        metrics = [Metric(k, float(v), now, int(key.step)) for k, v in sorted(values.items())]
         for i in range(0, len(metrics), _BATCH):
             client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
 
     def finish(self, run: RunInfo) -> None:
         client = self.client()
-        files = [run.store.gif_path(split) for split in run.splits()]
-        files += [run.store.metrics_path, run.store.file_path("report.html")]
+        files = [item.path for item in run.items(None, kinds=(Film, File))]
+        files.append(run.store.file_path("report.html"))
         for path in files:
             if readable_file(run, path):
                 client.log_artifact(self.run_id, path, artifact_path=self.artifact_path)

@@ -1,7 +1,9 @@
 """TensorBoard: the frames as images (the step slider plays the film), the metrics as
 scalars, and the pooled vectors for the Embedding Projector.
 
-What a run adds to a TensorBoard log directory:
+What a run adds to a TensorBoard log directory (the embeddings' part; every other
+measurement adds what its ``sends`` gives: scalars, images ``layerwatch/<name>``, projector
+vectors):
 
 - ``layerwatch/<split>``: one image per snapshot at the snapshot's global step, the frame
   PNG that layerwatch drew (a panel per layer);
@@ -24,12 +26,12 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+import numpy as np
+
+from ..measures.base import Image, Scalar, Vectors
 from ..snapshot import Snapshot, SnapshotKey
 from ..store import atomic_write_text
-from .base import (
-    Integration, RunInfo, frame_images, label_texts, load_snapshots, parse_projector_layers, prediction_texts,
-    projector_positions, snapshot_splits, text_of,
-)
+from .base import Integration, RunInfo, parse_projector_layers, projector_positions, read_image
 
 __all__ = ["TensorBoardIntegration", "layerwatch_events", "require_tensorboard", "trainer_tensorboard_callback", "trainer_logging_dir"]
 
@@ -241,19 +243,23 @@ class TensorBoardIntegration(Integration):
 
     # -- the interface ------------------------------------------------------------------
     def snapshot(
-        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float],
+        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float] | None,
     ) -> None:
         writer = self.writer()
-        splits = snapshot_splits(run, key, snaps)
-        if self.images:
-            for split, (_, image) in frame_images(run, key, splits).items():
-                writer.add_image(f"layerwatch/{split}", image, key.step, dataformats="HWC")
-        if self._write_scalars():
-            for tag, value in sorted(logs.items()):
+        kinds = (Scalar,) + ((Image,) if self.images else ()) + ((Vectors,) if self.projector_layers is not None else ())
+        items = run.items(key, snaps, logs, kinds)
+        for item in items:
+            if isinstance(item, Image):
+                image = read_image(run, item.path)
+                if image is not None:
+                    writer.add_image(f"layerwatch/{item.name}", image, key.step, dataformats="HWC")
+        if self.scalars is not False:
+            # Numbers that came through Trainer.log into this writer are not written twice.
+            for tag, value in sorted(run.scalars(items, logs, with_logs=self._write_scalars()).items()):
                 writer.add_scalar(tag, float(value), key.step)
-        if self.projector_layers is not None:
-            for split, snap in load_snapshots(run, key, snaps).items():
-                self._embeddings(writer, run, split, snap, key)
+        for item in items:
+            if isinstance(item, Vectors):
+                self._embeddings(writer, item, key)
         writer.flush()
 
     def finish(self, run: RunInfo) -> None:
@@ -270,28 +276,16 @@ class TensorBoardIntegration(Integration):
             return self.scalars
         return not (self.metrics_logged and self.shares_trainer_writer)
 
-    def _embeddings(self, writer: Any, run: RunInfo, split: str, snap: Snapshot, key: SnapshotKey) -> None:
-        positions = projector_positions(self.projector_layers, snap.layers, split)
+    def _embeddings(self, writer: Any, item: Vectors, key: SnapshotKey) -> None:
+        positions = projector_positions(self.projector_layers, np.asarray(item.layers), item.name)
         if not positions:
             return
-        header, columns = ["label"], [label_texts(run, snap.labels)]
-        predictions = prediction_texts(run, snap.predictions)
-        if predictions is not None:
-            header.append("prediction")
-            columns.append(predictions)
-        texts = run.texts(split)
-        if texts:
-            header.append("text")
-            columns.append([text_of(texts.get(int(i))) for i in snap.indices])
-        header.append("row")
-        columns.append([str(int(i)) for i in snap.indices])
-        metadata = [list(row) for row in zip(*columns)]
         folder = _writer_dir(writer)
         listed = _read_projector(folder)
         for j in positions:
             writer.add_embedding(
-                snap.pooled[j], metadata=metadata, metadata_header=header,
-                tag=f"layerwatch/{split}/layer_{int(snap.layers[j])}", global_step=key.step,
+                item.vectors[j], metadata=item.metadata, metadata_header=item.header,
+                tag=f"layerwatch/{item.name}/layer_{int(item.layers[j])}", global_step=key.step,
             )
         # A writer lists in projector_config.pbtxt only what it added itself, rewriting the
         # whole file each time; a second writer into the same folder (the Trainer's closed

@@ -1,7 +1,9 @@
 """Weights & Biases: the frames as images per step, the films as videos, the last
 snapshot's rows as a table for W&B's projector, and the report page.
 
-What a run adds to a W&B run:
+What a run adds to a W&B run (the embeddings' part; every other measurement adds what its
+``sends`` gives: scalars, images ``layerwatch/frames/<name>``, videos
+``layerwatch/films/<name>``, tables ``layerwatch/<name>``):
 
 - ``layerwatch/frames/<split>``: each snapshot's frame, logged with
   ``train/global_step`` = the snapshot's step (the x-axis the Trainer's ``WandbCallback``
@@ -21,20 +23,13 @@ During training it logs into the run that the Trainer's ``WandbCallback`` starte
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Any, Mapping
 
-import numpy as np
-
+from ..measures.base import Film, Image, Scalar, Table
 from ..snapshot import Snapshot, SnapshotKey
-from ..store import DamagedFileError
-from .base import (
-    Integration, RunInfo, frame_paths, label_texts, last_key, prediction_texts, readable_file, snapshot_splits, text_of,
-)
-
-logger = logging.getLogger("layerwatch")
+from .base import Integration, RunInfo, last_key, read_image, readable_file
 
 __all__ = ["WandbIntegration", "require_wandb", "STEP_METRIC"]
 
@@ -109,15 +104,16 @@ class WandbIntegration(Integration):
         return run
 
     def snapshot(
-        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float],
+        self, run: RunInfo, key: SnapshotKey, snaps: Mapping[str, Snapshot] | None, logs: Mapping[str, float] | None,
     ) -> None:
         target = self.run()
+        items = run.items(key, snaps, logs, (Scalar,) + ((Image,) if self.images else ()))
         data: dict[str, Any] = {}
-        if self.images:
-            for split, path in frame_paths(run, key, snapshot_splits(run, key, snaps)).items():
-                data[f"layerwatch/frames/{split}"] = self.wandb.Image(path, caption=f"{split} - {key.title}")
-        if self.scalars:
-            data.update({k: float(v) for k, v in logs.items()})
+        for item in items:
+            if isinstance(item, Image) and read_image(run, item.path) is not None:
+                data[f"layerwatch/frames/{item.name}"] = self.wandb.Image(item.path, caption=item.caption or None)
+        # Without scalars (they came through Trainer.log) only the numbers the log lacks are sent.
+        data.update(run.scalars(items, logs, with_logs=self.scalars))
         if data:
             # No step=: W&B's own step counts log calls and must only grow, while
             # snapshots drawn in the background arrive late. The step axis is the
@@ -131,16 +127,14 @@ class WandbIntegration(Integration):
         last_step = self._last_step
         for split in run.splits():
             key = last_key(run, split)
-            if key is None:
-                continue
-            last_step = key.step if last_step is None else max(last_step, key.step)
-            gif = run.store.gif_path(split)
-            if self.videos and readable_file(run, gif):
-                data[f"layerwatch/films/{split}"] = self.wandb.Video(gif, format="gif", caption=f"{split}: every snapshot")
-            if self.table:
-                table = self._rows_table(run, split, key)
-                if table is not None:
-                    data[f"layerwatch/rows/{split}"] = table
+            if key is not None:
+                last_step = key.step if last_step is None else max(last_step, key.step)
+        kinds = ((Film,) if self.videos else ()) + ((Table,) if self.table else ())
+        for item in run.items(None, kinds=kinds) if kinds else ():
+            if isinstance(item, Film) and readable_file(run, item.path):
+                data[f"layerwatch/films/{item.name}"] = self.wandb.Video(item.path, format="gif", caption=item.caption or None)
+            elif isinstance(item, Table):
+                data[f"layerwatch/{item.name}"] = self.wandb.Table(columns=list(item.columns), data=item.rows)
         report = run.store.file_path("report.html")
         if self.report and os.path.exists(report):
             with open(report, encoding="utf-8") as fh:
@@ -154,36 +148,6 @@ class WandbIntegration(Integration):
             target.log_artifact(artifact)
         if self.finish_run:
             target.finish()
-
-    def _rows_table(self, run: RunInfo, split: str, key: SnapshotKey) -> Any:
-        """The last snapshot's rows with their 2-D position in every layer (None when unreadable)."""
-        try:
-            snap = run.store.load_snapshot(split, key, run.label_names, pooled=False)  # rows, not vectors
-        except DamagedFileError as exc:
-            logger.warning("layerwatch: %s", exc)
-            return None
-        coords: dict[str, np.ndarray] = {}
-        try:
-            layout = run.store.load_layout(split, key)
-            for j, layer in enumerate(np.asarray(layout["layers"]).tolist()):
-                if layout["layout"].shape[1] == snap.num_rows:
-                    coords[f"layer_{int(layer)}_x"] = layout["layout"][j, :, 0]
-                    coords[f"layer_{int(layer)}_y"] = layout["layout"][j, :, 1]
-        except (FileNotFoundError, DamagedFileError) as exc:
-            # The rows are worth a table even without their places (a layout that failed).
-            logger.warning("layerwatch: the %s table of %s has no 2-D coordinates (%s)", split, key.title, exc)
-        texts = run.texts(split)
-        labels = label_texts(run, snap.labels)
-        predictions = prediction_texts(run, snap.predictions)
-        columns = ["row", "text", "label", "prediction", "correct", *coords]
-        data = []
-        for i in range(snap.num_rows):
-            pred = predictions[i] if predictions is not None else None
-            correct = None if predictions is None else bool(int(snap.predictions[i]) == int(snap.labels[i]))
-            row = [int(snap.indices[i]), text_of(texts.get(int(snap.indices[i]))), labels[i], pred, correct]
-            row.extend(float(c[i]) for c in coords.values())
-            data.append(row)
-        return self.wandb.Table(columns=columns, data=data)
 
     def __repr__(self) -> str:
         return f"WandbIntegration(run={'wandb.run' if self._run is None else getattr(self._run, 'id', self._run)!r})"

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
-from ..distributed import Part
+from ..distributed import Part, is_ragged
 from ..errors import ErrorPolicy
 from ..model_info import ModelInfo
+from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import LayerwatchConfig
@@ -113,6 +114,68 @@ class TrainingRun:
     checkpoint: str | None = None
 
 
+# -- what a measurement sends to TensorBoard, W&B and MLflow (see Measurement.sends) ----------
+@dataclass
+class Scalar:
+    """A number of one snapshot, at its step; ``tag`` as the Trainer's log names it
+    (``layerwatch/<split>/<metric>/...``). TensorBoard scalar, W&B and MLflow metric."""
+
+    tag: str
+    value: float
+
+
+@dataclass
+class Image:
+    """A picture of one snapshot, a PNG file of the run: TensorBoard image
+    ``layerwatch/<name>``, W&B image ``layerwatch/frames/<name>``."""
+
+    name: str
+    path: str
+    caption: str = ""
+
+
+@dataclass
+class Vectors:
+    """Per-row vectors of one snapshot for TensorBoard's Embedding Projector, one matrix per
+    layer (``vectors``: layers x rows x dim), tagged ``layerwatch/<name>/layer_<layer>``,
+    with a metadata row of texts per row under ``header``."""
+
+    name: str
+    layers: list[int]
+    vectors: np.ndarray
+    header: list[str]
+    metadata: list[list[str]]
+
+
+@dataclass
+class Film:
+    """A GIF of the whole run, sent at the end: W&B video ``layerwatch/films/<name>``,
+    MLflow artifact."""
+
+    name: str
+    path: str
+    caption: str = ""
+
+
+@dataclass
+class Table:
+    """A table sent at the end: W&B table ``layerwatch/<name>``."""
+
+    name: str
+    columns: list[str]
+    rows: list[list]
+
+
+@dataclass
+class File:
+    """A file of the run sent at the end (a CSV table): MLflow artifact."""
+
+    path: str
+
+
+SENT_KINDS = (Scalar, Image, Vectors, Film, Table, File)
+
+
 class Accumulator:
     """Reduces one split's batches as they come; :meth:`finish` returns what is kept."""
 
@@ -192,6 +255,23 @@ class Context:
         return self.errors.run(stage, key, fn, *args, **kwargs)
 
 
+def pack_ragged(name: str, rows: Any) -> dict[str, np.ndarray]:
+    """Ragged rows (one array per row, shapes differing on axis 0) as two arrays that a
+    ``.npz`` file holds: ``name`` (the rows joined on axis 0) and ``name + "_offsets"``
+    (``n_rows + 1`` integers: row ``i`` is ``joined[offsets[i]:offsets[i + 1]]``)."""
+    arrays = [np.asarray(r) for r in rows]
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in arrays]) if arrays else []
+    joined = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.float32)
+    return {name: joined, f"{name}_offsets": offsets}
+
+
+def unpack_ragged(arrays: dict[str, np.ndarray], name: str) -> list[np.ndarray]:
+    """The rows that :func:`pack_ragged` packed under ``name``, one array per row."""
+    joined, offsets = arrays[name], np.asarray(arrays[f"{name}_offsets"])
+    return [joined[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
 def example_split(chosen: str | None, splits) -> str:
     """The split whose examples a measurement keeps: ``chosen``, else validation, train or the first."""
     if chosen is not None:
@@ -248,7 +328,9 @@ class Measurement:
 
     Class attributes:
         name: Its name: the key of ``Snapshot.results`` and its folder in the run directory.
-        enabled_by: The boolean setting that turns it on (None: always on).
+        Settings: Its settings class (a :class:`~layerwatch.settings.Settings` dataclass
+            whose ``name`` is the measurement's); the measurement is on when the run's
+            ``measures`` hold them. None: no settings, always on (the embeddings).
         output_flags: Keyword arguments the capture's forward pass needs
             (``{"output_hidden_states": True}``).
         eager_attention: The pass needs attention weights, which only the eager
@@ -258,15 +340,19 @@ class Measurement:
     name: ClassVar[str] = ""
     output_flags: ClassVar[dict[str, Any]] = {}
     eager_attention: ClassVar[bool] = False
-    enabled_by: ClassVar[str | None] = None
+    Settings: ClassVar[type[Settings] | None] = None
 
     @classmethod
     def enabled(cls, config: "LayerwatchConfig") -> bool:
-        """Whether the settings turn this measurement on (the setting named ``enabled_by``, or always)."""
-        return cls.enabled_by is None or bool(getattr(config, cls.enabled_by, False))
+        """Whether the run turns this measurement on (its settings are in ``config.measures``, or it has none)."""
+        return cls.Settings is None or config.measure(cls.name) is not None
 
-    def __init__(self, config: "LayerwatchConfig"):
+    def __init__(self, config: "LayerwatchConfig", settings: Settings | None = None):
         self.config = config
+        if settings is None and self.Settings is not None:
+            settings = config.measure(self.name) or self.Settings()
+        # This measurement's own settings (None for one without settings).
+        self.settings = settings
 
     # -- front half: the capture pass (training process; torch) ---------------------
     def check_splits(self, splits: dict[str, Any]) -> None:
@@ -292,8 +378,12 @@ class Measurement:
         return None
 
     def assemble(self, part: Part, snap: "Snapshot") -> None:
-        """Put the gathered ``part`` into ``snap.results[self.name]`` as arrays."""
-        snap.results[self.name] = {**part.rows, **part.sums, **{f"meta_{k}": np.asarray(v) for k, v in part.meta.items()}}
+        """Put the gathered ``part`` into ``snap.results[self.name]`` as arrays (ragged rows
+        packed by :func:`pack_ragged`; :func:`unpack_ragged` gives them back)."""
+        rows: dict[str, np.ndarray] = {}
+        for name, value in part.rows.items():
+            rows.update(pack_ragged(name, value) if is_ragged(value) else {name: value})
+        snap.results[self.name] = {**rows, **part.sums, **{f"meta_{k}": np.asarray(v) for k, v in part.meta.items()}}
 
     def after_capture(self, model: Any, snaps: dict[str, "Snapshot"], key: "SnapshotKey", info: ModelInfo) -> None:
         """Work of its own on the main process after the capture pass (attributions of a
@@ -344,6 +434,33 @@ class Measurement:
     def summarize(self, store: "RunStore") -> dict[str, Any]:
         """What ``layerwatch info`` says of this measurement in a stored run."""
         return {}
+
+    def sends(
+        self, run: Any, key: "SnapshotKey | None", snaps: dict[str, "Snapshot"] | None = None,
+        logs: dict[str, float] | None = None, kinds: tuple[type, ...] = SENT_KINDS,
+    ) -> list:
+        """What this measurement sends to TensorBoard, W&B and MLflow, live and from
+        ``layerwatch export`` alike: :class:`Scalar`, :class:`Image` and :class:`Vectors`
+        of snapshot ``key``, or, with ``key=None``, :class:`Film`, :class:`Table` and
+        :class:`File` once the run is over.
+
+        Args:
+            run: The run being sent (:class:`~layerwatch.integrations.RunInfo`: ``store``,
+                ``splits()`` to send, ``texts``, ``label_texts``, ...); read files from it.
+            key: The snapshot (its true epoch and step), or None for the end of the run.
+            snaps: The snapshot of each split as handed over during training (None: read
+                from the run directory).
+            logs: The snapshot's numbers already known (during training: what every
+                measurement's :meth:`process` returned); scalars among them need not be
+                given again. None (export): give them from the stored tables.
+            kinds: The kinds of item the tools take; others may be left out (not computed).
+        """
+        return []
+
+    def info_lines(self, summary: dict[str, Any]) -> list[str]:
+        """The lines ``layerwatch info`` prints of this measurement, from the run's summary
+        (every measurement's :meth:`summarize`, merged: ``layerwatch info --json``)."""
+        return []
 
     def report_sections(self, store: "RunStore") -> list[dict]:
         """Sections this measurement adds to the run's report page: ``{"title", "text",

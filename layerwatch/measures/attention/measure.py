@@ -29,6 +29,7 @@ from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey, epoch_value, sort_keys
 from ...text import clean_text, position_names, shown_tokens, text_allowed
 from .stats import STATS, js_divergence, pattern_labels
+from .settings import Attention
 from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
@@ -107,7 +108,7 @@ class AttentionMeasurement(Measurement):
     output_flags = {"output_attentions": True}
     eager_attention = True
 
-    enabled_by = "attention"
+    Settings = Attention
 
     def __init__(self, config):
         super().__init__(config)
@@ -126,7 +127,7 @@ class AttentionMeasurement(Measurement):
 
     # -- front half -----------------------------------------------------------------------
     def check_splits(self, splits) -> None:
-        check_example_split("attention_split", self.config.attention_split, splits)
+        check_example_split("attention_split", self.settings.split, splits)
 
     def prepare(self, model, info: ModelInfo) -> None:
         from .stats import punctuation_ids, special_token_ids
@@ -140,11 +141,11 @@ class AttentionMeasurement(Measurement):
                 "config only; the Trainer hands its processing_class over, or pass tokenizer= to check_model"
             )
         labels = info.labels
-        split = example_split(self.config.attention_split, labels)
+        split = example_split(self.settings.split, labels)
         splits = info.indices
         if split in labels and split in splits:
             self.examples[split] = pick_examples(
-                self.config.attention_examples, "attention_examples", split, splits[split], labels[split], self.config.seed,
+                self.settings.examples, "attention_examples", split, splits[split], labels[split], self.config.seed,
             )
 
     def start(self, plan: SplitPlan) -> Accumulator:
@@ -413,6 +414,15 @@ class AttentionMeasurement(Measurement):
 
     def summarize(self, store) -> dict[str, Any]:
         return {"attention": heads_that_moved(store)} if store.read_table(TABLE) else {}
+
+    def info_lines(self, summary: dict[str, Any]) -> list[str]:
+        lines = []
+        for split, a in summary.get("attention", {}).items():
+            if a["moved_most"]:
+                h = a["moved_most"][0]
+                lines.append(f"attention of {split!r}: layer {h['layer']} head {h['head']} moved most ({h['drift_first']:.4f} nats, "
+                             f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
+        return lines
 
     def report_sections(self, store) -> list[dict]:
         import base64

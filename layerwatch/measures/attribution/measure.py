@@ -33,6 +33,7 @@ from ...film import Film, Frame
 from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey, epoch_value
 from ...text import shown_tokens, text_allowed
+from .settings import Attribution
 from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 
 logger = logging.getLogger("layerwatch")
@@ -91,7 +92,7 @@ class AttributionMeasurement(Measurement):
     output_flags = {"output_attentions": True}
     eager_attention = True
 
-    enabled_by = "attribution"
+    Settings = Attribution
 
     def __init__(self, config):
         super().__init__(config)
@@ -109,9 +110,9 @@ class AttributionMeasurement(Measurement):
 
     # -- front half ---------------------------------------------------------------------------
     def check_splits(self, splits) -> None:
-        check_example_split("attribution_split", self.config.attribution_split, splits)
-        if self.config.attribution_target not in TARGETS:
-            raise ValueError(f"attribution_target={self.config.attribution_target!r} is not one of 'label', 'prediction'")
+        check_example_split("attribution_split", self.settings.split, splits)
+        if self.settings.target not in TARGETS:
+            raise ValueError(f"attribution_target={self.settings.target!r} is not one of 'label', 'prediction'")
 
     def prepare(self, model, info: ModelInfo) -> None:
         from ...model_utils import computed_precision, unwrap
@@ -158,13 +159,13 @@ class AttributionMeasurement(Measurement):
         self._pad = int(pad)
         labels = info.labels
         splits = info.indices
-        split = example_split(self.config.attribution_split, labels)
+        split = example_split(self.settings.split, labels)
         if split in labels:
             self.examples[split] = pick_examples(
-                self.config.attribution_examples, "attribution_examples", split, splits[split], labels[split], self.config.seed,
+                self.settings.examples, "attribution_examples", split, splits[split], labels[split], self.config.seed,
             )
         self._split = split
-        if self.config.attribution_target == "label" and info.head_to_label is None:
+        if self.settings.target == "label" and info.head_to_label is None:
             reason = info.head_reason
             raise ValueError(
                 f"attribution_target='label' explains the logit of each row's label, but the head's outputs cannot be "
@@ -222,13 +223,13 @@ class AttributionMeasurement(Measurement):
             ids = torch.as_tensor(inputs["input_ids"][r])[None]
             mask = torch.as_tensor(inputs["attention_mask"][r])[None]
             types = torch.as_tensor(inputs["token_type_ids"][r])[None] if "token_type_ids" in inputs else None
-            if self.config.attribution_target == "label":
+            if self.settings.target == "label":
                 target = _head_output(head, int(snap.labels[position]))
             else:
                 target = None
             base = baseline_ids(ids, self._special, self._pad)
-            result = attribute(inner, ids, mask, types, target=target, steps=self.config.attribution_steps,
-                               batch_size=self.config.attribution_batch_size, baseline=base)
+            result = attribute(inner, ids, mask, types, target=target, steps=self.settings.steps,
+                               batch_size=self.settings.batch_size, baseline=base)
             maps = norm_maps(inner, ids, mask, types)
             token_ids = to_numpy(ids[0])
             if not text_allowed(self.config):  # report_text=False: positions, never the tokens or their ids
@@ -253,7 +254,7 @@ class AttributionMeasurement(Measurement):
             f_baseline=np.array([res.f_baseline for res, *_ in results]),
             completeness_gap=np.array([res.completeness_gap for res, *_ in results]),
             target=np.array([res.target for res, *_ in results], dtype=np.int64),
-            steps=np.int64(self.config.attribution_steps),
+            steps=np.int64(self.settings.steps),
             fnorm=np.zeros((count, layers - 1, heads, n), dtype=np.float16),
             weighted=np.zeros((count, layers - 1, heads, n, n), dtype=np.float16),
         )
@@ -268,7 +269,7 @@ class AttributionMeasurement(Measurement):
         from .compute import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, METHOD
 
         return {
-            "steps": self.config.attribution_steps, "target": self.config.attribution_target,
+            "steps": self.settings.steps, "target": self.settings.target,
             "baseline": "the same positions, token types and mask; every real token but the special ones made the pad token",
             "rule": METHOD, "captum_ig_method": CAPTUM_IG_METHOD, "captum_conductance_method": CAPTUM_CONDUCTANCE_METHOD,
             "split": self._split,

@@ -26,7 +26,7 @@ from ...distributed import Part, is_main
 from ...film import Film, Frame
 from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
-from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, TrainingRun
+from ..base import SENT_KINDS, Accumulator, Batch, Context, Measurement, SplitPlan, TrainingRun
 from . import compute
 from .files import (
     CHECKPOINT_FILE, MAPS, SINGLE_LABEL_ONLY, SUSPECT_FIELDS, SUSPECTS, TABLE, TRAIN, meta_path, read_meta, read_texts,
@@ -34,6 +34,7 @@ from .files import (
 )
 from .compute import FIELDS, RowMeasures, name_of
 from .page import report_sections
+from .sends import end_items, snapshot_items
 from .settings import Dynamics
 
 logger = logging.getLogger("layerwatch")
@@ -76,11 +77,10 @@ class DynamicsMeasurement(Measurement):
     of the other splits from the capture pass. Turned on by ``dynamics=True``."""
 
     name = "dynamics"
-    enabled_by = "dynamics"
+    Settings = Dynamics
 
-    def __init__(self, config: Any):
-        super().__init__(config)
-        self.settings = Dynamics.from_setting(getattr(config, "dynamics", False)) or Dynamics()
+    def __init__(self, config: Any, settings: Dynamics | None = None):
+        super().__init__(config, settings)
         self.recorder = None
         self.store = None
         self.head_names: list[str] | None = None
@@ -367,6 +367,16 @@ class DynamicsMeasurement(Measurement):
                 "lowest_aum": round(float(m.aum.min()), 4),
             }
         return {"dynamics": out} if out else {}
+
+    def sends(self, run: Any, key: SnapshotKey | None, snaps: Any = None, logs: Any = None, kinds: tuple = SENT_KINDS) -> list:
+        return end_items(run, kinds) if key is None else snapshot_items(run, key, logs, kinds)
+
+    def info_lines(self, summary: dict) -> list[str]:
+        return [
+            f"dynamics of {split!r}: {d['rows']} rows over {d['epochs']} epoch(s): {d['easy-to-learn']} easy-to-learn, "
+            f"{d['ambiguous']} ambiguous, {d['hard-to-learn']} hard-to-learn; see layerwatch suspects"
+            for split, d in summary.get("dynamics", {}).items()
+        ]
 
     def report_sections(self, store: Any) -> list[dict]:
         return report_sections(store, self.settings, self.config.report_text)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
+
+from ...settings import Settings
 
 
 @dataclass(frozen=True)
-class Dynamics:
+class Dynamics(Settings):
     """Settings of ``dynamics`` (data maps and area under the margin of every training row).
 
     Attributes:
@@ -19,6 +20,7 @@ class Dynamics:
         variability_threshold: At or above it a row is *ambiguous*.
     """
 
+    name: ClassVar[str] = "dynamics"
     top: int = 50
     confidence_threshold: float = 0.5
     variability_threshold: float = 0.2
@@ -30,29 +32,3 @@ class Dynamics:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < high:
                 raise ValueError(f"Dynamics({name}={value!r}): {name} must be a number between 0 and {high} (exclusive)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_setting(cls, value: Any) -> "Dynamics | None":
-        """The settings that ``dynamics=`` names: ``True`` (the defaults), a ``Dynamics``,
-        their items (as ``run.json`` stores them), or ``False`` / ``None`` (off)."""
-        if value is None or value is False:
-            return None
-        if value is True:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            items = value
-        else:
-            try:
-                items = dict(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"dynamics={value!r} must be True, False or Dynamics(...)") from None
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(items) - known)
-        if unknown:
-            raise ValueError(f"dynamics: unknown settings {unknown}; allowed: {sorted(known)}")
-        return cls(**items)

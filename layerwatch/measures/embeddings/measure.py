@@ -27,7 +27,8 @@ from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_ac
 from ...model_info import ModelInfo
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ...snapshot import SnapshotKey, epoch_value
-from ..base import Accumulator, Batch, Context, Measurement, SplitPlan
+from ..base import SENT_KINDS, Accumulator, Batch, Context, Measurement, SplitPlan
+from .sends import end_items, snapshot_items
 
 logger = logging.getLogger("layerwatch")
 
@@ -411,11 +412,18 @@ class EmbeddingsMeasurement(Measurement):
                 frame = Frame(key, _FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
                 self._film(ctx, snap).add(frame)
 
+    def sends(self, run, key, snaps=None, logs=None, kinds=SENT_KINDS) -> list:
+        if key is None:
+            return end_items(run, kinds)
+        return snapshot_items(run, key, snaps, logs, kinds)
+
     def summarize(self, store) -> dict[str, Any]:
+        backend = ((store.read_run().get("methods") or {}).get(self.name) or {}).get("layout", {}).get("backend")
+        out: dict[str, Any] = {"layout_backend": backend} if backend else {}
         try:
             rows = store.read_metrics()
         except ValueError:
-            return {}
+            return out
         last: dict[str, tuple] = {}
         for r in rows:
             if r["metric"] == "knn_accuracy":
@@ -425,7 +433,6 @@ class EmbeddingsMeasurement(Measurement):
             if r["metric"] == "knn_accuracy" and _when(r) == last.get(r["split"]):
                 if r["split"] not in best or r["value"] > best[r["split"]][1]:
                     best[r["split"]] = (int(r["layer"]), r["value"])
-        out: dict[str, Any] = {}
         if best:
             out["best_knn_layer_at_last_snapshot"] = {s: {"layer": l, "knn_accuracy": round(v, 4)} for s, (l, v) in best.items()}
         drift = [r for r in rows if r["metric"] == "cka_first"]
@@ -443,6 +450,24 @@ class EmbeddingsMeasurement(Measurement):
         if moved:
             out["drift_at_last_snapshot"] = moved
         return out
+
+    def info_lines(self, summary: dict[str, Any]) -> list[str]:
+        lines = []
+        if summary.get("layout_backend"):
+            lines.append("layouts: " + ", ".join(f"{split!r} by {name}" for split, name in summary["layout_backend"].items()))
+        for split, b in summary.get("best_knn_layer_at_last_snapshot", {}).items():
+            lines.append(f"best kNN layer of {split!r} at the last snapshot: {b['layer']} ({b['knn_accuracy']:.3f})")
+        for split, d in summary.get("drift_at_last_snapshot", {}).items():
+            most, least = d["moved_most"], d["moved_least"]
+            lines.append(
+                f"drift of {split!r} since the first snapshot (linear CKA, 1 = unchanged): moved most "
+                f"{_layer_text(most['layer'])} ({most['cka_first']:.3f}), least {_layer_text(least['layer'])} ({least['cka_first']:.3f})"
+            )
+        return lines
+
+
+def _layer_text(layer: int) -> str:
+    return "the embeddings" if int(layer) == 0 else f"layer {int(layer)}"
 
 
 def _when(row: dict) -> tuple:
