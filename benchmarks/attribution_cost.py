@@ -4,10 +4,10 @@ On the packaged all-MiniLM-L6-v2 (6 layers, hidden 384) with a fresh 2-class hea
 real HatEval tweets (TweetEval layout: the first ``--examples`` validation tweets, half of
 each label where possible, tokenized by the packaged tokenizer, up to 128 tokens):
 
-1. Time per snapshot: for every example, :func:`layerwatch.measures.attribution.compute.attribute`
+1. Time per snapshot: for every example, :func:`layerwatch.measures.attribution.ig.attribute`
    (token attributions and the conductance of the embedding output and of the 6 layers,
    ``--steps`` intervals, ``--batch-size`` grid points per pass) and
-   :func:`~layerwatch.measures.attribution.compute.norm_maps`; against Captum's
+   :func:`~layerwatch.measures.attribution.norms.norm_maps`; against Captum's
    ``LayerConductance`` called once per layer (7 calls) plus ``LayerIntegratedGradients``
    on the word embeddings, with the same grid, baseline and internal batch size. The two
    agree to 1e-4 (printed). The variants alternate ``--repeats`` times, each run in a fresh
@@ -73,9 +73,9 @@ def _run(kind: str, texts: list[str], steps: int, batch_size: int) -> dict:
     import numpy as np
     import torch
 
-    from layerwatch.measures.attribution.compute import (
-        CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, attribute, baseline_ids, find_layers, norm_maps,
-    )
+    from layerwatch.measures.attribution.ig import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, attribute, baseline_ids
+    from layerwatch.measures.attribution.layers import find_layers
+    from layerwatch.measures.attribution.norms import norm_maps
 
     tok, model = _setup()
     encoded = [_encode(tok, t) for t in texts]
@@ -117,7 +117,7 @@ def _run(kind: str, texts: list[str], steps: int, batch_size: int) -> dict:
 
 def _long_example(steps: int, batch_size: int) -> dict:
     """Peak RSS growth of one 128-token example (fresh process)."""
-    from layerwatch.measures.attribution.compute import attribute
+    from layerwatch.measures.attribution.ig import attribute
 
     tok, model = _setup()
     enc = _encode(tok, " ".join(["word"] * 400))
@@ -149,7 +149,7 @@ def main(argv=None) -> None:
         import captum  # noqa: F401
     except ImportError:
         common.skip("captum is absent: pip install 'layerwatch[dev]' (or pip install captum)")
-    from layerwatch.measures.attribution.compute import attribute
+    from layerwatch.measures.attribution.ig import attribute
 
     batch_size = args.batch_size or inspect.signature(attribute).parameters["batch_size"].default
     texts = _examples(args.data, args.examples)

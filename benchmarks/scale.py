@@ -14,11 +14,14 @@ layers; such cells are marked ``~`` (extrapolated). The seed's capture memory (e
 of every layer, padded to 64, and the copy ``torch.cat`` makes) is computed, not run:
 it would not fit in memory at the larger sizes.
 
-``--layouts``: the t-SNE backends instead (no model, no data set needed). scikit-learn's
-Barnes-Hut against openTSNE's FFT-accelerated gradients (``Reducer(backend=...)``, the
-same schedule for both) on MiniLM-shaped vectors: 7 layers of 384 dimensions, built like
-``benchmarks/alignment.py``'s synthetic run (classes that separate never, gradually or
-late while every point drifts and the whole cloud turns), at each of ``--layout-rows``.
+``--layouts``: the t-SNE backends instead. scikit-learn's Barnes-Hut against openTSNE's
+FFT-accelerated gradients (``Reducer(backend=...)``, the same schedule for both) on
+MiniLM's real vectors (``--vectors minilm``, the default: the first 10,000 HatEval tweets
+captured before fine-tuning and after each of two short epochs on 600 other tweets, kept
+in ``--cache-dir``), or on vectors built like ``benchmarks/alignment.py``'s synthetic run
+(``--vectors synthetic``: classes that separate never, gradually or late while every
+point drifts and the whole cloud turns; any number of layers and dimensions, such as
+BERT-base's 13 x 768), at each of ``--layout-rows``.
 For each backend and size: the seconds (wall and CPU) of the first snapshot's fresh maps
 and of a later snapshot's warm-started maps (all layers, one at a time, one thread each),
 and the alignment bars of docs/costs.md against the same backend's independent fits
@@ -29,7 +32,9 @@ Usage::
     python benchmarks/scale.py                  # 1k, 3k, 10k rows; MiniLM and BERT-base
     python benchmarks/scale.py --models minilm  # MiniLM only
     python benchmarks/scale.py --quick          # 300 and 1,000 rows, MiniLM only
-    python benchmarks/scale.py --layouts        # t-SNE backends at 1,000 and 10,000 rows, 7 x 384 (long)
+    python benchmarks/scale.py --layouts        # t-SNE backends at 1,000 and 10,000 rows of MiniLM, 7 x 384 (long)
+    python benchmarks/scale.py --layouts --vectors synthetic --layout-rows 10000 --layout-layers 13 \
+        --layout-dim 768 --backends opentsne   # BERT-base's shapes
     python benchmarks/scale.py --layouts --layout-rows 1000 --layout-layers 1 --epochs 2   # a quick check
 """
 
@@ -90,14 +95,69 @@ def _layer_vectors(n: int, layers: int, dim: int, epochs: int, seed: int = 0):
     return pooled, runs[0].labels
 
 
-def _backend_figures(pooled: list, labels, backend: str, align: bool) -> dict:
+def minilm_vectors(data_dir: str, cache_dir: str, n: int, epochs: int, train_rows: int = 600, seed: int = 0):
+    """(epochs of (7, n, 384) float32, labels): real MiniLM vectors of ``n`` HatEval tweets.
+
+    The first ``n`` tweets (train, then validation) captured by ``layerwatch.capture``
+    (``precision="auto"``, as the callback does) with the packaged all-MiniLM-L6-v2 before
+    fine-tuning and after each of ``epochs - 1`` epochs on ``train_rows`` other tweets
+    (stratified from the test split; AdamW, lr 1e-4, batch 16): the vectors change between
+    snapshots as a fine-tuning run's do. Stored in ``cache_dir`` through ``RunStore`` and
+    read back when a previous run with the same settings left them there.
+    """
+    import numpy as np
+
+    from layerwatch import RunStore, capture
+    from layerwatch.data import stratified_subset
+    from layerwatch.snapshot import SnapshotKey
+
+    store = RunStore(cache_dir)
+    keys = [SnapshotKey(e) for e in range(epochs)]
+    settings = f"{n} tweets, {epochs} snapshots, {train_rows} training tweets, seed {seed}"
+    stamp = os.path.join(cache_dir, "scale-benchmark.txt")
+    stored = os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == settings
+    if not (stored and all(os.path.exists(store.embedding_path("rows", k)) for k in keys)):
+        import torch
+
+        path = common.model_path()
+        tok = common.load_tokenizer(path)
+        model = common.load_classifier(path, seed)
+        texts, labels = common.read_rows(data_dir, n)
+        ds = common.tokenized_dataset(tok, texts, labels, padding=False)
+        test_text, test_y = common.read_split(data_dir, "test")
+        pick = stratified_subset(test_y, train_rows, seed)
+        train_ids = tok([test_text[i] for i in pick], truncation=True, max_length=common.MAX_LENGTH)["input_ids"]
+        train_y = test_y[pick]
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        rng = np.random.default_rng(seed)
+        for epoch in range(epochs):
+            if epoch:
+                model.train()
+                order = rng.permutation(len(train_ids))
+                for start in range(0, len(order), 16):
+                    rows = order[start : start + 16]
+                    ids, mask = common.padded_batch(train_ids, rows)
+                    model(input_ids=ids, attention_mask=mask, labels=torch.tensor(train_y[rows])).loss.backward()
+                    opt.step()
+                    opt.zero_grad()
+                model.eval()
+            snap = capture(model, ds, batch_size=64, split="rows", precision="auto")
+            store.save_snapshot(snap, keys[epoch])
+            print(f"  snapshot {epoch} of {n:,} tweets captured", flush=True)
+        with open(stamp, "w", encoding="utf-8") as fh:
+            fh.write(settings)
+    snaps = [store.load_snapshot("rows", k) for k in keys]
+    return [s.pooled for s in snaps], snaps[0].labels
+
+
+def _backend_figures(pooled: list, labels, backend: str, align: bool, device: str = "cpu") -> dict:
     """Lay out every layer of every epoch; time the fresh first epoch and the later ones."""
     import numpy as np
 
     import alignment
     from layerwatch.reduce import Reducer
 
-    reducer = Reducer("tsne", seed=0, align=align, backend=backend)
+    reducer = Reducer("tsne", seed=0, align=align, backend=backend, device=device)
     n_layers, n_epochs = pooled[0].shape[0], len(pooled)
     layouts = [[None] * n_epochs for _ in range(n_layers)]
     wall, cpu = np.zeros(n_epochs), np.zeros(n_epochs)
@@ -119,12 +179,18 @@ def _backend_figures(pooled: list, labels, backend: str, align: bool) -> dict:
     return {"wall": wall, "cpu": cpu, "figures": alignment.Figures(move, recall, sil, float(wall.sum()), float(cpu.sum()))}
 
 
-def _measure_layouts(n: int, layers: int, dim: int, epochs: int, backends: tuple) -> dict:
+def _measure_layouts(n: int, layers: int, dim: int, epochs: int, backends: tuple, vectors: str = "synthetic",
+                     data_dir: str = "", cache_dir: str = "") -> dict:
     """Every backend, tied and independent, on the same vectors (in a fresh process)."""
     import alignment
     from layerwatch.reduce import thread_limit
 
-    pooled, labels = _layer_vectors(n, layers, dim, epochs)
+    if vectors == "minilm":
+        pooled, labels = minilm_vectors(data_dir, cache_dir, max(n, 10000), epochs)
+        pooled = [p[:layers, :n] for p in pooled]
+        labels = labels[:n]
+    else:
+        pooled, labels = _layer_vectors(n, layers, dim, epochs)
     out = {}
     with common.quiet_warnings(), thread_limit(1):
         for backend in backends:
@@ -144,19 +210,26 @@ def layouts_main(args) -> None:
     if not has_opentsne():
         common.skip("openTSNE is not installed: pip install 'layerwatch[scale]'")
     rows = [int(r) for r in args.layout_rows.split(",") if r.strip()]
-    backends = ("sklearn", "opentsne")
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if args.vectors == "minilm":
+        common.require_data(args.data, ("train", "validation", "test"))
+        common.model_path()
+        if args.layout_layers > 7 or args.layout_dim != 384:
+            sys.exit("--vectors minilm has 7 layers of 384 dimensions; use --vectors synthetic for other shapes")
     common.print_load()
     table = []
     for n in rows:
         started = time.perf_counter()
-        r = common.in_fresh_process(_measure_layouts, n, args.layout_layers, args.layout_dim, args.epochs, backends)
-        base = r["sklearn"]
+        r = common.in_fresh_process(_measure_layouts, n, args.layout_layers, args.layout_dim, args.epochs, backends,
+                                    args.vectors, args.data, args.cache_dir)
+        base = r.get("sklearn")
         for b in backends:
             cell = r[b]
+            ratio = (lambda k: f"{base[k] / cell[k]:.2f}x") if base else (lambda k: "-")
             bars = "; ".join(f"{name}: {fig} {'ok' if ok else 'FAIL' if ok is False else ''}".strip() for name, fig, ok in cell["bars"])
             table.append([
                 f"{n:,}", b, f"{cell['fresh_wall']:.1f} ({cell['fresh_cpu']:.1f})", f"{cell['warm_wall']:.1f} ({cell['warm_cpu']:.1f})",
-                f"{base['fresh_cpu'] / cell['fresh_cpu']:.2f}x", f"{base['warm_cpu'] / cell['warm_cpu']:.2f}x", bars,
+                ratio("fresh_cpu"), ratio("warm_cpu"), bars,
             ])
         print(f"  {n:,} rows done in {time.perf_counter() - started:.0f} s (load {common.load_average():.1f})")
     print(f"\nt-SNE of {args.layout_layers} layers x {args.layout_dim} dims, one map at a time, one thread; "
@@ -180,6 +253,11 @@ def main(argv=None) -> None:
     parser.add_argument("--layout-layers", type=int, default=7, help="--layouts: layers (default: %(default)s, MiniLM's hidden states)")
     parser.add_argument("--layout-dim", type=int, default=384, help="--layouts: dimensions (default: %(default)s, MiniLM's)")
     parser.add_argument("--epochs", type=int, default=3, help="--layouts: snapshots, the first fresh (default: %(default)s)")
+    parser.add_argument("--backends", default="sklearn,opentsne", help="--layouts: t-SNE backends (default: %(default)s)")
+    parser.add_argument("--vectors", choices=("minilm", "synthetic"), default="minilm",
+                        help="--layouts: MiniLM's vectors of HatEval tweets (captured once into --cache-dir) or alignment.py's synthetic ones")
+    parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "layerwatch-scale-benchmark"),
+                        help="--layouts --vectors minilm: where the captured vectors are kept (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.layouts:
         if args.epochs < 2:

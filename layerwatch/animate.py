@@ -6,8 +6,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .store import atomic_write
-
 
 def read_png(path: str) -> np.ndarray:
     """A PNG file as an RGB array."""
@@ -41,10 +39,3 @@ def gif_bytes(frames: Sequence[np.ndarray], duration: float = 1.0) -> bytes:
     return iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=int(round(duration * 1000)), loop=0)
 
 
-def write_gif(frame_paths: Sequence[str], out_path: str, duration: float = 1.0) -> str:
-    """Stitch PNG frames, in the given order, into ``out_path`` (written atomically)."""
-    if not frame_paths:
-        raise ValueError("no frames to animate; a run directory needs at least one frame per split")
-    data = gif_bytes([read_png(p) for p in frame_paths], duration)
-    atomic_write(out_path, lambda fh: fh.write(data))
-    return out_path

@@ -15,9 +15,8 @@ A sharded model (FSDP, ZeRO-3) is captured in lockstep on every rank, under
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +30,8 @@ from .measures.base import Batch, SplitPlan
 from .measures.embeddings.measure import EmbeddingsMeasurement
 from .model_info import ModelInfo
 from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unwrap: importable from here)
-    accepted_inputs, checked_precision, eager_attention, kept_modes, model_device, model_inputs, own_forward, to_numpy, unwrap,
+    accepted_inputs, checked_precision, eager_attention, forward_hooks, kept_modes, model_device, model_inputs, own_forward,
+    to_numpy, unwrap,
 )
 from .precision import autocast_factory, resolve_precision
 from .progress import Progress
@@ -78,18 +78,6 @@ def check_pooling(model: Any, pooling: str) -> None:
             f"pooling='cls' takes the first token, which in a decoder-only model ({type(model).__name__}) has seen "
             "nothing but itself; use pooling='last' (the last real token, what its classifier reads) or 'mean'"
         )
-
-
-@contextlib.contextmanager
-def forward_hooks(pairs: Sequence[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
-    handles = []
-    try:
-        for module, hook in pairs:
-            handles.append(module.register_forward_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -17,18 +17,11 @@ import os
 import sys
 from typing import Sequence
 
-from .config import METHODS, parse_layers
+from .config import METHODS
 from .integrations.export import add_export_command
-from .report import add_report_command
+from .report import _layers_arg as layers_argument, add_report_command
 
 logger = logging.getLogger("layerwatch")
-
-
-def _layers(value: str) -> list[int]:
-    parsed = parse_layers(value)
-    if parsed == "all":
-        raise argparse.ArgumentTypeError("--layers takes indices, for example 0,3,6 (leave it out for all)")
-    return list(parsed)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -163,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the output_dir of a LayerwatchCallback run")
     p.add_argument("--method", choices=METHODS, help="2-D reducer (default: the run's own)")
     p.add_argument("--splits", nargs="+", help="splits to render (default: all stored)")
-    p.add_argument("--layers", type=_layers, help="hidden-state indices to draw, e.g. 0,3,6 (default: all stored)")
+    p.add_argument("--layers", type=layers_argument, help="hidden-state indices to draw, e.g. 0,3,6 (default: all stored)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--align", dest="align", action="store_true", default=None, help="tie each frame to the previous one")
     g.add_argument("--no-align", dest="align", action="store_false", help="fit every frame independently")

@@ -300,7 +300,7 @@ class LayerwatchConfig:
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name}={value!r} must be a column name or None")
         if self.method == "umap":
-            require_umap()
+            require("umap", UMAP_HINT, "UMAP")
         check_choice("store_dtype", self.store_dtype, STORE_DTYPES)
         check_choice("keep_vectors", self.keep_vectors, KEEP_VECTORS)
 
@@ -412,18 +412,23 @@ def _comparable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def require_umap() -> Any:
-    """The umap module, or an ImportError with the install hint."""
-    try:
-        import umap
+UMAP_HINT = (
+    "method='umap' needs the umap-learn package: pip install 'layerwatch[umap]' (or choose method='tsne' or 'pca')"
+)
 
-        umap.UMAP  # noqa: B018 - a leftover folder imports as an empty namespace package
+
+def require(module: str, hint: str, attribute: str | None = None) -> Any:
+    """The optional dependency ``module`` (a top-level module), imported; else an ImportError
+    saying ``hint`` (what needs it and how to install it). ``attribute``: a name the module
+    must have, since a leftover folder of an uninstalled package imports as an empty
+    namespace package."""
+    try:
+        found = __import__(module)
+        if attribute is not None:
+            getattr(found, attribute)
     except (ImportError, AttributeError):
-        raise ImportError(
-            "method='umap' needs the umap-learn package: pip install 'layerwatch[umap]' "
-            "(or choose method='tsne' or 'pca')"
-        ) from None
-    return umap
+        raise ImportError(hint) from None
+    return found
 
 
 def usable_cpus() -> int:
@@ -447,12 +452,19 @@ def check_perplexity(value: Any) -> None:
         raise ValueError(f"perplexity={value!r} must be a positive number (30 is usual)")
 
 
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None, allowed: str = "") -> int:
+    """Return ``value`` as an int if it is an integer from ``low`` to ``high`` (no upper
+    bound when None), else raise a ValueError naming it and ``allowed`` (what is allowed)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+            or (high is not None and value > high)):
+        allowed = allowed or (f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}")
+        raise ValueError(f"{name}={value!r} must be {allowed}")
+    return int(value)
+
+
 def check_positive_int(name: str, value: Any, hint: str = "") -> int:
     """Return ``value`` if it is a positive integer, else raise a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        extra = f" {hint}" if hint else ""
-        raise ValueError(f"{name}={value!r} must be a positive integer{extra}")
-    return int(value)
+    return check_int(name, value, 1, allowed="a positive integer" + (f" {hint}" if hint else ""))
 
 
 def check_rows(name: str, value: Any) -> int | tuple[int, ...]:

@@ -179,24 +179,3 @@ def gather_splits(parts: dict[str, dict[str, Part] | None], n_rows: dict[str, in
             name: merge_parts([sh.get(name) if sh else None for sh in shares], n_rows[split], world) for name in names
         }
     return out
-
-
-def share(indices: np.ndarray) -> np.ndarray:
-    """This rank's rows of a subset (positions ``rank::world``)."""
-    rank, world = rank_world()
-    return indices[rank::world] if world > 1 else indices
-
-
-def positions() -> slice:
-    rank, world = rank_world()
-    return slice(rank, None, world)
-
-
-def broadcast(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    rank, world = rank_world()
-    if world == 1:
-        return obj
-    box = [obj if rank == 0 else None]
-    _dist().broadcast_object_list(box, src=0)
-    return box[0]

@@ -17,8 +17,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from .animate import gif_bytes, read_png
 from .snapshot import SnapshotKey, sort_keys
 
@@ -179,24 +177,3 @@ class Film:
             if not frames:
                 return None
             return self.store.write_bytes(self.gif_path, gif_bytes(frames, self.duration))
-
-
-def frame_keys(store: Any, kind: str, split: str) -> list[SnapshotKey]:
-    """The keys of the frame files of ``kind`` (a frames folder) present for ``split``."""
-    folder = os.path.join(store.root, kind, split)
-    if not os.path.isdir(folder):
-        return []
-    keys = []
-    for f in os.listdir(folder):
-        stem, ext = os.path.splitext(f)
-        key = SnapshotKey.parse(stem) if ext == ".png" else None
-        if key is not None:
-            keys.append(key)
-    return keys
-
-
-def finite_extent(points: np.ndarray) -> tuple[float, float] | None:
-    vals = points[np.isfinite(points)]
-    if vals.size == 0:
-        return None
-    return float(vals.min()), float(vals.max())

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import types
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -146,6 +146,20 @@ def model_inputs(model: Any, feed: dict[str, Any]) -> dict[str, Any]:
         k: v for k, v in feed.items()
         if v is not None and (accepted is None or k in accepted or k in _ALWAYS)
     }
+
+
+@contextlib.contextmanager
+def forward_hooks(pairs: Sequence[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
+    """Each ``(module, hook)`` of ``pairs`` registered as a forward hook inside the block,
+    all removed when it ends, also when the forward pass raises."""
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,11 @@ background worker); ``layerwatch render`` feeds it snapshots read back from a ru
 directory. Both go through :class:`Pipeline`, so a re-rendered run looks exactly like one
 drawn live. Each step of each measurement is guarded: a step that fails is reported and
 costs only itself (``on_error="raise"`` makes it fatal).
+
+The pipeline holds the run's :class:`~layerwatch.history.History`: filled once from the
+run directory when a stored run is taken up (:meth:`Pipeline.restore`), appended to by
+every measurement as each snapshot is processed; ``report.html`` and the head view are
+drawn from it, never by re-reading earlier snapshots' files.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import logging
 from typing import Sequence
 
 from .config import LayerwatchConfig
+from .history import History
 from .measures import Measurement, for_config
 from .measures.base import Context
 from .progress import Progress, quiet
-from .reading import stored_snapshots
+from .reading import take_up
 from .reduce import thread_limit
+from .report import write_report
 from .snapshot import Snapshot, SnapshotKey
 from .store import RunStore
 
@@ -34,6 +41,7 @@ class Pipeline:
         regression: Labels are float targets (coloured by a colormap).
         reference_split: The split whose vectors other splits are measured against.
         measurements: The measurements to run (default: those ``config`` turns on).
+        history: The history to append to (default: a new, empty one).
     """
 
     def __init__(
@@ -44,10 +52,11 @@ class Pipeline:
         regression: bool = False,
         reference_split: str | None = None,
         measurements: Sequence[Measurement] | None = None,
+        history: History | None = None,
     ):
         self.store = store
         self.config = config
-        self.ctx = Context(store, config, label_names, regression, reference_split)
+        self.ctx = Context(store, config, label_names, regression, reference_split, history=history)
         self.measurements = list(measurements) if measurements is not None else for_config(config)
         self.failures: list[str] = []
         # The current snapshot's Progress (layerwatch.progress), set by the caller; None says nothing.
@@ -56,6 +65,11 @@ class Pipeline:
     @property
     def label_names(self) -> list[str] | None:
         return self.ctx.label_names
+
+    @property
+    def history(self) -> History:
+        """What the pages are drawn from: every snapshot processed or taken up."""
+        return self.ctx.history
 
     @property
     def embeddings(self):
@@ -107,9 +121,10 @@ class Pipeline:
 
     def _write_report(self, key: SnapshotKey | None) -> None:
         if self.config.report:
-            from .report import write_report
-
-            self.ctx.guard("writing report.html", key, write_report, self.store.root, texts=self.config.report_text)
+            self.ctx.guard(
+                "writing report.html", key, write_report, self.store.root, texts=self.config.report_text,
+                context=self.ctx, measurements=self.measurements,
+            )
 
     def render_all(self) -> None:
         """Redraw every remembered picture with scales that hold the whole film."""
@@ -121,16 +136,13 @@ class Pipeline:
             self._write_report(None)
         self.failures = list(self.ctx.failures)
 
-    def restore(self, up_to_step: int | None = None) -> None:
-        """Take up a stored run: its films remember every stored snapshot (without redrawing).
+    def restore(self, up_to_step: int | None = None, splits: Sequence[str] | None = None, vectors: bool = True) -> None:
+        """Take up a stored run: the history and the films remember every stored snapshot
+        (without redrawing), read once from the run directory.
 
         Used when training resumes from a checkpoint: new frames are tied to the last
         stored layout and the GIFs keep the frames already drawn. Damaged files are
-        skipped with a warning that names them.
+        skipped with a warning that names them. ``splits`` reads only those;
+        ``vectors=False`` reads no pooled vector (nothing is then measured against them).
         """
-        snaps = stored_snapshots(self.store, self.measurements, label_names=self.label_names, up_to_step=up_to_step)
-        for m in self.measurements:
-            try:
-                m.restore(self.ctx, snaps)
-            except Exception as exc:  # a stored run that cannot be taken up is drawn afresh
-                logger.warning("layerwatch: could not take up the stored %s of %s (%s: %s)", m.name, self.store.root, type(exc).__name__, exc)
+        take_up(self.ctx, self.measurements, up_to_step=up_to_step, splits=splits, vectors=vectors)

@@ -40,7 +40,12 @@ pay (``benchmarks/scale.py``; ``docs/costs.md``), when openTSNE is installed
 (``pip install 'layerwatch[scale]'``; without it, scikit-learn with a one-line note). Both
 run the same schedule from the same starts: the same PCA start of std 1e-4 for fresh fits,
 the same shrunk previous layout for warm ones, the same phases, momenta and learning rate,
-and the same stop on the KL gradient's norm.
+and the same stop on the KL gradient's norm. openTSNE's affinities come from exact
+nearest neighbours (``nearest_neighbours``, blocked matrix products) up to
+``EXACT_NEIGHBOURS_MAX_ROWS`` rows, from Annoy above. When the model is on a CUDA device
+(``device``), TorchDR lays t-SNE out there (``pip install 'layerwatch[gpu]'``) from the
+same starts and with the same phases; without TorchDR or usable CUDA the CPU path does,
+with a one-line note.
 
 Every layout comes back centred and scaled to unit RMS radius, so panels can share
 fixed axis limits across frames.
@@ -56,10 +61,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import METHODS, check_choice, check_perplexity, require_umap
+from .config import METHODS, UMAP_HINT, check_choice, check_int, check_perplexity, require
 
 # t-SNE backends: "auto" picks by rows and by what is installed.
-TSNE_BACKENDS = ("auto", "sklearn", "opentsne")
+TSNE_BACKENDS = ("auto", "sklearn", "opentsne", "torchdr")
+OPENTSNE_HINT = (
+    "backend='opentsne' needs the openTSNE package: pip install 'layerwatch[scale]' "
+    "(or leave backend='auto', which uses scikit-learn when openTSNE is missing)"
+)
+TORCHDR_HINT = (
+    "backend='torchdr' needs the torchdr package: pip install 'layerwatch[gpu]' "
+    "(with torch==2.13.0 or the CUDA build of torch you train with)"
+)
+
 # From this many rows up, "auto" lays out t-SNE with openTSNE's FFT-accelerated gradients
 # (where scikit-learn's Barnes-Hut costs grow faster than the rows): measured to pay at
 # 5,000 rows and to cost more at 1,000 (benchmarks/scale.py --layouts; docs/costs.md).
@@ -72,7 +86,12 @@ BACKEND_NAMES = {
     "sklearn": "scikit-learn",
     "opentsne": "openTSNE (FFT)",
     "umap": "umap-learn",
+    "torchdr": "TorchDR (GPU)",
 }
+
+# openTSNE's neighbours are found exactly (blocked matrix products) up to this many rows,
+# by Annoy above: exact is faster here at 10,000 rows (benchmarks/scale.py --layouts).
+EXACT_NEIGHBOURS_MAX_ROWS = 20000
 
 # t-SNE input is first reduced to this many dimensions by PCA: the neighbour search then
 # costs far less and the neighbourhoods barely change.
@@ -161,13 +180,6 @@ def _tsne_class(exaggeration_iter: int) -> type:
     return type("LayerwatchTSNE", (TSNE,), {"_EXPLORATION_MAX_ITER": int(exaggeration_iter)})
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, what: str = "") -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < low or (high is not None and value > high):
-        allowed = what or (f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}")
-        raise ValueError(f"{name}={value!r} must be {allowed}")
-
-
 class Reducer:
     """Turns (n, d) vectors into a normalised (n, 2) layout.
 
@@ -199,7 +211,12 @@ class Reducer:
         backend: which library lays out t-SNE: ``"auto"`` (scikit-learn below
             ``OPENTSNE_MIN_ROWS`` rows, openTSNE at and above it when installed),
             ``"sklearn"`` or ``"opentsne"`` (needs ``pip install 'layerwatch[scale]'``).
-            Both run the same schedule; see :meth:`backend_for`.
+            Both run the same schedule; see :meth:`backend_for`. ``"torchdr"``: TorchDR's
+            t-SNE on ``device`` (``pip install 'layerwatch[gpu]'``), from the same starts
+            and with the same phases.
+        device: where the model trains (``"cpu"``, ``"cuda"``, ``"cuda:1"``); on a CUDA
+            device ``"auto"`` lays t-SNE out there with TorchDR when it is installed and
+            CUDA is usable, and otherwise on the CPU with a one-line note.
     """
 
     def __init__(
@@ -215,16 +232,21 @@ class Reducer:
         warm_exaggeration_iter: int = 50,
         warm_min_grad_norm: float = 1e-3,
         backend: str = "auto",
+        device: str = "cpu",
     ):
         check_choice("method", method, METHODS)
         check_choice("backend", backend, TSNE_BACKENDS)
         if backend == "opentsne":
-            require_opentsne()
+            require("openTSNE", OPENTSNE_HINT, "TSNEEmbedding")
+        if backend == "torchdr":
+            require("torchdr", TORCHDR_HINT)
+        if not isinstance(device, str) or not device:
+            raise ValueError(f"device={device!r} must be a torch device name such as 'cpu' or 'cuda'")
         check_perplexity(perplexity)
         for name, value in (("n_iter", n_iter), ("warm_iter", warm_iter)):
-            _check_int(name, value, _MIN_TSNE_ITER, what=f"an integer of at least {_MIN_TSNE_ITER} (sklearn's minimum)")
-        _check_int("exaggeration_iter", exaggeration_iter, 1, int(n_iter), f"an integer from 1 to n_iter ({n_iter})")
-        _check_int("warm_exaggeration_iter", warm_exaggeration_iter, 1, int(warm_iter), f"an integer from 1 to warm_iter ({warm_iter})")
+            check_int(name, value, _MIN_TSNE_ITER, allowed=f"an integer of at least {_MIN_TSNE_ITER} (sklearn's minimum)")
+        check_int("exaggeration_iter", exaggeration_iter, 1, int(n_iter), f"an integer from 1 to n_iter ({n_iter})")
+        check_int("warm_exaggeration_iter", warm_exaggeration_iter, 1, int(warm_iter), f"an integer from 1 to warm_iter ({warm_iter})")
         if not (isinstance(warm_exaggeration, (int, float)) and warm_exaggeration >= 1):
             raise ValueError(f"warm_exaggeration={warm_exaggeration!r} must be a number of at least 1 (1 = none)")
         if isinstance(warm_min_grad_norm, bool) or not isinstance(warm_min_grad_norm, (int, float)) or not (
@@ -232,7 +254,7 @@ class Reducer:
         ):
             raise ValueError(f"warm_min_grad_norm={warm_min_grad_norm!r} must be a number of at least 0 (0 = no early stop)")
         if method == "umap":
-            require_umap()
+            require("umap", UMAP_HINT, "UMAP")
         self.method = method
         self.seed = int(seed)
         self.align = bool(align)
@@ -244,6 +266,8 @@ class Reducer:
         self.warm_exaggeration_iter = int(warm_exaggeration_iter)
         self.warm_min_grad_norm = float(warm_min_grad_norm)
         self.backend = backend
+        self.device = device
+        self._noted_device = False
         self._warned: set[int] = set()
         self._noted_fallback = False
 
@@ -256,8 +280,10 @@ class Reducer:
             return "umap" if n >= _MIN_UMAP_ROWS else "sklearn"
         if self.method != "tsne" or n < 3 or self.backend == "sklearn":
             return "sklearn"
-        if self.backend == "opentsne":
-            return "opentsne"
+        if self.backend in ("opentsne", "torchdr"):
+            return self.backend
+        if self.device.startswith("cuda") and gpu_layouts_available():
+            return "torchdr"
         return "opentsne" if n >= OPENTSNE_MIN_ROWS and has_opentsne() else "sklearn"
 
     def describe(self, rows: dict[str, int]) -> dict[str, Any]:
@@ -329,7 +355,17 @@ class Reducer:
                 f"slower t-SNE; pip install 'layerwatch[scale]' for FFT-accelerated layouts",
                 stacklevel=3,
             )
-        if self.backend_for(n) == "opentsne":
+        chosen = self.backend_for(n)
+        if self.backend == "auto" and self.device.startswith("cuda") and chosen != "torchdr" and not self._noted_device:
+            self._noted_device = True
+            warnings.warn(
+                f"layerwatch: the model is on {self.device} but {gpu_unavailable_reason()}, so t-SNE layouts run on the CPU "
+                f"({BACKEND_NAMES[chosen]})",
+                stacklevel=3,
+            )
+        if chosen == "torchdr":
+            return self._torchdr(data.astype(np.float32), warm, perplexity)
+        if chosen == "opentsne":
             return self._opentsne(data.astype(np.float32), warm, perplexity)
         if warm is not None:
             # Shrunk, not continued at full size: see the module docstring.
@@ -363,8 +399,16 @@ class Reducer:
         from openTSNE.tsne import kl_divergence_fft
 
         n = len(data)
-        # The affinities: perplexity-based on approximate neighbours (Annoy), seeded.
-        aff = affinity.PerplexityBasedNN(data, perplexity=perplexity, method="annoy", n_jobs=1, random_state=self.seed)
+        # The affinities: perplexity-based on the 3 x perplexity nearest neighbours, exact
+        # (as scikit-learn's) up to EXACT_NEIGHBOURS_MAX_ROWS rows, where a blocked search
+        # by matrix products costs less than Annoy's approximate one; Annoy (seeded) above.
+        k = min(n - 1, int(3 * perplexity))
+        if n <= EXACT_NEIGHBOURS_MAX_ROWS:
+            from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+            aff = affinity.PerplexityBasedNN(knn_index=PrecomputedNeighbors(*nearest_neighbours(data, k)), perplexity=perplexity, n_jobs=1)
+        else:
+            aff = affinity.PerplexityBasedNN(data, perplexity=perplexity, method="annoy", n_jobs=1, random_state=self.seed)
         if warm is not None:
             init = self._start(warm).astype(np.float64)
             first, total, exaggeration = self.warm_exaggeration_iter, self.warm_iter, self.warm_exaggeration
@@ -394,8 +438,30 @@ class Reducer:
             emb = emb.optimize(rest, exaggeration=1.0, momentum=0.8, callbacks=callbacks, callbacks_every_iters=50, **common)
         return np.asarray(emb, dtype=np.float32)
 
+    def _torchdr(self, data: np.ndarray, warm: np.ndarray | None, perplexity: float) -> np.ndarray:
+        """TorchDR's t-SNE on ``self.device``: the same starts (the first two principal
+        components, or the previous layout, at std 1e-4) and phases as the CPU backends."""
+        torchdr = require("torchdr", TORCHDR_HINT)
+        if warm is not None:
+            init = self._start(warm)
+            total, first, exaggeration = self.warm_iter, self.warm_exaggeration_iter, self.warm_exaggeration
+            # TorchDR's gradient is not scaled as scikit-learn's, so warm_min_grad_norm would
+            # stop it at another point (at once, on the benchmark's check): the whole warm
+            # schedule instead, which a GPU runs in a fraction of a second.
+            min_grad_norm = 1e-7
+        else:
+            init = _pad2(_pca(data, 2, self.seed))
+            total, first, exaggeration, min_grad_norm = self.n_iter, self.exaggeration_iter, 12.0, 1e-7
+        model = torchdr.TSNE(
+            perplexity=perplexity, n_components=2, init=init.astype(np.float32), init_scaling=WARM_INIT_STD,
+            max_iter=total, early_exaggeration_coeff=exaggeration, early_exaggeration_iter=first,
+            min_grad_norm=min_grad_norm, device=self.device, random_state=self.seed, verbose=False,
+        )
+        out = model.fit_transform(data)
+        return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
+
     def _umap(self, x: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
-        umap = require_umap()
+        umap = require("umap", UMAP_HINT, "UMAP")
         n = len(x)
         kwargs: dict[str, Any] = dict(n_components=2, random_state=self.seed, n_neighbors=min(15, n - 1))
         if warm is not None:
@@ -441,27 +507,58 @@ def _square_box(layout: np.ndarray) -> np.ndarray:
     return turned(0.5 * (lo + hi))
 
 
+def nearest_neighbours(x: np.ndarray, k: int, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The exact ``k`` nearest neighbours of every row of ``x`` (itself excluded), nearest
+    first: (indices, Euclidean distances), each (rows, k).
+
+    Squared distances by matrix products, a block of rows at a time (memory: ``block`` x
+    rows floats), then a partial sort of each row.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    sq = np.einsum("ij,ij->i", x, x)
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        d = x[start:stop] @ x.T
+        d *= -2.0
+        d += sq[None, :]
+        d += sq[start:stop, None]
+        d[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        near = np.argpartition(d, k - 1, axis=1)[:, :k]
+        nd = np.take_along_axis(d, near, axis=1)
+        order = np.argsort(nd, axis=1, kind="stable")
+        idx[start:stop] = np.take_along_axis(near, order, axis=1)
+        dist[start:stop] = np.sqrt(np.maximum(np.take_along_axis(nd, order, axis=1), 0.0))
+    return idx, dist
+
+
 def has_opentsne() -> bool:
     """Whether openTSNE can be imported."""
     try:
-        require_opentsne()
+        require("openTSNE", OPENTSNE_HINT, "TSNEEmbedding")
     except ImportError:
         return False
     return True
 
 
-def require_opentsne() -> Any:
-    """The openTSNE module, or an ImportError with the install hint."""
+def gpu_unavailable_reason() -> str | None:
+    """Why t-SNE cannot be laid out on a CUDA device here (None: it can)."""
     try:
-        import openTSNE
+        require("torchdr", TORCHDR_HINT)
+    except ImportError:
+        return "torchdr is not installed (pip install 'layerwatch[gpu]')"
+    import torch
 
-        openTSNE.TSNEEmbedding  # noqa: B018 - a leftover folder imports as an empty namespace package
-    except (ImportError, AttributeError):
-        raise ImportError(
-            "backend='opentsne' needs the openTSNE package: pip install 'layerwatch[scale]' "
-            "(or leave backend='auto', which uses scikit-learn when openTSNE is missing)"
-        ) from None
-    return openTSNE
+    if not torch.cuda.is_available():
+        return "CUDA is not usable in this process"
+    return None
+
+
+def gpu_layouts_available() -> bool:
+    """Whether t-SNE can be laid out on a CUDA device here (torchdr and CUDA)."""
+    return gpu_unavailable_reason() is None
 
 
 def thread_limit(threads: int, user_api: str | None = None):
@@ -515,13 +612,21 @@ def start_layouts(
         todo.append((j, prev))
     futures = {j: pool.submit(_job, threads, reducer, pooled[j], prev) for j, prev in todo} if pool is not None else {}
 
-    def collect() -> tuple[np.ndarray, dict[int, str]]:
+    def collect(tell: Callable[[int, list[int], int], None] | None = None) -> tuple[np.ndarray, dict[int, str]]:
+        """``tell(done, running, total)``, when given, hears before each layout and after
+        the last how many of the ``total`` layers are done and the positions of those
+        being laid out now."""
         problems: dict[int, str] = {}
-        for j, prev in todo:
+        for done, (j, prev) in enumerate(todo):
+            if tell is not None:
+                running = [i for i, _ in todo[done:] if not futures or futures[i].running()] if futures else [j]
+                tell(done, running or [j], len(todo))
             try:
                 out[j] = futures[j].result() if futures else reducer(pooled[j], prev)
             except ValueError as exc:
                 problems[j] = str(exc)
+        if tell is not None:
+            tell(len(todo), [], len(todo))
         return out, problems
 
     return collect

@@ -36,8 +36,16 @@ run directory always gives the same bytes)::
       }, ...],
       "metrics": [{"split": str, "metric": str, "layers": [int, ...],
                    "values": [[number | null, ...], ...]}, ...],   # [layer][snapshot]
-      "sections": [{"title": str, "text": str, "images": [{"caption": str, "src": str}],
+      "sections": [{"title": str, "text": str,  # text: `code spans` are shown as code
+                    "images": [{"caption": str, "src": str}],
                     "links": [{"text": str, "href": str}],
+                    "films": [{                # heatmaps that follow the slider (pages/sections.py)
+                      "title": str, "group": str, "split": str | null, "row": int | null,
+                      "snapshots": [{"epoch": number, "step": int, "title": str}, ...],
+                      "ylabels": [str, ...], "xlabels": [str, ...], "range": [lo, hi],
+                      "diverging": bool, "unit": str,
+                      "values": str,           # base64 uint8 (snapshots, ylabels, xlabels); 255 missing
+                      "strip": {"labels": [str, ...], "range": [lo, hi], "values": str} | null}, ...],
                     "datamap": {                # optional: an interactive data map (dynamics)
                       "split": str, "title": str, "top": int, "thresholds": [conf, var],
                       "label_names": [str, ...] | null, "rows": [int, ...], "x": [variability],
@@ -67,10 +75,17 @@ Texts are read from ``RUN/texts/<split>.json``, ``{"indices": [...], "texts": [.
 (dataset row index -> text), by :func:`read_texts`; without that file the page shows row
 indices only.
 
-Extra sections (attention or attribution results, later) are plain data that the page
-draws generically: a title, an optional paragraph, images as ``data:image/...`` URLs and
-links (relative to the run directory, or http(s)). Pass them to :func:`collect_report`
-or :func:`write_report` with ``sections=``.
+Sections are plain data that the page draws generically: a title, an optional
+paragraph (code spans in backticks shown as code), images as ``data:image/...`` URLs,
+links (relative to the run directory, or http(s)) and heatmap films, each shown at the
+snapshot the slider selects (its frame of the same step and epoch, else its latest
+before) and lit when its ``row`` of its ``split`` is pinned. Each measurement gives its
+own (``Measurement.report_sections``); pass others to :func:`collect_report` or
+:func:`write_report` with ``sections=``.
+
+The page is drawn from the run's history (:mod:`layerwatch.history`): the pipeline's,
+appended per snapshot, or one read once from the run directory (``layerwatch report``).
+Writing it after a snapshot reads no earlier snapshot's files.
 """
 
 from __future__ import annotations
@@ -87,7 +102,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .config import parse_layers
+from .history import LAYOUTS, METRICS, History
+from .measures.base import Context, Measurement
 from .pages import asset, render_page
+from .reading import stored_history
 from .store import RunStore, atomic_write_text
 from .text import text_allowed
 
@@ -117,19 +135,13 @@ def read_texts(root: str, split: str) -> dict[int, str] | None:
     return RunStore(root).load_texts(split) or None
 
 
-def run_sections(store: RunStore) -> list[dict]:
-    """The sections that the run's measurements add to its report (attention, attribution, ...)."""
-    from .config import LayerwatchConfig
-    from .measures import for_config
-
-    info = store.read_run()
-    try:
-        config = LayerwatchConfig.from_dict(dict(info.get("config", {})), output_dir=store.root, background=False)
-    except (TypeError, ValueError):
-        return []
+def run_sections(ctx: Context, measurements: Sequence[Measurement]) -> list[dict]:
+    """The sections that the run's measurements add to its report, each asked for its own
+    (``Measurement.report_sections``) and drawn from ``ctx.history``."""
     sections: list[dict] = []
-    for m in for_config(config, names=info.get("measurements")):
-        sections.extend(m.report_sections(store))
+    for m in measurements:
+        # A measurement whose section fails costs only its section (on_error="raise" makes it fatal).
+        sections.extend(ctx.guard(f"the {m.name} section of report.html", None, m.report_sections, ctx) or [])
     return sections
 
 
@@ -194,8 +206,8 @@ def _number(v: Any) -> Any:
     return f if math.isfinite(f) else None
 
 
-def _choose_splits(store: RunStore, splits: Sequence[str] | None) -> list[str]:
-    with_layouts = [s for s in store.splits() if store.keys(s, "layouts")]
+def _choose_splits(store: RunStore, history: History, splits: Sequence[str] | None) -> list[str]:
+    with_layouts = history.splits(LAYOUTS)
     if splits is None:
         if not with_layouts:
             raise ValueError(
@@ -214,28 +226,19 @@ def _choose_splits(store: RunStore, splits: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, texts: bool) -> tuple[dict, dict]:
-    """One split's page data, and its snapshots' ``(epoch, step) -> column`` for the metrics."""
-    keys = store.keys(split, "layouts")
-    frames = []  # (key, layout (layers, rows, 2), snapshot)
-    stored_layers = None
-    for key in keys:
-        try:
-            snap = store.load_snapshot(split, key, pooled=False)
-        except FileNotFoundError:
-            continue  # a layout without its embeddings cannot be labelled; leave it out
-        lay = store.load_layout(split, key)
-        these = [int(l) for l in lay["layers"]]
-        if stored_layers is None:
-            stored_layers = these
-        elif these != stored_layers:
+def _collect_split(
+    store: RunStore, history: History, split: str, layers: Sequence[int] | None, texts: bool,
+) -> tuple[dict, dict]:
+    """One split's page data, and its snapshots' ``key name -> column`` for the metrics."""
+    frames = history.get(LAYOUTS, split)  # (key, Layout), in training order
+    stored_layers = [int(l) for l in frames[0][1].layers]
+    for key, lay in frames:
+        these = [int(l) for l in lay.layers]
+        if these != stored_layers:
             raise ValueError(
                 f"split {split!r}: snapshot {key.name!r} has layouts of layers {these} but earlier ones "
                 f"have {stored_layers}; run 'layerwatch render {store.root}' to lay the run out again"
             )
-        frames.append((key, np.asarray(lay["layout"], dtype=np.float32), snap))
-    if not frames:
-        raise ValueError(f"split {split!r} has layouts but no embeddings to label them; run 'layerwatch render' again")
     if layers is None:
         pick = list(range(len(stored_layers)))
     else:
@@ -246,25 +249,23 @@ def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, te
                 f"{stored_layers}; pass some of them or leave layers out"
             )
         pick = [stored_layers.index(l) for l in layers]
-    first = frames[0][2]
+    first = frames[0][1]
     indices = np.asarray(first.indices)
-    for key, layout, snap in frames:
-        if layout.shape[1] != len(indices) or not np.array_equal(np.asarray(snap.indices), indices):
+    for key, lay in frames:
+        if lay.layout.shape[1] != len(indices) or not np.array_equal(np.asarray(lay.indices), indices):
             raise ValueError(
                 f"split {split!r}: snapshot {key.name!r} holds other rows than the first snapshot; "
                 "a run monitors the same rows throughout, so this run directory mixes runs"
             )
-    limits = [_limits(layout[j] for _, layout, _ in frames) for j in pick]
-    has_predictions = any(snap.predictions is not None for _, _, snap in frames)
+    limits = [_limits(lay.layout[j] for _, lay in frames) for j in pick]
+    has_predictions = any(lay.predictions is not None for _, lay in frames)
     row_texts = None
     if texts:
         stored = read_texts(store.root, split)
         if stored is not None:
             row_texts = [stored.get(int(i)) for i in indices]
     gif = store.gif_path(split)
-    columns = {}
-    for n, (_, _, snap) in enumerate(frames):
-        columns.setdefault((float(snap.epoch), int(snap.step)), n)
+    columns = {key.name: n for n, (key, _) in enumerate(frames)}
     data = {
         "name": split,
         "gif": posixpath.basename(gif) if os.path.exists(gif) else None,
@@ -275,12 +276,12 @@ def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, te
         "layers": [stored_layers[j] for j in pick],
         "limits": limits,
         "snapshots": [
-            {"name": key.name, "title": key.title, "epoch": _number(snap.epoch), "step": int(snap.step)}
-            for key, _, snap in frames
+            {"name": key.name, "title": key.title, "epoch": _number(lay.epoch), "step": int(lay.step)}
+            for key, lay in frames
         ],
-        "films": [_encode_film(np.stack([layout[j] for _, layout, _ in frames]), limits[k]) for k, j in enumerate(pick)],
+        "films": [_encode_film(np.stack([lay.layout[j] for _, lay in frames]), limits[k]) for k, j in enumerate(pick)],
         "predictions": (
-            [None if snap.predictions is None else [int(p) for p in np.asarray(snap.predictions)] for _, _, snap in frames]
+            [None if lay.predictions is None else [int(p) for p in np.asarray(lay.predictions)] for _, lay in frames]
             if has_predictions
             else None
         ),
@@ -288,18 +289,19 @@ def _collect_split(store: RunStore, split: str, layers: Sequence[int] | None, te
     return data, columns
 
 
-def _collect_metrics(store: RunStore, splits: list[dict], columns: dict[str, dict]) -> list[dict]:
+def _collect_metrics(history: History, splits: list[dict], columns: dict[str, dict]) -> list[dict]:
     cells: dict[tuple[str, str], dict[int, dict[int, Any]]] = {}
     shown = {s["name"]: set(s["layers"]) for s in splits}
-    for r in store.read_metrics():
-        split = r["split"]
-        if split not in shown or int(r["layer"]) not in shown[split]:
-            continue
-        col = columns[split].get((float(r["epoch"]), int(r["step"])))
-        value = _number(r["value"])
-        if col is None or value is None:
-            continue  # a snapshot that is not laid out, or a metric with no value there
-        cells.setdefault((split, r["metric"]), {}).setdefault(int(r["layer"]), {})[col] = value
+    for split in shown:
+        for key, rows in history.get(METRICS, split):
+            col = columns[split].get(key.name)
+            if col is None:
+                continue  # a snapshot that is not laid out
+            for r in rows:
+                value = _number(r["value"])
+                if int(r["layer"]) not in shown[split] or value is None:
+                    continue  # a layer not shown, or a metric with no value there
+                cells.setdefault((split, r["metric"]), {}).setdefault(int(r["layer"]), {})[col] = value
     out = []
     for s in splits:
         n = len(s["snapshots"])
@@ -326,9 +328,9 @@ def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
         where = f"sections[{n}]"
         if not isinstance(s, dict) or not isinstance(s.get("title"), str):
             raise ValueError(f"{where} must be a dict with a 'title' string, e.g. {{'title': 'attention', 'images': [...]}}")
-        unknown = set(s) - {"title", "text", "images", "links", "datamap"}
+        unknown = set(s) - {"title", "text", "images", "links", "datamap", "films"}
         if unknown:
-            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: title, text, images, links, datamap")
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; allowed: title, text, images, links, datamap, films")
         text = s.get("text", "")
         if not isinstance(text, str):
             raise ValueError(f"{where}['text'] must be a string")
@@ -353,11 +355,29 @@ def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
                     "or an http(s) URL"
                 )
             links.append({"text": str(ln.get("text", href)), "href": href})
-        entry = {"title": s["title"], "text": text, "images": images, "links": links}
+        entry = {"title": s["title"], "text": text, "images": images, "links": links,
+                 "films": [_check_film(f, f"{where}['films'][{m}]") for m, f in enumerate(s.get("films") or [])]}
         if s.get("datamap") is not None:
             entry["datamap"] = _check_datamap(s["datamap"], f"{where}['datamap']")
         out.append(entry)
     return out
+
+
+_FILM_KEYS = ("title", "group", "split", "row", "snapshots", "ylabels", "xlabels", "range", "diverging", "values", "unit", "strip")
+_B64 = re.compile(r"^[A-Za-z0-9+/=]*$")
+
+
+def _check_film(film: Any, where: str) -> dict:
+    """A section's heatmap film (``layerwatch.pages.sections.heatmap_film``): its frames fit its labels."""
+    if not isinstance(film, dict) or set(film) != set(_FILM_KEYS):
+        raise ValueError(f"{where} must be what layerwatch.pages.sections.heatmap_film returns (keys {', '.join(_FILM_KEYS)})")
+    cells = len(film["snapshots"]) * len(film["ylabels"]) * len(film["xlabels"])
+    if not isinstance(film["values"], str) or not _B64.match(film["values"]) or len(base64.b64decode(film["values"])) != cells:
+        raise ValueError(f"{where}['values'] must code {cells} cells (snapshots x ylabels x xlabels), one byte each, in base64")
+    strip = film["strip"]
+    if strip is not None and len(base64.b64decode(strip["values"])) != len(film["snapshots"]) * len(strip["labels"]):
+        raise ValueError(f"{where}['strip']['values'] must code one byte per snapshot and label")
+    return dict(film)
 
 
 _DATAMAP_ARRAYS = ("rows", "x", "y", "correctness", "aum", "label", "predicted")
@@ -390,6 +410,7 @@ def collect_report(
     layers: Sequence[int] | None = None,
     texts: bool = True,
     sections: Sequence[dict] | None = None,
+    context: Context | None = None,
 ) -> dict:
     """The page data of a run directory (JSON-ready; the format is in the module docstring).
 
@@ -401,14 +422,17 @@ def collect_report(
         layers: Hidden-state indices to show (default: every laid-out layer).
         texts: Put the rows' texts in the page; False leaves them out entirely (as does a
             run trained with ``report_text=False``, whatever ``texts`` says).
-        sections: Extra sections, ``{"title", "text", "images", "links"}`` each.
+        sections: Extra sections, ``{"title", "text", "images", "links", "films"}`` each.
+        context: The back half's context whose history holds the run (a pipeline's); by
+            default the history is read once from the run directory.
 
     Raises:
         ValueError: an unknown split or layer, a run with no layouts, a bad section.
         FileNotFoundError: ``root`` is not a run directory.
     """
-    store = RunStore(root)
+    store = RunStore(root) if context is None else context.store
     info = store.read_run()
+    history = stored_history(store)[0].history if context is None else context.history
     if layers is not None:
         parsed = parse_layers(layers)
         layers = None if parsed == "all" else list(parsed)
@@ -417,11 +441,11 @@ def collect_report(
         for sec in extra:
             if "datamap" in sec:
                 sec["datamap"]["texts"] = None
-    chosen = _choose_splits(store, splits)
+    chosen = _choose_splits(store, history, splits)
     split_data, columns = [], {}
     texts = bool(texts) and text_allowed(info.get("config"))
     for split in chosen:
-        data, columns[split] = _collect_split(store, split, layers, texts)
+        data, columns[split] = _collect_split(store, history, split, layers, texts)
         split_data.append(data)
     config = info.get("config") or {}
     label_names = info.get("label_names")
@@ -442,7 +466,7 @@ def collect_report(
         },
         "label_names": [str(n) for n in label_names] if label_names is not None else None,
         "splits": split_data,
-        "metrics": _collect_metrics(store, split_data, columns),
+        "metrics": _collect_metrics(history, split_data, columns),
         "sections": extra,
     }
 
@@ -498,16 +522,22 @@ def write_report(
     layers: Sequence[int] | None = None,
     texts: bool = True,
     sections: Sequence[dict] | None = None,
+    context: Context | None = None,
+    measurements: Sequence[Measurement] | None = None,
 ) -> str:
     """Write the report of run ``root`` to ``out`` (default ``<root>/report.html``) and return its path.
 
     The file is written atomically; the same run directory gives a byte-identical file.
-    Arguments are those of :func:`collect_report`.
+    Arguments are those of :func:`collect_report`; ``sections`` defaults to the sections of
+    ``measurements`` (by default the run's own, read with the history from the run directory).
     """
-    store = RunStore(root)
+    if context is None:
+        context, found = stored_history(RunStore(root))
+        measurements = found if measurements is None else measurements
+    store = context.store
     if sections is None:
-        sections = run_sections(store)
-    data = collect_report(root, splits=splits, layers=layers, texts=texts, sections=sections)
+        sections = run_sections(context, measurements or [])
+    data = collect_report(root, splits=splits, layers=layers, texts=texts, sections=sections, context=context)
     path = os.path.abspath(out) if out is not None else os.path.join(os.path.abspath(root), REPORT_FILE)
     if os.path.isdir(path):
         raise ValueError(f"out={out!r} is a folder; pass a file name such as {os.path.join(out, REPORT_FILE)!r}")

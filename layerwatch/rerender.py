@@ -12,7 +12,7 @@ from typing import Sequence
 from .config import LayerwatchConfig
 from .measures import for_config
 from .pipeline import Pipeline
-from .reading import stored_snapshots
+from .reading import run_context, stored_snapshots, take_up
 from .store import RunStore
 
 
@@ -83,5 +83,10 @@ def rebuild(
         # Failed steps are named in warnings as they happen; the others go on.
         pipe.process(by_split, key, render=False, draw_splits=set(chosen))
         drawn.update(s for s in by_split if s in chosen)
+    others = [s for s in available if s not in chosen]
+    if others:
+        # Splits not rendered keep their stored layouts; the report shows them from the disk.
+        ctx, stored = run_context(store, history=pipe.history)
+        take_up(ctx, stored, splits=others, vectors=False)
     pipe.render_all()
     return {split: store.gif_path(split) for split in chosen if split in drawn}

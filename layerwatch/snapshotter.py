@@ -57,6 +57,8 @@ class Snapshotter:
         self.errors = errors
         self.back_half = back_half
         self.last_step = -1
+        # Seconds the last snapshot took in this process (None before the first).
+        self._snapshot_seconds: float | None = None
         # Sharded training (FSDP, ZeRO-3): the engine, and the module whose forward gathers.
         self.engine: str | None = None
         self.runner: Any = None
@@ -71,7 +73,10 @@ class Snapshotter:
         raise_now = fatal or self.errors.fatal
         parts, error = None, None
         rows = sum(len(s.indices) for s in self.splits.values())
-        progress = Progress(key.title, rows + self.back_half.steps_here, enabled=self.config.progress and dist.is_main())
+        progress = Progress(
+            key.title, rows + self.back_half.steps_here, enabled=self.config.progress and dist.is_main(),
+            expected=self._snapshot_seconds,
+        )
         try:
             parts = self.capture(model, progress)
         except Exception as exc:
@@ -99,6 +104,9 @@ class Snapshotter:
             raise error if error is not None else dist.RankFailed("; ".join(failures))
         if error is not None:
             self.errors.fail("handing over", key, reason(error))
+        if error is None:
+            # What the next snapshot's progress expects to take (the same rows and work).
+            self._snapshot_seconds = time.perf_counter() - started
         logger.info("layerwatch: %s done in %.1fs", key.title, time.perf_counter() - started)
 
     def capture(self, model: Any, progress: Progress | None = None) -> dict[str, dict]:

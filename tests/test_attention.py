@@ -156,7 +156,7 @@ def test_layerwatch_attention_and_info_summarise_the_heads(attention_run, capsys
 
 
 def test_stored_examples_go_to_bertviz_in_its_format(attention_run):
-    from layerwatch.measures.attention.measure import stored_example
+    from layerwatch.measures.attention.cli import stored_example
     from layerwatch.measures.attention.head_view import to_bertviz
 
     found = stored_example(str(attention_run["dir"]), example=1, snapshot=-1)
@@ -172,7 +172,7 @@ def test_stored_examples_go_to_bertviz_in_its_format(attention_run):
 def test_stored_examples_of_snapshots_without_vectors(attention_run, tmp_path):
     # keep_vectors="drift" drops the vectors of middle snapshots (and a resume may leave the
     # last without): an example needs only the snapshot's rows.
-    from layerwatch.measures.attention.measure import stored_example
+    from layerwatch.measures.attention.cli import stored_example
 
     run = tmp_path / "lw"
     shutil.copytree(attention_run["dir"], run)

@@ -10,11 +10,9 @@ import pytest
 import torch
 
 from conftest import tiny_bert
+from layerwatch.measures.attention.drift import PATTERNS, js_divergence, pattern_labels
 from layerwatch.measures.attention.stats import (
-    PATTERNS,
     STATS,
-    js_divergence,
-    pattern_labels,
     punctuation_ids,
     row_head_stats,
     special_token_ids,

@@ -13,7 +13,9 @@ from conftest import make_trainer, tiny_bert, tiny_distilbert, toy_dataset
 
 from layerwatch import LayerwatchCallback, RunStore
 from layerwatch.cli import main, summarize
-from layerwatch.measures.attribution.compute import TOKEN_CLASSES, attribute, baseline_ids, norm_maps
+from layerwatch.measures.attribution.accumulate import TOKEN_CLASSES
+from layerwatch.measures.attribution.ig import attribute, baseline_ids
+from layerwatch.measures.attribution.norms import norm_maps
 from layerwatch.snapshot import SnapshotKey
 
 SPECIAL = (1, 2)  # the toy rows' [CLS] and [SEP]

@@ -15,19 +15,13 @@ import torch
 from torch import nn
 
 from conftest import PAD, VOCAB, make_trainer, tiny_bert, tiny_distilbert, toy_dataset
-from layerwatch.measures.attribution.compute import (
-    CAPTUM_CONDUCTANCE_METHOD,
-    CAPTUM_IG_METHOD,
-    TOKEN_CLASSES,
-    NormHooks,
-    attribute,
-    baseline_ids,
-    find_layers,
-    norm_maps,
-    norm_shares,
-    punctuation_ids,
-    token_class_masks,
-)
+from layerwatch.measures.attention.stats import punctuation_ids
+from layerwatch.measures.attribution.accumulate import TOKEN_CLASSES, ShareSums
+from layerwatch.measures.attribution.ig import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, attribute, baseline_ids
+from layerwatch.measures.attribution.layers import find_layers
+from layerwatch.measures.attribution.norms import norm_maps, norm_shares, token_class_masks, value_norm_hooks
+from layerwatch.measures.base import Batch
+from layerwatch.model_utils import eager_attention, forward_hooks
 
 CLS, SEP = 1, 2
 IDS = torch.tensor([[CLS, 15, 27, 8, 61, 44, SEP, PAD, PAD]])
@@ -61,14 +55,23 @@ def _warm(model: nn.Module) -> nn.Module:
     return model
 
 
+def _capture_norms(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, classes: torch.Tensor) -> tuple:
+    """The capture pass's norm hooks (the measurement's own) around one forward with eager attention:
+    every layer's norm shares (layers, batch, heads, classes, 2) and ||f_h(x_j)|| by layer."""
+    record: dict = {}
+    with forward_hooks(value_norm_hooks(find_layers(model), record)), eager_attention(model), torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    fnorms = record["attribution_fnorms"]
+    shares = torch.stack([norm_shares(a.detach(), fnorms[i].to(a.device), mask, classes) for i, a in enumerate(out.attentions)])
+    return shares, fnorms
+
+
 def _shares_in_eval_mode(model: nn.Module) -> torch.Tensor:
-    """What the capture pass does with NormHooks: one forward in eval mode, no grad, then the modes back."""
+    """What the capture pass does with the norm hooks: one forward in eval mode, no grad, then the modes back."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with NormHooks(model) as norms, torch.no_grad():
-            out = model(input_ids=IDS, attention_mask=MASK, output_attentions=True)
-        return norms.shares(out.attentions, MASK, token_class_masks(IDS, MASK, [CLS], [SEP], [8]))
+        return _capture_norms(model, IDS, MASK, token_class_masks(IDS, MASK, [CLS], [SEP], [8]))[0]
     finally:
         for m, training in modes:
             m.training = training
@@ -372,7 +375,7 @@ def test_hooks_modes_and_attention_implementation_restored_when_the_forward_rais
     assert _hooks(model) == hooks and model.training
     assert model.config._attn_implementation == "sdpa"
     with pytest.raises(RuntimeError, match="exploded"):
-        with NormHooks(model):
+        with forward_hooks(value_norm_hooks(find_layers(model), {})), eager_attention(model):
             model(input_ids=IDS, attention_mask=MASK)
     assert _hooks(model) == hooks and model.config._attn_implementation == "sdpa"
 
@@ -515,15 +518,13 @@ def test_norm_hooks_during_a_batched_forward_agree_with_norm_maps(live_bert):
     ids = torch.cat([IDS, torch.tensor([[CLS, 30, 8, 40, SEP, PAD, PAD, PAD, PAD]])])
     mask = (ids != PAD).long()
     classes = token_class_masks(ids, mask, [CLS], [SEP], [8])
-    with NormHooks(live_bert) as norms, torch.no_grad():
-        out = live_bert(input_ids=ids, attention_mask=mask, output_attentions=True)
-    shares = norms.shares(out.attentions, mask, classes)
+    shares, fnorms = _capture_norms(live_bert, ids, mask, classes)
     assert shares.shape == (2, 2, 2, len(TOKEN_CLASSES), 2)
     np.testing.assert_allclose(shares.sum(3).numpy(), 1.0, atol=1e-5)
     for row in range(2):
         n = int(mask[row].sum())
         maps = norm_maps(live_bert, ids[row : row + 1, :n], mask[row : row + 1, :n])
-        np.testing.assert_allclose(norms.fnorms[1][row, :, :n].numpy(), maps.fnorm[1], rtol=1e-5)
+        np.testing.assert_allclose(fnorms[1][row, :, :n].numpy(), maps.fnorm[1], rtol=1e-5)
         one = norm_shares(torch.from_numpy(maps.attention[1])[None], torch.from_numpy(maps.fnorm[1])[None],
                           mask[row : row + 1, :n], classes[row : row + 1, :, :n])
         np.testing.assert_allclose(shares[1, row].numpy(), one[0].numpy(), atol=1e-5)
@@ -618,9 +619,10 @@ def test_baseline_ids_keeps_special_tokens_and_positions():
 
 def test_token_class_masks_and_punctuation_ids():
     vocab = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, ".": 3, "##,": 4, "!?": 5, "hello": 6, "##s": 7, "\u0120...": 8, "#": 9}
-    assert punctuation_ids(vocab) == [3, 4, 5, 8, 9]
+    tokenizer = SimpleNamespace(get_vocab=lambda: vocab)
+    assert sorted(punctuation_ids(tokenizer)) == [3, 4, 5, 8, 9]
     ids = torch.tensor([[1, 6, 3, 7, 2, 0]])
-    masks = token_class_masks(ids, (ids != 0).long(), [1], [2], punctuation_ids(vocab))
+    masks = token_class_masks(ids, (ids != 0).long(), [1], [2], punctuation_ids(tokenizer))
     assert masks.shape == (1, 4, 6)
     assert masks[0].int().tolist() == [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0], [0, 1, 0, 1, 0, 0]]
 
@@ -650,10 +652,15 @@ def test_norm_shares_bad_shapes_and_missing_forward(live_bert):
         norm_shares(torch.ones(1, 2, 4, 4), torch.ones(1, 2, 3), torch.ones(1, 4), torch.ones(1, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="class_masks has shape"):
         norm_shares(torch.ones(1, 2, 4, 4), torch.ones(1, 2, 4), torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool))
-    with NormHooks(live_bert) as norms:
-        with pytest.raises(ValueError, match="needs a forward pass"):
-            norms.shares([], MASK, torch.ones(1, 4, 9, dtype=torch.bool))
-        with torch.no_grad():
-            live_bert(input_ids=IDS, attention_mask=MASK)
-        with pytest.raises(ValueError, match="output_attentions=True"):
-            norms.shares(None, MASK, torch.ones(1, 4, 9, dtype=torch.bool))
+    # The capture pass's accumulator: a batch without the hooks' norms, or without attention weights.
+    record: dict = {}
+    with torch.no_grad():
+        out = live_bert(input_ids=IDS, attention_mask=MASK, output_attentions=True)
+    batch = Batch(rows=np.arange(1), inputs={"input_ids": IDS}, mask=MASK, outputs=out, hooked=record)
+    with pytest.raises(ValueError, match="need the attention weights and every layer's value projection"):
+        ShareSums(None, 2, ([CLS], [SEP], [8])).update(batch)
+    with forward_hooks(value_norm_hooks(find_layers(live_bert), record)), torch.no_grad():
+        out = live_bert(input_ids=IDS, attention_mask=MASK)
+    batch = Batch(rows=np.arange(1), inputs={"input_ids": IDS}, mask=MASK, outputs=out, hooked=record)
+    with pytest.raises(ValueError, match="need the attention weights and every layer's value projection"):
+        ShareSums(None, 2, ([CLS], [SEP], [8])).update(batch)

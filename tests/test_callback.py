@@ -423,6 +423,8 @@ def test_off_a_terminal_progress_is_one_plain_line_per_finished_step(tmp_path, c
         assert [l.split(" [")[0] for l in mine] == [
             f"layerwatch epoch {epoch}: captured train (16 rows)",
             f"layerwatch epoch {epoch}: captured validation (8 rows)",
+            f"layerwatch epoch {epoch}: laid out train (3 layers, 16 rows)",
+            f"layerwatch epoch {epoch}: laid out validation (3 layers, 8 rows)",
             f"layerwatch epoch {epoch}: embeddings measured and drawn",
         ]
 
@@ -452,8 +454,10 @@ def test_in_a_terminal_one_bar_per_snapshot_says_which_split_is_worked_on(tmp_pa
     assert len(bars) == 2  # one per snapshot, never one per split or measurement
     for bar, epoch in zip(bars, (0, 1)):
         assert bar.total == 16 + 8 + 1 and bar.n == bar.total
-        assert bar.texts[:2] == [f"layerwatch epoch {epoch}: capture train", f"layerwatch epoch {epoch}: capture validation"]
-        assert f"layerwatch epoch {epoch}: embeddings: laying out validation (3 layers, 8 rows)" in bar.texts
+        # (After the first snapshot each text ends with the time left: "(about 3 s left for the snapshot)".)
+        said = [t.split(" (about")[0] for t in bar.texts]
+        assert said[:2] == [f"layerwatch epoch {epoch}: capture train", f"layerwatch epoch {epoch}: capture validation"]
+        assert f"layerwatch epoch {epoch}: embeddings: laying out validation (3 layers, 8 rows)" in said
 
 
 def test_numbers_through_the_trainer_carry_the_snapshots_step_and_leave_its_state_alone():

@@ -194,7 +194,8 @@ def _mixed_modes_model():
 
 
 def _passes(ds, tmp_path):
-    from layerwatch.measures.attribution.compute import attribute, norm_maps
+    from layerwatch.measures.attribution.ig import attribute
+    from layerwatch.measures.attribution.norms import norm_maps
     from layerwatch.measures.attention.neuron import query_key_capture
     from layerwatch.snapshot import SnapshotKey
 

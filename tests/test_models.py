@@ -191,7 +191,7 @@ def test_sentence_pairs_reach_bert_through_real_peft():
 @pytest.mark.parametrize("targets", [("query", "value"), ("key", "dense")], ids=["query-value", "key-dense"])
 def test_attention_and_attribution_through_real_peft_equal_the_merged_model(tmp_path, targets):
     # "dense" puts adapters on the attention output projection W_O, whose weight the norms read.
-    from layerwatch.measures.attribution.compute import attribute
+    from layerwatch.measures.attribution.ig import attribute
     from layerwatch.measures.attention.neuron import query_key_capture
 
     model = _lora(tiny_bert(), targets)

@@ -342,7 +342,8 @@ def _one_row(ds, i=0):
 
 @pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
 def test_every_pass_runs_in_its_own_precision_whatever_wraps_forward(train_ds, wrapper):
-    from layerwatch.measures.attribution.compute import attribute, norm_maps
+    from layerwatch.measures.attribution.ig import attribute
+    from layerwatch.measures.attribution.norms import norm_maps
     from layerwatch.measures.attention.neuron import query_key_capture
 
     bare = tiny_bert().eval()
@@ -372,7 +373,7 @@ def test_every_pass_runs_in_its_own_precision_whatever_wraps_forward(train_ds, w
 
 
 def test_an_autocast_around_the_call_does_not_decide_the_precision(train_ds):
-    from layerwatch.measures.attribution.compute import attribute
+    from layerwatch.measures.attribution.ig import attribute
 
     model = tiny_bert().eval()
     ids, mask = _one_row(train_ds)
@@ -466,7 +467,7 @@ def test_bf16_training_stores_vectors_of_the_precision_it_records(bf16_training,
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, precision):
     from layerwatch import RunStore
-    from layerwatch.measures.attribution.compute import attribute, baseline_ids
+    from layerwatch.measures.attribution.ig import attribute, baseline_ids
     from layerwatch.snapshot import SnapshotKey
 
     run = bf16_training[precision]
@@ -490,7 +491,7 @@ def test_bf16_training_stores_attribution_at_every_snapshot(bf16_training, preci
 def test_a_wrapper_that_cannot_be_set_aside_is_refused_not_mislabelled(train_ds):
     """A wrapper layerwatch does not recognise opens bf16 autocast inside forward: an fp32
     pass says so instead of storing bf16 vectors as fp32."""
-    from layerwatch.measures.attribution.compute import attribute
+    from layerwatch.measures.attribution.ig import attribute
 
     model = tiny_bert().eval()
     inner = model.forward

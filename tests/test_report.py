@@ -497,6 +497,32 @@ def test_search_finds_the_row(run, open_page):
     assert page.text_content("#matches") == "no match"
 
 
+def test_search_highlights_the_matching_rows_in_every_panel_and_only_them(run, open_page):
+    page, _ = _open(open_page, run)
+    page.fill("#search", "tweet 1")  # rows 1 and 10..19
+    found = [1, *range(10, 20)]
+    for layer in LAYERS:
+        assert page.evaluate(f"window.layerwatchReport.highlightedOf('train', {layer})") == found
+        # The last row highlighted is drawn on top: its dot's centre has its own colour.
+        colour = page.evaluate(f"window.layerwatchReport.colourOf('train', {layer}, 19)")
+        rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+        assert page.evaluate(f"window.layerwatchReport.highlightPixelOf('train', {layer}, 19)") == [*rgb, 255]
+    # A row that does not match lies under the veil (unless a match's dot covers it).
+    box = page.evaluate("window.layerwatchReport.panelBox('train', 0)")
+    lit = [np.array(_expected_pixel(page, 0, "train", 0, 0, r)) for r in found]
+    for r in (0, *range(2, 10)):
+        centre = np.array(_expected_pixel(page, 0, "train", 0, 0, r))
+        if min(np.linalg.norm(centre - q) for q in lit) > 0.02 * box["width"] + 12:
+            assert page.evaluate(f"window.layerwatchReport.highlightPixelOf('train', 0, {r})") == [255, 255, 255, 224]
+            break
+    else:
+        pytest.fail("no unmatched row lies clear of the matches")
+    # Clearing the search removes them.
+    page.fill("#search", "")
+    assert page.evaluate("window.layerwatchReport.highlightedOf('train', 0)") == []
+    assert page.evaluate("window.layerwatchReport.highlightPixelOf('train', 0, 19)") == [0, 0, 0, 0]
+
+
 def test_search_without_texts_looks_for_row_indices(run, open_page):
     page, _ = _open(open_page, run, texts=False)
     page.fill("#search", "35")

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
 from ..distributed import Part, is_ragged
 from ..errors import ErrorPolicy
 from ..model_info import ModelInfo
+from ..history import History
 from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,6 +197,7 @@ class Context:
         regression: Labels are float targets.
         reference_split: The split other splits are measured against (train).
         failures: Messages of the steps that failed in the current snapshot.
+        history: What the pages are drawn from (:class:`~layerwatch.history.History`).
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class Context:
         label_names: list[str] | None = None,
         regression: bool = False,
         reference_split: str | None = None,
+        history: "History | None" = None,
     ):
         self.store = store
         self.config = config
@@ -219,6 +222,10 @@ class Context:
         self.draw_splits: set[str] | None = None
         # The snapshot's progress (layerwatch.progress.Progress), to say what is being worked on.
         self.progress = None
+        # What the pages are drawn from: every measurement files here, per split and snapshot,
+        # what its page part shows (in process() and in restore()), so that no page re-reads
+        # earlier snapshots' files.
+        self.history = history if history is not None else History()
 
     def working(self, what: str) -> None:
         """Say in the snapshot's progress bar what is being worked on now (nothing without one)."""
@@ -247,6 +254,14 @@ class Context:
     @log_failures.setter
     def log_failures(self, value: bool) -> None:
         self.errors.announce = bool(value)
+
+    def results(self, snaps: dict, name: str, needed: str) -> Iterator[tuple[str, dict]]:
+        """``(split, results)`` of each split to draw now (:meth:`drawn`) whose snapshot holds
+        measurement ``name``'s results with the array ``needed``."""
+        for split in self.drawn(snaps):
+            res = snaps[split].results.get(name)
+            if res and needed in res:
+                yield split, res
 
     def guard(self, stage: str, key: "SnapshotKey | None", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one step under the run's :class:`~layerwatch.errors.ErrorPolicy`: a failure is
@@ -462,9 +477,12 @@ class Measurement:
         (every measurement's :meth:`summarize`, merged: ``layerwatch info --json``)."""
         return []
 
-    def report_sections(self, store: "RunStore") -> list[dict]:
+    def report_sections(self, ctx: Context) -> list[dict]:
         """Sections this measurement adds to the run's report page: ``{"title", "text",
-        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}]}``."""
+        "images": [{"caption", "src": data URL}], "links": [{"text", "href"}], "films":
+        [heatmap films, see layerwatch.pages.sections]}``, drawn from what it filed in
+        ``ctx.history`` (never by re-reading earlier snapshots' files). ``text`` may hold
+        code spans in backticks, shown as code."""
         return []
 
     @classmethod

@@ -34,6 +34,7 @@
   let lastDrawMs = 0;
   let readyAt = null, allReadyAt = null;
   let lastPointerMs = 0;        // the last pointer move or click: finding the row, details, redraw
+  let lastSearchMs = 0;         // the last search: finding the rows and drawing their highlights
 
   const sp = () => D.splits[S.split];
   const layerName = (l) => (l === 0 ? 'embeddings' : 'layer ' + l);
@@ -156,13 +157,14 @@
       const cap = el('figcaption');
       const canvas = el('canvas');
       canvas.dataset.layer = String(sp().layers[li]);
-      // The dots on one canvas, the hovered and pinned marks on another over it: a pointer
-      // move clears and redraws only the marks.
-      const over = el('canvas', null, 'marks'), stack = el('div', null, 'stack');
-      stack.append(canvas, over);
+      // The dots on one canvas, a search's highlights on a second, the hovered and pinned
+      // marks on a third over them: a pointer move redraws only the marks, a search only
+      // the highlights.
+      const found = el('canvas', null, 'marks'), over = el('canvas', null, 'marks'), stack = el('div', null, 'stack');
+      stack.append(canvas, found, over);
       fig.append(cap, stack);
       host.append(fig);
-      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), over, octx: over.getContext('2d'), w: 0, h: 0, px: null, grid: null };
+      const p = { layer: li, canvas, cap, ctx: canvas.getContext('2d'), over, octx: over.getContext('2d'), found, fctx: found.getContext('2d'), w: 0, h: 0, px: null, grid: null, lit: [] };
       canvas.addEventListener('pointermove', (e) => onPointer(p, e, false));
       canvas.addEventListener('click', (e) => onPointer(p, e, true));
       canvas.addEventListener('pointerleave', () => { if (S.hover !== null) { S.hover = null; showDetails(); drawMarks(); } });
@@ -180,6 +182,8 @@
       p.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
       p.over.style.width = w + 'px'; p.over.style.height = w + 'px';
       p.over.width = p.canvas.width; p.over.height = p.canvas.height;
+      p.found.style.width = w + 'px'; p.found.style.height = w + 'px';
+      p.found.width = p.canvas.width; p.found.height = p.canvas.height;
       p.octx.setTransform(dpr, 0, 0, dpr, 0, 0);
     }
   }
@@ -225,6 +229,7 @@
     p.cap.textContent = layerName(s.layers[p.layer]) + (knn === null ? '' : '  ·  kNN ' + knn.toFixed(3));
     if (!xy) {
       p.px = null; p.grid = null;
+      drawFound(p, cols);
       ctx.clearRect(0, 0, p.w, p.h);
       ctx.fillStyle = '#777'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
       ctx.fillText('decoding…', p.w / 2, p.h / 2);
@@ -236,7 +241,6 @@
     ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, p.w, p.h);
     ctx.strokeStyle = '#d0d7de'; ctx.lineWidth = 1; ctx.strokeRect(0.5, 0.5, p.w - 1, p.h - 1);
     const r = radius(p), alpha = clamp(1.2 - 0.2 * Math.log10(Math.max(n, 10)), 0.35, 0.9);
-    const searching = S.matchFlags !== null;
     // One path per colour: a few fills instead of one per point.
     const groups = new Map();
     let drawn = 0;
@@ -246,7 +250,7 @@
       if (!groups.has(cols[i])) groups.set(cols[i], []);
       groups.get(cols[i]).push(i);
     }
-    ctx.globalAlpha = searching ? 0.12 : alpha;
+    ctx.globalAlpha = alpha;
     for (const [c, rows] of groups) {
       ctx.fillStyle = c;
       ctx.beginPath();
@@ -254,18 +258,67 @@
       ctx.fill();
     }
     ctx.globalAlpha = 1;
-    if (searching) {
-      ctx.strokeStyle = '#111'; ctx.lineWidth = 1;
-      for (const i of S.matches) {
-        if (isNaN(px[2 * i])) continue;
-        ctx.fillStyle = cols[i];
-        ctx.beginPath(); ctx.arc(px[2 * i], px[2 * i + 1], r + 1, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
-      }
-    }
+    drawFound(p, cols);
     if (drawn === 0) {
       ctx.fillStyle = '#b00'; ctx.font = '13px sans-serif'; ctx.textAlign = 'center';
       ctx.fillText('not laid out', p.w / 2, p.h / 2);
     }
+  }
+  // A search's highlights: a veil over the panel's dots, and each matching row's dot on it
+  // in its colour with a dark rim. Written as pixels (one ImageData per panel), not as
+  // canvas paths: a search that matches every row of 25 panels of 10,000 rows stays instant.
+  const rgbaOf = new Map();
+  function rgba(c) {
+    let v = rgbaOf.get(c);
+    if (v === undefined) {
+      const probe = document.createElement('canvas').getContext('2d');
+      probe.fillStyle = c;
+      probe.fillRect(0, 0, 1, 1);
+      const d = probe.getImageData(0, 0, 1, 1).data;
+      v = (255 << 24) | (d[2] << 16) | (d[1] << 8) | d[0];   // little-endian RGBA as one word
+      rgbaOf.set(c, v);
+    }
+    return v;
+  }
+  // The pixel offsets within ``radius`` of a centre and beyond ``inside`` (a disc, or a rim).
+  function disc(radius, inside = -1) {
+    const out = [], r2 = radius * radius, i2 = inside < 0 ? -1 : inside * inside, R = Math.ceil(radius);
+    for (let dy = -R; dy <= R; dy++) {
+      for (let dx = -R; dx <= R; dx++) {
+        const d2 = dx * dx + dy * dy;
+        if (d2 <= r2 && d2 > i2) out.push(dx, dy);
+      }
+    }
+    return out;
+  }
+  function drawFound(p, cols) {
+    const W = p.found.width, H = p.found.height;
+    p.lit = [];
+    p.fctx.clearRect(0, 0, p.w, p.h);
+    if (S.matchFlags === null || !p.px) return;
+    const img = p.fctx.createImageData(W, H), pix = new Uint32Array(img.data.buffer);
+    pix.fill((224 << 24) | 0xffffff);   // white at 88%: the other dots show through faintly
+    const dpr = W / p.w, r = (radius(p) + 1) * dpr, rin = Math.max(r - dpr, 0.5);
+    const rim = disc(r, rin), inner = disc(rin), dark = rgba('#111');
+    const stamp = (offsets, x, y, v) => {
+      for (let k = 0; k < offsets.length; k += 2) {
+        const X = x + offsets[k], Y = y + offsets[k + 1];
+        if (X >= 0 && Y >= 0 && X < W && Y < H) pix[Y * W + X] = v;
+      }
+    };
+    for (const i of S.matches) {
+      if (isNaN(p.px[2 * i])) continue;
+      const x = Math.round(p.px[2 * i] * dpr), y = Math.round(p.px[2 * i + 1] * dpr);
+      stamp(rim, x, y, dark);
+      stamp(inner, x, y, cols.words ? cols.words[i] : rgba(cols[i]));
+      p.lit.push(i);
+    }
+    p.fctx.putImageData(img, 0, 0);
+  }
+  function drawFoundAll() {
+    const cols = colours();
+    cols.words = Uint32Array.from(cols, rgba);   // each row's colour as a pixel word, once
+    for (const p of panels) drawFound(p, cols);
   }
   function ring(ctx, x, y, r, colour) {
     ctx.strokeStyle = '#fff'; ctx.lineWidth = 4;       // a halo that parts the ring from the dots
@@ -352,6 +405,7 @@
   function showDetails() {
     const box = $('details'), s = sp();
     const row = S.hover !== null ? S.hover : S.pinned;
+    markFilms();
     box.replaceChildren();
     if (row === null) {
       box.append(el('p', 'Point at a dot to read its row; click to pin it and see its path.', 'hint'));
@@ -384,6 +438,7 @@
     showDetails();
     draw();
     drawHeatmaps();
+    drawFilms();
   }
   function play(on) {
     if (S.timer) { clearInterval(S.timer); S.timer = null; }
@@ -399,6 +454,7 @@
     sel.value = value;
   }
   function search(q) {
+    const t0 = performance.now();
     S.query = q;
     const s = sp(), needle = q.trim().toLowerCase();
     if (s.texts && !s.lower) s.lower = s.texts.map((t) => (t || '').toLowerCase());
@@ -412,7 +468,8 @@
       }
     }
     $('matches').textContent = needle ? (S.matches.length ? S.matches.length + ' match' + (S.matches.length > 1 ? 'es' : '') : 'no match') : '';
-    draw();
+    drawFoundAll();
+    lastSearchMs = performance.now() - t0;
   }
   function legend() {
     const box = $('legend'), s = sp();
@@ -545,12 +602,25 @@
       gifs.append(a);
     }
   }
+  // Text with code spans: what stands between backticks is shown as code, never the
+  // backticks themselves (text nodes and <code> elements only, never markup).
+  function rich(tag, text, cls) {
+    const e = el(tag, null, cls), parts = String(text).split('`');
+    // An unpaired backtick is kept as text: an odd count leaves the last part outside code.
+    const paired = parts.length % 2 === 1 ? parts.length : parts.length - 1;
+    parts.forEach((part, i) => {
+      if (i % 2 === 1 && i < paired) e.append(el('code', part));
+      else if (part) e.append(document.createTextNode(i >= paired ? '`' + part : part));
+    });
+    return e;
+  }
   function sections() {
     const host = $('sections');
     for (const sec of D.sections) {
       const box = el('section', null, 'extra');
       box.append(el('h2', sec.title));
-      if (sec.text) box.append(el('p', sec.text));
+      if (sec.text) box.append(rich('p', sec.text));
+      if (sec.films && sec.films.length) box.append(filmsBox(sec.films));
       for (const im of sec.images) {
         const fig = el('figure'), img = el('img');
         img.src = im.src; img.alt = im.caption;
@@ -566,6 +636,144 @@
       }
       host.append(box);
     }
+  }
+
+  // -- section films: a measurement's heatmaps at the slider's snapshot ---------------
+  // RdBu_r, the diverging scale of the conductance frames: blue below zero, red above.
+  const RDBU = [[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240], [247, 247, 247],
+    [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]];
+  const F_LEVELS = 254, F_MISSING = 255, F_LABEL = 86, F_TOP = 58;
+  const films = [];            // {film, fig, canvas, ctx, strip, note, codes, stripCodes, shown, exact, colours, geo}
+  function rdbu(t) {
+    t = clamp(isFinite(t) ? t : 0.5, 0, 1) * (RDBU.length - 1);
+    const i = Math.min(RDBU.length - 2, Math.floor(t)), f = t - i;
+    return 'rgb(' + RDBU[i].map((a, k) => Math.round(a + (RDBU[i + 1][k] - a) * f)).join(',') + ')';
+  }
+  const shorten = (t, n) => (t.length > n ? t.slice(0, n - 1) + '…' : t);
+  function codeValue(range, q) { return q === F_MISSING ? null : range[0] + (q * (range[1] - range[0])) / F_LEVELS; }
+  function filmsBox(list) {
+    const box = el('div', null, 'films'), grid = el('div', null, 'filmgrid');
+    const groups = [...new Set(list.map((f) => f.group))];
+    const mine = [];
+    if (groups.length > 1) {
+      const label = el('label', 'show '), pick = el('select');
+      label.append(pick);
+      fillSelect(pick, groups.map((g) => [g, g]), groups[0]);
+      pick.addEventListener('change', () => { for (const F of mine) F.fig.hidden = F.film.group !== pick.value; });
+      box.append(label);
+    }
+    for (const film of list) {
+      const fig = el('figure', null, 'film'), canvas = el('canvas'), note = el('p', null, 'film-note');
+      fig.dataset.group = film.group;
+      fig.hidden = film.group !== groups[0];
+      const cap = el('figcaption', film.title);
+      fig.append(cap, canvas);
+      const F = { film, fig, canvas, ctx: canvas.getContext('2d'), note, strip: null, codes: bytesOf(film.values),
+        stripCodes: film.strip ? bytesOf(film.strip.values) : null, shown: -1, exact: false, colours: null, geo: null };
+      if (film.strip) { F.strip = el('p', null, 'strip'); fig.append(F.strip); }
+      fig.append(note);
+      if (film.row !== null) {
+        cap.title = 'click to pin this row in the layouts, where it is monitored';
+        cap.classList.add('pin');
+        cap.addEventListener('click', () => pinRow(film.split, film.row));
+      }
+      canvas.addEventListener('pointermove', (e) => filmReadout(F, e));
+      canvas.addEventListener('pointerleave', () => filmReadout(F, null));
+      grid.append(fig);
+      films.push(F); mine.push(F);
+    }
+    box.append(grid);
+    return box;
+  }
+  // Pin a dataset row of a split in the layouts (switching split where needed); false when not monitored.
+  function pinRow(split, row) {
+    const si = D.splits.findIndex((s) => s.name === split);
+    const pos = si < 0 ? -1 : D.splits[si].indices.indexOf(row);
+    if (pos < 0) return false;
+    if (si !== S.split) { selectSplit(si); fillSelect($('split'), D.splits.map((s, k) => [String(k), s.name]), String(si)); }
+    S.pinned = pos; S.hover = null; showDetails(); drawMarks();
+    return true;
+  }
+  // The frame that the slider's snapshot selects: its own, else the latest before it (-1: none).
+  function frameAt(film) {
+    const now = sp().snapshots[S.snap];
+    let best = -1;
+    for (let k = 0; k < film.snapshots.length; k++) {
+      const f = film.snapshots[k];
+      if (f.step === now.step && f.epoch === now.epoch) return [k, true];
+      if (f.step < now.step || (f.step === now.step && f.epoch < now.epoch)) best = k;
+    }
+    return [best, false];
+  }
+  function drawFilms() { for (const F of films) drawFilm(F); }
+  function drawFilm(F) {
+    const film = F.film, rows = film.ylabels.length, cols = film.xlabels.length;
+    [F.shown, F.exact] = frameAt(film);
+    const k = F.shown;
+    F.fig.dataset.snapshot = k < 0 ? '' : film.snapshots[k].title;
+    F.note.textContent = k < 0 ? 'not measured at or before this snapshot'
+      : (F.exact ? film.snapshots[k].title : 'latest before this snapshot: ' + film.snapshots[k].title);
+    const cw = clamp(Math.floor(560 / Math.max(cols, 1)), 8, 30), ch = clamp(Math.floor(360 / Math.max(rows, 1)), 8, 20);
+    const w = F_LABEL + cols * cw + 4, h = F_TOP + rows * ch + 2, dpr = window.devicePixelRatio || 1;
+    const c = F.canvas, ctx = F.ctx;
+    if (!F.geo || F.geo.w !== w || F.geo.h !== h) {
+      c.style.width = w + 'px'; c.style.height = h + 'px';
+      c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
+    }
+    F.geo = { w, h, cw, ch, left: F_LABEL, top: F_TOP };
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h); ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, h);
+    ctx.fillStyle = '#333'; ctx.font = '10.5px sans-serif'; ctx.textAlign = 'right'; ctx.textBaseline = 'middle';
+    for (let i = 0; i < rows; i++) ctx.fillText(shorten(film.ylabels[i], 14), F_LABEL - 4, F_TOP + (i + 0.5) * ch);
+    ctx.textAlign = 'left';
+    for (let j = 0; j < cols; j++) {
+      ctx.save(); ctx.translate(F_LABEL + (j + 0.5) * cw, F_TOP - 4); ctx.rotate(-Math.PI / 3);
+      ctx.fillText(shorten(film.xlabels[j], 10), 0, 0); ctx.restore();
+    }
+    F.colours = [];
+    const scale = film.diverging ? rdbu : viridis;
+    for (let i = 0; i < rows; i++) {
+      const line = [];
+      for (let j = 0; j < cols; j++) {
+        const q = k < 0 ? F_MISSING : F.codes[(k * rows + i) * cols + j];
+        const colour = q === F_MISSING ? '#eceff1' : scale(q / F_LEVELS);
+        ctx.fillStyle = colour;
+        ctx.fillRect(F_LABEL + j * cw, F_TOP + i * ch, cw - 1, ch - 1);
+        line.push(colour);
+      }
+      F.colours.push(line);
+    }
+    if (F.strip) {
+      const labels = film.strip.labels, n = labels.length;
+      F.strip.replaceChildren();
+      labels.forEach((t, j) => {
+        const q = k < 0 ? F_MISSING : F.stripCodes[k * n + j], span = el('span', t, 'token');
+        if (q !== F_MISSING) span.style.background = rdbu(q / F_LEVELS);
+        const v = codeValue(film.strip.range, q);
+        span.title = v === null ? 'no value' : v.toPrecision(3);
+        F.strip.append(span, document.createTextNode(' '));
+      });
+    }
+  }
+  function filmValues(F) {
+    const film = F.film, rows = film.ylabels.length, cols = film.xlabels.length, k = F.shown;
+    return Array.from({ length: rows }, (_, i) => Array.from({ length: cols },
+      (_, j) => (k < 0 ? null : codeValue(film.range, F.codes[(k * rows + i) * cols + j]))));
+  }
+  function filmReadout(F, e) {
+    const g = F.geo, k = F.shown;
+    if (!e || !g || k < 0) { drawFilm(F); return; }
+    const r = F.canvas.getBoundingClientRect(), x = e.clientX - r.left - g.left, y = e.clientY - r.top - g.top;
+    const i = Math.floor(y / g.ch), j = Math.floor(x / g.cw), film = F.film;
+    if (x < 0 || y < 0 || i >= film.ylabels.length || j >= film.xlabels.length) return;
+    const v = filmValues(F)[i][j];
+    F.note.textContent = film.snapshots[k].title + ': ' + film.ylabels[i] + ', ' + film.xlabels[j] + ': '
+      + (v === null ? 'no value' : v.toPrecision(3)) + (film.unit ? ' ' + film.unit : '');
+  }
+  // A film about the pinned row (the same split and dataset row) lights up.
+  function markFilms() {
+    const s = sp(), row = S.pinned === null ? null : s.indices[S.pinned];
+    for (const F of films) F.fig.classList.toggle('pinned', row !== null && F.film.row === row && F.film.split === s.name);
   }
 
   // -- training dynamics: an interactive data map and the suspects table ------------
@@ -646,7 +854,7 @@
     if (i === null) { box.append(el('p', 'Point at a dot to read its row; click to pin it.', 'hint')); return; }
     box.append(el('h3', dm.split + ' row ' + dm.rows[i] + (i === M.pinned ? '  (pinned)' : '')));
     const t = dm.texts ? dm.texts[i] : null;
-    box.append(el('p', t === null ? (dm.texts ? '(text not in this page; see `layerwatch suspects`)' : '(texts not in this report)') : t, t === null ? 'text missing' : 'text'));
+    box.append(t === null ? rich('p', dm.texts ? '(text not in this page; see `layerwatch suspects`)' : '(texts not in this report)', 'text missing') : el('p', t, 'text'));
     const dl = el('dl');
     const add = (k, v, cls) => { dl.append(el('dt', k)); dl.append(el('dd', v, cls)); };
     add('label', dmLabel(dm, dm.label[i]), 'label');
@@ -749,7 +957,7 @@
   window.addEventListener('resize', () => {
     if (resizing) return;
     resizing = true;
-    requestAnimationFrame(() => { resizing = false; sizePanels(); draw(); drawHeatmaps(); });
+    requestAnimationFrame(() => { resizing = false; sizePanels(); draw(); drawHeatmaps(); drawFilms(); });
   });
   selectSplit(0);
 
@@ -790,14 +998,41 @@
       return Array.from({ length: s.rows }, (_, i) => (isNaN(xy[2 * i]) ? null : [xy[2 * i], xy[2 * i + 1]]));
     },
     colourOf(split, layer, row) { return panelOf(split, layer) ? colours()[row] : null; },
+    // The rows a search highlights in a panel (drawn on its highlights layer), in order.
+    highlightedOf(split, layer) { const p = panelOf(split, layer); return p ? p.lit.slice() : null; },
+    // The colour (r, g, b, a) of the highlights layer at a row's dot centre in a panel.
+    highlightPixelOf(split, layer, row) {
+      const p = panelOf(split, layer);
+      if (!p || !p.px || isNaN(p.px[2 * row])) return null;
+      const dpr = p.found.width / p.w;
+      return Array.from(p.fctx.getImageData(Math.round(p.px[2 * row] * dpr), Math.round(p.px[2 * row + 1] * dpr), 1, 1).data);
+    },
     state() {
       const s = sp();
       return {
         split: s.name, layer: S.layer >= 0 ? s.layers[S.layer] : null, snapshot: S.snap,
         snapshotTitle: s.snapshots[S.snap].title, colour: S.colour, hovered: S.hover, pinned: S.pinned,
-        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs, lastPointerMs, decoded: !!cache[S.split],
+        matches: S.matches.slice(), playing: !!S.timer, lastDrawMs, lastPointerMs, lastSearchMs, decoded: !!cache[S.split],
       };
     },
+    // Every section film: what it shows now (the snapshot of its frame, exact or the latest
+    // before the slider's, its cells' values and colours, its strip), and whether it is lit.
+    films() {
+      return films.map((F) => ({
+        title: F.film.title, group: F.film.group, split: F.film.split, row: F.film.row, visible: !F.fig.hidden,
+        snapshot: F.shown < 0 ? null : F.film.snapshots[F.shown], exact: F.exact,
+        pinned: F.fig.classList.contains('pinned'), values: filmValues(F), colours: F.colours,
+        strip: F.strip ? Array.from(F.strip.querySelectorAll('.token'), (t) => [t.textContent, t.style.background]) : null,
+      }));
+    },
+    // The centre of a film's cell in viewport CSS pixels (its n-th film, 0-based), or null.
+    filmCell(n, i, j) {
+      const F = films[n];
+      if (!F || !F.geo || F.fig.hidden) return null;
+      const r = F.canvas.getBoundingClientRect(), g = F.geo;
+      return { x: r.left + g.left + (j + 0.5) * g.cw, y: r.top + g.top + (i + 0.5) * g.ch };
+    },
+    pinRow,
     // When the first picture was drawn (performance.now(), ms from the navigation), null before.
     get readyMs() { return readyAt; },
     // When every split was decoded (ms), null before.

@@ -137,11 +137,11 @@ def head_view_data(
     out = []
     with_neuron = 0
     for index, example in enumerate(examples):
-        missing = [key for key in ("tokens", "label", "maps") if key not in example]
+        missing = [key for key in ("tokens", "label", "maps") if key not in example and not (key == "maps" and "levels" in example)]
         if missing:
             raise ValueError(f"examples[{index}] lacks {missing}; each example needs 'tokens', 'label' and 'maps'")
         tokens = [str(t) for t in example["tokens"]]
-        maps = np.asarray(example["maps"], dtype=np.float32)
+        maps = np.asarray(example["levels"]) if "levels" in example else np.asarray(example["maps"], dtype=np.float32)
         width = len(tokens)
         expected = f"(snapshots, layers, heads, T, T) = ({len(titles)}, L, H, {width}, {width})"
         if maps.ndim != 5 or maps.shape[0] != len(titles) or maps.shape[3:] != (width, width) or width == 0:
@@ -155,19 +155,28 @@ def head_view_data(
                 f"has {shape[0]} x {shape[1]}: pass examples of one model"
             )
         shape = maps.shape[1:3]
-        # A layer whose weights are not all finite (NaN or infinity: the forward pass overflowed)
-        # is marked damaged at that snapshot and drawn without lines; the rest of the page stands.
-        damaged = ~np.isfinite(maps).all(axis=(2, 3, 4))  # (snapshots, layers)
-        finite = np.where(damaged[:, :, None, None, None], 0.0, maps)
-        if finite.min() < -_WEIGHT_SLACK or finite.max() > 1 + _WEIGHT_SLACK:
-            raise ValueError(
-                f"examples[{index}]['maps'] holds values outside [0, 1] (from {float(finite.min()):.3g} to "
-                f"{float(finite.max()):.3g}); pass attention probabilities"
-            )
-        entry = {
-            "tokens": tokens, "label": str(example["label"]), "maps": _b64(quantise_maps(finite)), "neuron": None,
-            "damaged": [[int(s), int(l)] for s, l in np.argwhere(damaged)],
-        }
+        if "levels" in example:
+            # Already quantised (quantise_maps, damaged layers zeroed and named in "damaged"): a caller
+            # that keeps every snapshot's levels passes them, so nothing is quantised again.
+            if maps.dtype != np.uint8:
+                raise ValueError(f"examples[{index}]['levels'] must be the uint8 levels of quantise_maps, not {maps.dtype}")
+            entry = {"tokens": tokens, "label": str(example["label"]), "maps": _b64(maps), "neuron": None,
+                     "damaged": [[int(s), int(l)] for s, l in example.get("damaged", ())]}
+        else:
+            maps = maps.astype(np.float32)
+            # A layer whose weights are not all finite (NaN or infinity: the forward pass overflowed)
+            # is marked damaged at that snapshot and drawn without lines; the rest of the page stands.
+            damaged = ~np.isfinite(maps).all(axis=(2, 3, 4))  # (snapshots, layers)
+            finite = np.where(damaged[:, :, None, None, None], 0.0, maps)
+            if finite.min() < -_WEIGHT_SLACK or finite.max() > 1 + _WEIGHT_SLACK:
+                raise ValueError(
+                    f"examples[{index}]['maps'] holds values outside [0, 1] (from {float(finite.min()):.3g} to "
+                    f"{float(finite.max()):.3g}); pass attention probabilities"
+                )
+            entry = {
+                "tokens": tokens, "label": str(example["label"]), "maps": _b64(quantise_maps(finite)), "neuron": None,
+                "damaged": [[int(s), int(l)] for s, l in np.argwhere(damaged)],
+            }
         if example.get("neuron") is not None:
             with_neuron += 1
             if with_neuron > max_neuron_examples:
@@ -212,6 +221,9 @@ def head_view_html(
             ``neuron``: ``{"q": (N, layers, heads, T, d), "k": same, "snapshots": N
             snapshot indices}`` (from :func:`~layerwatch.measures.attention.neuron.query_key_capture`
             at N snapshots; ``snapshots`` defaults to 0..N-1).
+            Instead of ``maps``, ``levels``: the same maps already quantised (uint8, as
+            :func:`quantise_maps` gives them, damaged layers zeroed) with ``damaged``, the
+            ``[snapshot, layer]`` pairs of the damaged layers.
         snapshot_titles: One title per snapshot, shown beside the slider.
         title: The page title.
         max_neuron_examples: At most this many examples may carry neuron data.

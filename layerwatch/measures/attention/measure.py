@@ -26,74 +26,26 @@ import numpy as np
 from ...distributed import Part
 from ...film import Film, Frame
 from ...model_info import ModelInfo
-from ...snapshot import SnapshotKey, epoch_value, sort_keys
-from ...text import clean_text, position_names, shown_tokens, text_allowed
-from .stats import STATS, js_divergence, pattern_labels
+from ...snapshot import SnapshotKey
+from ...text import position_names, text_allowed
+from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from .accumulate import HeadStats
+from .cli import add_attention_command
+from .drift import TABLE, as_stats, heads_that_moved, js_divergence, pattern_labels
+from .head_view import MAX_NEURON_EXAMPLES
+from . import page
 from .settings import Attention
-from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from .stats import STATS, punctuation_ids, special_token_ids
 
 logger = logging.getLogger("layerwatch")
 
 FIELDS = ("split", "epoch", "step", "layer", "head", "stat", "value")
-TABLE = "attention.csv"
 DRIFT = ("drift_first", "drift_prev")
 FRAMES = "attention_frames"
 HEAD_VIEW = "attention_head_view.html"
 SUMMARY = "attention_summary.png"
 # Colour scales of the films: statistics that are shares of attention live in [0, 1].
 _FIXED_RANGE = {s: (0.0, 1.0) for s in ("entropy_norm", "max_weight", "first", "sep", "punct", "self", "prev", "next")}
-
-
-class _Stats(Accumulator):
-    def __init__(self, plan: SplitPlan, picked: set[int], sep_ids, punct_ids, to_tokens, neuron: set[int] = frozenset()):
-        self.plan = plan
-        self.picked = picked  # positions in the whole subset
-        self.neuron = neuron  # of those, the ones whose query and key vectors are kept
-        self.sep_ids, self.punct_ids = sep_ids, punct_ids
-        self.to_tokens = to_tokens
-        self.sums: np.ndarray | None = None
-        self.rows = 0
-        self.kept: dict[int, dict[str, np.ndarray]] = {}
-
-    def update(self, batch: Batch) -> None:
-        import torch
-
-        from ...model_utils import to_numpy
-        from .stats import row_head_stats, token_class_masks
-
-        attentions = batch.output("attentions")
-        if not attentions:
-            raise ValueError(
-                "the model returned no attention weights with output_attentions=True (even in eager attention); "
-                "pass attention=False for this model"
-            )
-        ids = batch.inputs["input_ids"]
-        sep, punct = token_class_masks(ids, batch.mask, self.sep_ids, self.punct_ids)
-        per_layer = [row_head_stats(a, batch.mask, sep, punct).double().sum(0) for a in attentions]
-        total = to_numpy(torch.stack(per_layer))  # (layers, heads, stats)
-        self.sums = total if self.sums is None else self.sums + total
-        self.rows += len(batch.rows)
-        for b, row in enumerate(batch.rows):
-            position = int(self.plan.positions[row])
-            if position not in self.picked:
-                continue
-            n = int(batch.mask[b].sum())
-            maps = to_numpy(torch.stack([a[b, :, :n, :n] for a in attentions])).astype(np.float16)
-            token_ids = to_numpy(ids[b, :n])
-            self.kept[position] = {"maps": maps, "ids": token_ids, "tokens": np.array(self.to_tokens(token_ids))}
-            qs, ks = batch.hooked.get("attention_q", {}), batch.hooked.get("attention_k", {})
-            if position in self.neuron and len(qs) == len(ks) == len(attentions):
-                heads = attentions[0].shape[1]
-
-                def per_head(x):  # (tokens, hidden) -> (heads, tokens, d_head)
-                    return x.reshape(x.shape[0], heads, -1).permute(1, 0, 2)
-
-                self.kept[position]["q"] = to_numpy(torch.stack([per_head(qs[l][b, :n]) for l in range(len(qs))]))
-                self.kept[position]["k"] = to_numpy(torch.stack([per_head(ks[l][b, :n]) for l in range(len(ks))]))
-
-    def finish(self) -> Part:
-        sums = self.sums if self.sums is not None else np.zeros((0, 0, len(STATS)))
-        return Part(sums={"stats_sum": sums, "rows": np.array(self.rows)}, picked=self.kept)
 
 
 @dataclass
@@ -130,8 +82,6 @@ class AttentionMeasurement(Measurement):
         check_example_split("attention_split", self.settings.split, splits)
 
     def prepare(self, model, info: ModelInfo) -> None:
-        from .stats import punctuation_ids, special_token_ids
-
         tokenizer = self._tokenizer = info.tokenizer
         self._sep_ids = special_token_ids(getattr(model, "config", None), tokenizer)
         self._punct_ids = punctuation_ids(tokenizer) if tokenizer is not None else set()
@@ -158,10 +108,8 @@ class AttentionMeasurement(Measurement):
                 return [str(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
             return [str(int(i)) for i in ids]
 
-        from .head_view import MAX_NEURON_EXAMPLES
-
         examples = [int(p) for p in self.examples.get(plan.split, ())]
-        return _Stats(
+        return HeadStats(
             plan, set(examples), self._sep_ids, self._punct_ids,
             to_tokens, neuron=set(examples[:MAX_NEURON_EXAMPLES]),
         )
@@ -199,20 +147,9 @@ class AttentionMeasurement(Measurement):
         """Query and key projections, for the neuron view of the first examples (BERT family):
         their outputs are read during the same forward pass."""
         from ...model_utils import unwrap
-        from .neuron import _projection_pairs
+        from .neuron import query_key_hooks
 
-        try:
-            pairs = _projection_pairs(unwrap(model))
-        except ValueError:  # no query/key projections to read: statistics, but no neuron view
-            return []
-        out = []
-        for layer, (q, k) in enumerate(pairs):
-            for kind, module in (("q", q), ("k", k)):
-                def hook(_module, _inputs, output, kind=kind, layer=layer):
-                    record.setdefault(f"attention_{kind}", {})[layer] = output
-
-                out.append((module, hook))
-        return out
+        return query_key_hooks(unwrap(model), record)
 
     # -- back half ----------------------------------------------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
@@ -229,6 +166,7 @@ class AttentionMeasurement(Measurement):
                         logs[f"layerwatch/{split}/attention_{stat}/layer_{l + 1}/head_{h + 1}"] = float(v)
                         rows.append({"split": split, "epoch": key.epoch, "step": key.step, "layer": l + 1, "head": h + 1, "stat": stat, "value": float(v)})
             ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            ctx.history.put(self.name, split, key, page.record(values, snaps[split].results[self.name], snaps[split]))
             for stat, grid in values.items():
                 grids.setdefault(stat, {})[split] = grid
         for stat, by_split in grids.items():
@@ -326,8 +264,8 @@ class AttentionMeasurement(Measurement):
         for split, drift in self._latest_drift.items():
             if split not in self._first_stats:
                 continue
-            start = pattern_labels(_as_stats(self._first_stats[split]))
-            end = pattern_labels(_as_stats(self._latest_stats[split]))
+            start = pattern_labels(as_stats(self._first_stats[split]))
+            end = pattern_labels(as_stats(self._latest_stats[split]))
             layers, heads = drift.shape
             fig = Figure(figsize=(max(4.0, heads * 0.55 + 2.2), max(3.0, layers * 0.55 + 1.8)), dpi=self.config.dpi)
             draw_head_summary(fig, drift, start, end, list(range(1, layers + 1)), f"{split}: heads' drift since the first snapshot")
@@ -335,58 +273,12 @@ class AttentionMeasurement(Measurement):
             return
 
     def write_head_view(self, ctx: Context) -> None:
-        """``attention_head_view.html``: the examples' maps over every stored snapshot."""
-        from .head_view import head_view_html
-
+        """``attention_head_view.html``: the examples' maps over every snapshot, from the history."""
         for split in self._latest:
-            keys = sort_keys(ctx.store.keys(split, self.name))
-            stored = []
-            for key in keys:
-                try:
-                    arrays = ctx.store.load_arrays(self.name, split, key)
-                    true_key = ctx.store.snapshot_key(split, key)
-                except (ValueError, FileNotFoundError) as exc:
-                    logger.warning("layerwatch: %s", exc)
-                    continue
-                if "maps" in arrays:
-                    stored.append((true_key, arrays))
-            if not stored:
-                continue
-            positions = stored[-1][1]["positions"]
-            stored = [(k, a) for k, a in stored if np.array_equal(a["positions"], positions)]
-            names = ctx.label_names
-            try:
-                snap = ctx.store.load_snapshot(split, keys[-1], pooled=False)
-                labels = snap.labels[positions]
-                rows = snap.indices[positions]
-            except (ValueError, FileNotFoundError):
-                labels, rows = np.zeros(len(positions), dtype=np.int64), positions
-            examples = []
-            for r in range(len(positions)):
-                n = int(stored[-1][1]["lengths"][r])
-                maps = np.stack([a["maps"][r, :, :, :n, :n].astype(np.float32) for _, a in stored])
-                label = names[int(labels[r])] if names and 0 <= int(labels[r]) < len(names) else str(labels[r])
-                example = {"tokens": shown_tokens(stored[-1][1]["tokens"][r, :n], text_allowed(self.config)), "label": f"{split} row {int(rows[r])}: {label}", "maps": maps}
-                with_qk = [(i, a) for i, (_, a) in enumerate(stored) if "neuron_q" in a and r < len(a["neuron_q"])]
-                if with_qk:
-                    example["neuron"] = {
-                        "q": np.stack([a["neuron_q"][r, :, :, :n] for _, a in with_qk]),
-                        "k": np.stack([a["neuron_k"][r, :, :, :n] for _, a in with_qk]),
-                        "snapshots": [i for i, _ in with_qk],
-                    }
-                examples.append(example)
-            damaged = sorted({(int(s), int(l)) for ex in examples
-                              for s, l in np.argwhere(~np.isfinite(ex["maps"]).all(axis=(2, 3, 4)))})
-            if damaged:
-                shown = ", ".join(f"layer {l + 1} at {stored[s][0].title}" for s, l in damaged[:6])
-                logger.warning(
-                    "layerwatch: the attention weights of %s hold NaN or infinity for some of the examples (the "
-                    "forward pass overflowed there, as in half precision); %s marks those layers and draws the rest",
-                    shown + (", ..." if len(damaged) > 6 else ""), HEAD_VIEW,
-                )
-            html = head_view_html(examples, [k.title for k, _ in stored], title=f"layerwatch: attention heads ({split})")
-            ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
-            return
+            html = page.head_view(ctx.history, self.name, split, ctx.label_names, text_allowed(self.config), HEAD_VIEW)
+            if html is not None:
+                ctx.store.write_text(ctx.store.file_path(HEAD_VIEW), html)
+                return
 
     def render_all(self, ctx: Context) -> None:
         for film in self.films.values():
@@ -401,6 +293,7 @@ class AttentionMeasurement(Measurement):
                 values = self._values(split, snap.results.get(self.name))
                 if values is None:
                     continue
+                ctx.history.put(self.name, split, key, page.record(values, snap.results[self.name], snap))
                 for stat, grid in values.items():
                     grids.setdefault(stat, {})[split] = grid
             for stat, by_split in grids.items():
@@ -424,106 +317,12 @@ class AttentionMeasurement(Measurement):
                              f"{h['pattern_start']} -> {h['pattern_end']}); see layerwatch attention")
         return lines
 
-    def report_sections(self, store) -> list[dict]:
-        import base64
-        import os
-
-        images = []
-        path = store.file_path(SUMMARY)
-        if os.path.exists(path):
-            with open(path, "rb") as fh:
-                images.append({"caption": "how far each head moved since the first snapshot, and its pattern then and now",
-                               "src": "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")})
-        links = [{"text": "head view of the examples (every head, every snapshot)", "href": HEAD_VIEW}] if os.path.exists(store.file_path(HEAD_VIEW)) else []
-        links += [{"text": f, "href": f} for f in sorted(os.listdir(store.root)) if f.startswith("attention_") and f.endswith(".gif")]
-        if not images and not links:
-            return []
-        return [{"title": "Attention", "text": "Per-head attention statistics over training (attention.csv; "
-                 "`layerwatch attention RUN` lists the heads that changed most).", "images": images, "links": links}]
+    def report_sections(self, ctx: Context) -> list[dict]:
+        return page.report_sections(ctx, self.name, HEAD_VIEW)
 
     @classmethod
     def add_commands(cls, subparsers) -> None:
-        p = subparsers.add_parser("attention", help="which attention heads changed most over training, and how")
-        p.add_argument("run_dir", help="the output_dir of a run with attention=True")
-        p.add_argument("--top", type=int, default=5, help="heads to list per split (default: %(default)s)")
-        p.add_argument("--json", action="store_true", help="print the summary as JSON")
-        p.add_argument("--bertviz", choices=("head", "model"), help="write bertviz's view of an example's stored maps to --output")
-        p.add_argument("--example", type=int, default=0, help="which stored example, 0-based (default: %(default)s)")
-        p.add_argument("--snapshot", type=int, default=-1, help="which snapshot, 0-based; -1 = the last (default)")
-        p.add_argument("-o", "--output", default="bertviz.html", help="file for --bertviz (default: %(default)s)")
-        p.set_defaults(func=_cmd_attention)
-
-
-def stored_example(root: str, example: int = 0, snapshot: int = -1) -> dict[str, Any]:
-    """One stored example's attention maps at one snapshot: ``{"maps": (layers, heads, T, T),
-    "tokens": [...], "split", "row", "title"}`` (for bertviz, or your own plots)."""
-    from ...store import RunStore
-
-    store = RunStore(root)
-    splits = [s for s in store.splits(AttentionMeasurement.name) if store.keys(s, AttentionMeasurement.name)]
-    for split in splits:
-        keys = store.keys(split, AttentionMeasurement.name)
-        stored = [k for k in keys if "maps" in store.load_arrays(AttentionMeasurement.name, split, k)]
-        if not stored:
-            continue
-        try:
-            key = stored[snapshot]
-        except IndexError:
-            raise ValueError(f"snapshot={snapshot} is out of range; the run holds {len(stored)} snapshots of examples") from None
-        arrays = store.load_arrays(AttentionMeasurement.name, split, key)
-        if not 0 <= example < len(arrays["positions"]):
-            raise ValueError(f"example={example} is out of range; the run keeps {len(arrays['positions'])} examples (0-based)")
-        n = int(arrays["lengths"][example])
-        snap = store.load_snapshot(split, key, pooled=False)
-        return {
-            "maps": arrays["maps"][example, :, :, :n, :n].astype(np.float32),
-            "tokens": shown_tokens(arrays["tokens"][example, :n], text_allowed(store.read_run().get("config"))),
-            "split": split, "row": int(snap.indices[int(arrays["positions"][example])]),
-            "title": store.snapshot_key(split, key).title,
-        }
-    raise ValueError(f"{root!r} holds no attention examples; train with attention=True")
-
-
-def show_stored_in_bertviz(root: str, example: int = 0, snapshot: int = -1, view: str = "head", **kwargs: Any) -> Any:
-    """Hand a stored example's maps to bertviz's ``head_view`` / ``model_view`` (in Jupyter)."""
-    from .head_view import show_bertviz
-
-    found = stored_example(root, example, snapshot)
-    return show_bertviz(found["maps"], found["tokens"], view=view, **kwargs)
-
-
-def _cmd_attention(args) -> int:
-    import json
-
-    from ...store import RunStore
-
-    store = RunStore(args.run_dir)
-    store.read_run()
-    if args.bertviz:
-        html = show_stored_in_bertviz(args.run_dir, args.example, args.snapshot, view=args.bertviz, html_action="return")
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(clean_text(getattr(html, "data", str(html))))
-        print(f"bertviz {args.bertviz} view: {args.output}")
-        return 0
-    summary = heads_that_moved(store, top=args.top)
-    if not summary:
-        raise ValueError(f"{args.run_dir!r} holds no attention statistics; train with attention=True")
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    for split, s in summary.items():
-        print(f"split {split!r}: {s['snapshots']} snapshots")
-        print("  heads whose attention moved most since the first snapshot (Jensen-Shannon divergence, nats):")
-        for h in s["moved_most"]:
-            change = h["pattern_start"] if h["pattern_start"] == h["pattern_end"] else f"{h['pattern_start']} -> {h['pattern_end']}"
-            print(f"    layer {h['layer']} head {h['head']}: {h['drift_first']:.4f} ({change})")
-        means = ", ".join(f"{l}: {v:.4f}" for l, v in s["mean_drift_by_layer"].items())
-        print(f"  mean drift by layer: {means}")
-    return 0
-
-
-def _as_stats(stats: np.ndarray) -> dict[str, np.ndarray]:
-    return {s: stats[:, :, i] for i, s in enumerate(STATS)}
+        add_attention_command(subparsers)
 
 
 def _value_range(frame: Frame) -> list:
@@ -532,51 +331,3 @@ def _value_range(frame: Frame) -> list:
         return [(0.0, 1.0)]
     lo, hi = float(vals.min()), float(vals.max())
     return [(lo, hi if hi > lo else lo + 1e-6)]
-
-
-def heads_that_moved(store, top: int = 5) -> dict[str, Any]:
-    """The heads whose maps moved most since the first snapshot (drift_first at the last
-    snapshot), with their dominant pattern at the first and the last snapshot."""
-    rows = store.read_table(TABLE)
-    out: dict[str, Any] = {}
-    for split in sorted({r["split"] for r in rows}):
-        mine = [r for r in rows if r["split"] == split]
-        steps = sorted({(int(r["step"]), epoch_value(r["epoch"])) for r in mine})
-        if not steps:
-            continue
-        first, last = steps[0], steps[-1]
-
-        def grid(when, stat):
-            cells = {(int(r["layer"]), int(r["head"])): r["value"] for r in mine
-                     if (int(r["step"]), epoch_value(r["epoch"])) == when and r["stat"] == stat}
-            return cells
-
-        drift = grid(last, "drift_first")
-        if not drift:
-            continue
-        layers = max(l for l, _ in drift)
-        heads = max(h for _, h in drift)
-
-        def labels(when):
-            stats = {}
-            for s in STATS:
-                cells = grid(when, s)
-                arr = np.full((layers, heads), np.nan)
-                for (l, h), v in cells.items():
-                    arr[l - 1, h - 1] = v
-                stats[s] = arr
-            return pattern_labels(stats)
-
-        start, end = labels(first), labels(last)
-        ranked = sorted(drift.items(), key=lambda kv: -kv[1])[:top]
-        out[split] = {
-            "snapshots": len(steps),
-            "moved_most": [
-                {"layer": l, "head": h, "drift_first": round(v, 4), "pattern_start": str(start[l - 1, h - 1]), "pattern_end": str(end[l - 1, h - 1])}
-                for (l, h), v in ranked
-            ],
-            "mean_drift_by_layer": {
-                int(l): round(float(np.mean([v for (ll, _), v in drift.items() if ll == l])), 4) for l in range(1, layers + 1)
-            },
-        }
-    return out

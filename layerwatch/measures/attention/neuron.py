@@ -1,10 +1,11 @@
 """Query and key vectors of every head, for the neuron view of one example.
 
 Attention weights are ``softmax(q . k / sqrt(d))`` per head; the neuron view shows the
-terms of that dot product. :func:`query_key_capture` runs one forward pass over one
-example with forward hooks on the query and key projections and returns, per layer and
-head, the vectors and the attention map the model computed, so that the page (or a
-test) can recompute the map from the vectors.
+terms of that dot product. :func:`query_key_hooks` are the capture pass's forward hooks on
+the query and key projections (the measurement keeps the vectors of its first examples);
+:func:`query_key_capture` runs one forward pass over one example with the same hooks and
+returns, per layer and head, the vectors and the attention map the model computed, so
+that the page (or a test) can recompute the map from the vectors.
 
 Supported: self-attention modules holding ``query`` and ``key`` ``nn.Linear``
 projections (BERT and the models that copy its attention: RoBERTa, ALBERT, ELECTRA,
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...model_utils import eager_attention, kept_modes, model_device, model_inputs, own_precision, to_numpy
+from ...model_utils import eager_attention, forward_hooks, kept_modes, model_device, model_inputs, own_precision, to_numpy
 from ...sharding import is_linear
 
-__all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "query_key_capture"]
+__all__ = ["SUPPORTED_ATTENTION", "attention_scores", "eager_attention", "per_head", "query_key_capture", "query_key_hooks"]
 
 SUPPORTED_ATTENTION = (
     "self-attention modules with `query` and `key` nn.Linear projections (BERT, RoBERTa, ALBERT, ELECTRA, "
@@ -50,6 +51,37 @@ def _projection_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
     return pairs
 
 
+def query_key_hooks(model: nn.Module, record: dict[str, Any]) -> list:
+    """Forward hooks on every layer's query and key projections, for the capture pass.
+
+    Each hook appends its projection's output (batch, tokens, heads * d_head) to
+    ``record["attention_q"]`` or ``record["attention_k"]``, in call order: one entry per
+    layer, also for a model that shares one layer across depths (ALBERT calls the same
+    projection once per layer). A model without such projections gets no hook
+    (statistics, but no neuron view).
+
+    Returns:
+        ``[(module, hook), ...]``, for :func:`~layerwatch.model_utils.forward_hooks`.
+    """
+    try:
+        pairs = _projection_pairs(model)
+    except ValueError:  # no query/key projections to read: statistics, but no neuron view
+        return []
+    out = []
+    for q, k in dict.fromkeys(pairs):  # a shared layer's projections hooked once
+        for kind, module in (("q", q), ("k", k)):
+            def hook(_module, _inputs, output, kind=kind):
+                record.setdefault(f"attention_{kind}", []).append(output)
+
+            out.append((module, hook))
+    return out
+
+
+def per_head(vectors: torch.Tensor, heads: int) -> torch.Tensor:
+    """A projection's output for one row, (tokens, heads * d_head), as (heads, tokens, d_head)."""
+    return vectors.reshape(vectors.shape[0], heads, -1).permute(1, 0, 2)
+
+
 def _one_row(name: str, value: Any) -> torch.Tensor:
     tensor = torch.as_tensor(value)
     if tensor.ndim == 1:
@@ -70,11 +102,11 @@ def query_key_capture(
 ) -> dict[str, np.ndarray]:
     """Query and key vectors of every head and layer for ONE example, and its attention.
 
-    One forward pass (eager attention, evaluation mode, no gradients, in ``precision``
-    whatever wraps ``forward``; the model's attention implementation and each module's
-    training mode are restored afterwards). Hooks are
-    registered in ``try`` and removed in ``finally``. Only the example's real tokens are
-    kept, so ``softmax(attention_scores(q, k))`` equals ``attention``. The hooks read the
+    One forward pass with the capture pass's own hooks (:func:`query_key_hooks`; eager
+    attention, evaluation mode, no gradients, in ``precision`` whatever wraps ``forward``;
+    the model's attention implementation and each module's training mode are restored
+    afterwards); the hooks are removed when it ends, also when it raises. Only the example's
+    real tokens are kept, so ``softmax(attention_scores(q, k))`` equals ``attention``. The hooks read the
     projections' outputs, never their weights, so a sharded model (FSDP, ZeRO-3) works
     when every rank calls this function with it, as its forward pass needs.
 
@@ -94,7 +126,7 @@ def query_key_capture(
     Raises:
         ValueError: for an unsupported model or input that is not one example.
     """
-    pairs = _projection_pairs(model)
+    _projection_pairs(model)  # an unsupported model is named before anything runs
     ids = _one_row("input_ids", input_ids)
     mask = _one_row("attention_mask", attention_mask)
     if mask.shape != ids.shape:
@@ -105,27 +137,11 @@ def query_key_capture(
     device = model_device(model)
     inputs = {k: v.to(device) for k, v in model_inputs(model, inputs).items()}
 
-    # Outputs in call order: a model that shares one layer across depths (ALBERT) calls
-    # the same projection once per layer.
-    captured: dict[str, list[torch.Tensor]] = {"q": [], "k": []}
-
-    def keep(kind: str):
-        def hook(_module, _inputs, output):
-            # A copy: the projection's output buffer is not ours to keep.
-            captured[kind].append(output.detach().float().cpu().clone())
-
-        return hook
-
-    handles = []
-    try:
-        for q, k in pairs:
-            handles.append(q.register_forward_hook(keep("q")))
-            handles.append(k.register_forward_hook(keep("k")))
-        with kept_modes(model), own_precision(model, precision), eager_attention(model), torch.no_grad():
-            outputs = model(**inputs, output_attentions=True)
-    finally:
-        for handle in handles:
-            handle.remove()
+    captured: dict[str, list[torch.Tensor]] = {}
+    with (kept_modes(model), own_precision(model, precision), eager_attention(model), torch.no_grad(),
+          forward_hooks(query_key_hooks(model, captured))):
+        outputs = model(**inputs, output_attentions=True)
+    captured = {kind: captured.get(f"attention_{kind}", []) for kind in ("q", "k")}
 
     attentions = getattr(outputs, "attentions", None) or ()
     if not attentions or not len(captured["q"]) == len(captured["k"]) == len(attentions):
@@ -138,8 +154,8 @@ def query_key_capture(
     for index, attn in enumerate(attentions):
         heads = attn.shape[1]
         for kind, out in (("q", q_layers), ("k", k_layers)):
-            vectors = captured[kind][index][0]  # (T, heads * d_head)
-            vectors = vectors.view(vectors.shape[0], heads, -1).permute(1, 0, 2)  # (heads, T, d_head)
+            # A copy on the host, in float32: the projection's output buffer is not ours to keep.
+            vectors = per_head(captured[kind][index][0].detach().float().cpu().clone(), heads)  # (heads, T, d_head)
             out.append(vectors[:, positions])
         maps.append(attn[0].detach().float().cpu()[:, positions][:, :, positions])
     return {

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .stats import PATTERNS
+from .drift import PATTERNS
 
 __all__ = ["PATTERN_ABBREVIATIONS", "draw_head_heatmap", "draw_head_summary", "head_figure"]
 

@@ -3,8 +3,8 @@
 Everything here is a pure function. :func:`row_head_stats` reduces one batch of one
 layer to a (batch, heads, statistics) tensor, so a snapshot pass can reduce each batch as
 it comes and keep sums and counts, never a (rows, heads, tokens, tokens) tensor for all
-rows. :func:`js_divergence` compares two snapshots' stored maps of the same rows and
-:func:`pattern_labels` names each head's dominant pattern from averaged statistics.
+rows. How heads move between snapshots (drift, pattern labels) is
+:mod:`~layerwatch.measures.attention.patterns`.
 
 Conventions, shared by every function:
 
@@ -17,31 +17,22 @@ Conventions, shared by every function:
 * **Positions** are positions among a row's real tokens (0 for its first real token), so a
   left-padded row gives the same numbers as the same row padded on the right.
 
-torch is imported inside the functions that need it: the numpy-only functions
-(:func:`js_divergence`, :func:`pattern_labels`) serve commands that read a stored run
+torch is imported inside the functions that need it: the token ids serve a pass before
+any tensor exists, and :mod:`~layerwatch.measures.attention.patterns` reads a stored run
 without loading torch.
 """
 
 from __future__ import annotations
 
-import math
 import string
 import unicodedata
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
 __all__ = [
-    "BROAD_MIN",
-    "PATTERNS",
-    "POSITIONAL_MIN",
-    "SPECIAL_MIN",
     "STATS",
-    "js_divergence",
-    "pattern_labels",
     "punctuation_ids",
     "row_head_stats",
     "special_token_ids",
@@ -49,13 +40,6 @@ __all__ = [
 ]
 
 STATS = ("entropy", "entropy_norm", "max_weight", "first", "sep", "punct", "self", "prev", "next", "distance")
-
-PATTERNS = ("positional", "to-special", "broad", "mixed")
-
-# Thresholds of pattern_labels (see its docstring for the precedence).
-POSITIONAL_MIN = 0.5  # one relative offset (self, prev or next) holds at least half the mass
-SPECIAL_MIN = 0.5  # the first token and the separators together hold at least half
-BROAD_MIN = 0.75  # entropy at least three quarters of the uniform distribution's
 
 # Marks that sub-word tokenizers put on a piece: WordPiece continuation, byte-level BPE
 # and SentencePiece word starts, and the end-of-word suffix of some BPE vocabularies.
@@ -358,107 +342,3 @@ def punctuation_ids(tokenizer: Any) -> set[int]:
         if text and all(_is_punctuation_char(c) for c in text):
             found.add(int(index))
     return found
-
-
-def _crop_rows(p: np.ndarray, lengths: np.ndarray, width: int, name: str) -> None:
-    if lengths.ndim != 1 or len(lengths) != p.shape[0]:
-        raise _shape_error("lengths", lengths, f"(rows,) = ({p.shape[0]},)", "pass each row's number of real tokens")
-    if not np.issubdtype(lengths.dtype, np.integer):
-        raise ValueError(f"lengths has dtype {lengths.dtype}; expected integers; pass each row's number of real tokens")
-    bad = np.flatnonzero((lengths < 1) | (lengths > width))
-    if len(bad):
-        raise ValueError(
-            f"lengths[{bad[0]}]={int(lengths[bad[0]])} is outside 1..{width} (the width of {name}); "
-            "pass the number of real tokens of each row"
-        )
-
-
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    total = rows.sum(-1, keepdims=True)
-    return np.divide(rows, total, out=np.zeros_like(rows), where=total > 0)
-
-
-def _kl_to(p: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``sum_j p log(p / m)`` over the last axis, with ``0 log 0 = 0`` (m > 0 where p > 0)."""
-    terms = np.zeros_like(p)
-    nz = p > 0
-    terms[nz] = p[nz] * np.log(p[nz] / m[nz])
-    return terms.sum(-1)
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon divergence between two snapshots' attention maps of the same rows.
-
-    Per row, layer, head and real query: ``JS = (KL(p || m) + KL(q || m)) / 2`` with
-    ``m = (p + q) / 2``, natural log, over the real keys (each query's weights renormalised
-    over them); averaged over the real queries, then over the rows. Computed in float64,
-    one row at a time. Identical maps give exactly 0, swapping ``p`` and ``q`` gives the
-    same bytes, and every value lies in ``[0, log 2]``. A query whose weights are all zero
-    compares as an all-zero distribution (no NaN).
-
-    Args:
-        p: (rows, layers, heads, T, T) float16 or float32 maps of one snapshot; each row's
-            real tokens come first (positions ``0 .. lengths[r] - 1``).
-        q: The same rows at another snapshot, same shape.
-        lengths: (rows,) integers, each row's number of real tokens.
-
-    Returns:
-        (layers, heads) float64 array.
-    """
-    p = np.asarray(p)
-    q = np.asarray(q)
-    if p.ndim != 5 or p.shape[-1] != p.shape[-2]:
-        raise _shape_error("p", p, "(rows, layers, heads, T, T)", "pass stored attention maps of fixed rows")
-    if q.shape != p.shape:
-        raise _shape_error("q", q, f"the shape of p {p.shape}", "pass the same rows at the other snapshot")
-    if p.shape[0] == 0:
-        raise ValueError("p has no rows; pass at least one row's maps")
-    lengths = np.asarray(lengths)
-    _crop_rows(p, lengths, p.shape[-1], "p")
-    total = np.zeros(p.shape[1:3], dtype=np.float64)
-    for row, n in enumerate(lengths.tolist()):
-        pr = _normalised(p[row, :, :, :n, :n].astype(np.float64))
-        qr = _normalised(q[row, :, :, :n, :n].astype(np.float64))
-        m = (pr + qr) / 2.0
-        js = (_kl_to(pr, m) + _kl_to(qr, m)) / 2.0  # (layers, heads, n)
-        total += js.mean(-1)
-    # Rounding can step a hair outside the bounds that hold exactly.
-    return np.clip(total / len(lengths), 0.0, math.log(2.0))
-
-
-def pattern_labels(stats: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Each head's dominant attention pattern, named from its averaged statistics.
-
-    Rules, in order of precedence (the first that holds wins):
-
-    1. ``"positional"``: ``max(self, prev, next) >= POSITIONAL_MIN`` (0.5): one relative
-       offset alone holds at least half of each query's attention on average.
-    2. ``"to-special"``: ``first + sep >= SPECIAL_MIN`` (0.5): the first token ([CLS])
-       and the separators together hold at least half.
-    3. ``"broad"``: ``entropy_norm >= BROAD_MIN`` (0.75): attention spread nearly as evenly
-       as the uniform distribution.
-    4. ``"mixed"``: none of these.
-
-    On very short rows even uniform attention puts ``1/n`` on ``self``, so rows of two
-    tokens read as positional; label heads from rows of ordinary length.
-
-    Args:
-        stats: Statistic name -> (layers, heads) array; needs ``self``, ``prev``, ``next``,
-            ``first``, ``sep`` and ``entropy_norm`` (others are ignored).
-
-    Returns:
-        (layers, heads) array of str, each one of :data:`PATTERNS`.
-    """
-    needed = ("self", "prev", "next", "first", "sep", "entropy_norm")
-    missing = [k for k in needed if k not in stats]
-    if missing:
-        raise ValueError(f"stats lacks {missing}; pass the averaged statistics of row_head_stats by name ({needed})")
-    arrays = {k: np.asarray(stats[k], dtype=np.float64) for k in needed}
-    shape = arrays["self"].shape
-    for k, v in arrays.items():
-        if v.ndim != 2 or v.shape != shape:
-            raise _shape_error(f"stats[{k!r}]", v, f"(layers, heads) = {shape} like stats['self']", "pass one 2-D array per statistic")
-    positional = np.maximum(np.maximum(arrays["self"], arrays["prev"]), arrays["next"]) >= POSITIONAL_MIN
-    special = arrays["first"] + arrays["sep"] >= SPECIAL_MIN
-    broad = arrays["entropy_norm"] >= BROAD_MIN
-    return np.select([positional, special, broad], ["positional", "to-special", "broad"], default="mixed").astype("<U10")

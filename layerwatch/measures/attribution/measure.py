@@ -1,7 +1,7 @@
 """Attribution over training: which layers and which tokens decide, epoch by epoch.
 
-Two parts (``attribution=True``; see :mod:`~layerwatch.measures.attribution.compute` for
-the definitions):
+Two parts (``attribution=True``; see :mod:`~layerwatch.measures.attribution.ig` and
+:mod:`~layerwatch.measures.attribution.norms` for the definitions):
 
 - **Norms** ride on the capture pass: hooks on every layer's value projection give
   ``||f_h(x_j)||`` and, with the attention weights of the same pass, the shares of
@@ -20,9 +20,7 @@ shares per token class over training (``norm_shares_<split>.png``).
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +29,13 @@ import numpy as np
 from ...distributed import Part
 from ...film import Film, Frame
 from ...model_info import ModelInfo
-from ...snapshot import SnapshotKey, epoch_value
+from ...snapshot import SnapshotKey
 from ...text import shown_tokens, text_allowed
+from ..attention.stats import punctuation_ids
+from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from .accumulate import TOKEN_CLASSES, ShareSums
 from .settings import Attribution
-from ..base import Accumulator, Batch, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
+from . import page
 
 logger = logging.getLogger("layerwatch")
 
@@ -42,39 +43,6 @@ FIELDS = ("split", "epoch", "step", "layer", "head", "stat", "value")
 TABLE = "norms.csv"
 FRAMES = "attribution_frames"
 TARGETS = ("label", "prediction")
-
-
-class _Norms(Accumulator):
-    def __init__(self, plan: SplitPlan, heads: int, class_ids: tuple, record: dict):
-        self.plan = plan
-        self.heads = heads
-        self.class_ids = class_ids
-        self.record = record
-        self.sums: np.ndarray | None = None
-        self.rows = 0
-
-    def update(self, batch: Batch) -> None:
-        import torch
-
-        from ...model_utils import to_numpy
-        from .compute import norm_shares, token_class_masks
-
-        attentions = batch.output("attentions")
-        fnorms = batch.hooked.get("attribution_fnorms", {})
-        if not attentions or len(fnorms) != len(attentions):
-            raise ValueError(
-                "attention norms need the attention weights and every layer's value projection of the capture pass; "
-                "this model gave neither (pass attribution=False)"
-            )
-        classes = token_class_masks(batch.inputs["input_ids"], batch.mask, *self.class_ids)
-        shares = torch.stack([norm_shares(a, fnorms[i].to(a.device), batch.mask, classes) for i, a in enumerate(attentions)])
-        total = to_numpy(shares.double().sum(1))  # (layers, heads, classes, 2)
-        self.sums = total if self.sums is None else self.sums + total
-        self.rows += len(batch.rows)
-
-    def finish(self) -> Part:
-        sums = self.sums if self.sums is not None else np.zeros((0, self.heads, 4, 2))
-        return Part(sums={"shares_sum": sums, "rows": np.array(self.rows)})
 
 
 @dataclass
@@ -116,8 +84,7 @@ class AttributionMeasurement(Measurement):
 
     def prepare(self, model, info: ModelInfo) -> None:
         from ...model_utils import computed_precision, unwrap
-        from ..attention.stats import punctuation_ids
-        from .compute import find_layers
+        from .layers import find_layers
 
         inner = unwrap(model)
         handles = find_layers(inner)  # a clear ValueError for models it does not support
@@ -174,27 +141,13 @@ class AttributionMeasurement(Measurement):
 
     def hooks(self, model, record) -> list:
         from ...model_utils import unwrap
-        from ...sharding import full_weight
-        from .compute import _head_norms, find_layers
+        from .layers import find_layers
+        from .norms import value_norm_hooks
 
-        handles = find_layers(unwrap(model))
-        record_norms = record
-
-        def make(i, w_out):
-            def hook(_module, _inputs, output):
-                # The output projection is read whole: gathered under sharding (every rank runs
-                # this hook in the same lockstep forward), with a LoRA adapter's update added.
-                values = handles.per_head(output.detach().float())
-                record_norms.setdefault("attribution_fnorms", {})[i] = _head_norms(
-                    values, full_weight(w_out).to(values.device), handles.num_heads,
-                )
-
-            return hook
-
-        return [(v, make(i, o)) for i, (v, o) in enumerate(zip(handles.values, handles.outputs))]
+        return value_norm_hooks(find_layers(unwrap(model)), record)
 
     def start(self, plan: SplitPlan) -> Accumulator:
-        return _Norms(plan, self._heads, self._classes, {})
+        return ShareSums(plan, self._heads, self._classes)
 
     def assemble(self, part: Part, snap) -> None:
         rows = int(part.sums["rows"])
@@ -205,7 +158,8 @@ class AttributionMeasurement(Measurement):
 
         from ...data import read_inputs
         from ...model_utils import to_numpy, unwrap
-        from .compute import attribute, baseline_ids, norm_maps
+        from .ig import attribute, baseline_ids, head_output
+        from .norms import norm_maps
 
         split = self._split
         positions = self.examples.get(split)
@@ -224,7 +178,7 @@ class AttributionMeasurement(Measurement):
             mask = torch.as_tensor(inputs["attention_mask"][r])[None]
             types = torch.as_tensor(inputs["token_type_ids"][r])[None] if "token_type_ids" in inputs else None
             if self.settings.target == "label":
-                target = _head_output(head, int(snap.labels[position]))
+                target = head_output(head, int(snap.labels[position]))
             else:
                 target = None
             base = baseline_ids(ids, self._special, self._pad)
@@ -266,7 +220,7 @@ class AttributionMeasurement(Measurement):
             out["weighted"][r, :, :, :t, :t] = maps.weighted
 
     def describe(self) -> dict[str, Any]:
-        from .compute import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, METHOD
+        from .ig import CAPTUM_CONDUCTANCE_METHOD, CAPTUM_IG_METHOD, METHOD
 
         return {
             "steps": self.settings.steps, "target": self.settings.target,
@@ -278,13 +232,8 @@ class AttributionMeasurement(Measurement):
 
     # -- back half ----------------------------------------------------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
-        from .compute import TOKEN_CLASSES
-
         logs: dict[str, float] = {}
-        for split in ctx.drawn(snaps):
-            res = snaps[split].results.get(self.name)
-            if not res or "shares" not in res:
-                continue
+        for split, res in ctx.results(snaps, self.name, "shares"):
             shares = np.asarray(res["shares"], dtype=np.float64)  # (layers, heads, classes, 2)
             rows = []
             for (l, h, c, kind), v in np.ndenumerate(shares):
@@ -295,6 +244,7 @@ class AttributionMeasurement(Measurement):
                 for kind, what in ((0, "weight"), (1, "norm")):
                     logs[f"layerwatch/{split}/{what}_share_{cls}"] = float(np.nanmean(shares[:, :, c, kind]))
             ctx.guard(f"writing {TABLE} for {split}", key, ctx.store.replace_rows, TABLE, FIELDS, split, key, rows)
+            ctx.history.put(self.name, split, key, page.record(res, snaps[split], ctx.label_names, text_allowed(self.config)))
             if "conductance" in res:
                 labels = snaps[split].labels
                 for r, position in enumerate(res["positions"]):
@@ -349,25 +299,17 @@ class AttributionMeasurement(Measurement):
         from matplotlib.figure import Figure
 
         from ...render import figure_png
-        from .compute import TOKEN_CLASSES
         from .render import draw_norm_shares
 
-        rows = ctx.store.read_table(TABLE)
-        for split in sorted({r["split"] for r in rows}):
+        for split in ctx.history.splits(self.name):
             if ctx.draw_splits is not None and split not in ctx.draw_splits:
                 continue
-            mine = [r for r in rows if r["split"] == split]
-            when = sorted({(int(r["step"]), epoch_value(r["epoch"])) for r in mine})
-            layers = sorted({int(r["layer"]) for r in mine})
-            weight = np.full((len(when), len(layers), len(TOKEN_CLASSES)), np.nan)
-            norm = np.full_like(weight, np.nan)
-            sums: dict[tuple, list] = {}
-            for r in mine:
-                kind, _, cls = r["stat"].partition("_share_")
-                sums.setdefault((when.index((int(r["step"]), epoch_value(r["epoch"]))), layers.index(int(r["layer"])), kind, cls), []).append(r["value"])
-            for (s, l, kind, cls), values in sums.items():
-                if cls in TOKEN_CLASSES:
-                    (weight if kind == "weight" else norm)[s, l, TOKEN_CLASSES.index(cls)] = float(np.mean(values))
+            shares = page.shares_over_training(ctx.history, self.name, split)
+            if shares is None:
+                continue
+            keys, weight, norm = shares
+            when = [(k.step, k.epoch) for k in keys]
+            layers = list(range(1, weight.shape[1] + 1))
             fig = Figure(figsize=(10, 1.2 + 1.6 * len(layers)), dpi=self.config.dpi)
             draw_norm_shares(fig, [e for _, e in when], weight, norm, list(TOKEN_CLASSES),
                              title=f"{split}: attention weight (solid) and norm ||alpha f(x)|| (dashed) shares by token class")
@@ -382,6 +324,8 @@ class AttributionMeasurement(Measurement):
         for key, by_split in snaps:
             for split, snap in by_split.items():
                 res = snap.results.get(self.name)
+                if res and "shares" in res:
+                    ctx.history.put(self.name, split, key, page.record(res, snap, ctx.label_names, text_allowed(self.config)))
                 if not res or "conductance" not in res:
                     continue
                 for r, position in enumerate(res["positions"]):
@@ -409,31 +353,8 @@ class AttributionMeasurement(Measurement):
                               "largest_completeness_gap": round(float(np.max(arrays["completeness_gap"])), 6)}
         return {"attribution": out} if out else {}
 
-    def report_sections(self, store) -> list[dict]:
-        links = [{"text": f, "href": f} for f in sorted(os.listdir(store.root)) if f.startswith("attribution_") and f.endswith(".gif")]
-        images = []
-        for f in sorted(os.listdir(store.root)):
-            if f.startswith("norm_shares_") and f.endswith(".png"):
-                with open(os.path.join(store.root, f), "rb") as fh:
-                    images.append({"caption": f, "src": "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")})
-        if not links and not images:
-            return []
-        return [{"title": "Attribution", "text": "Which layers and tokens decide for the chosen rows, snapshot by snapshot "
-                 "(conductance films), and where attention weight and attention norm go.", "images": images, "links": links}]
-
-
-def _head_output(head: Any, label: int) -> int:
-    """The head's output index of label id ``label`` (attribution_target='label')."""
-    table = getattr(head, "to_label", None)
-    if table is None:
-        raise ValueError(
-            "attribution_target='label' needs the head's outputs matched to the labels "
-            f"({getattr(head, 'reason', '')}); pass attribution_target='prediction'"
-        )
-    try:
-        return list(table).index(label)
-    except ValueError:
-        raise ValueError(f"label id {label} matches no output of the classification head") from None
+    def report_sections(self, ctx: Context) -> list[dict]:
+        return page.report_sections(ctx, self.name)
 
 
 def _padded(items: list, n: int, fill: Any) -> np.ndarray:

@@ -323,10 +323,7 @@ class DynamicsMeasurement(Measurement):
     # -- back half: the other splits' lines, per snapshot --------------------------------------
     def process(self, ctx: Context, key: SnapshotKey, snaps: dict) -> dict[str, float]:
         logs: dict[str, float] = {}
-        for split in ctx.drawn(snaps):
-            arrays = snaps[split].results.get(self.name)
-            if not arrays or "gold_prob" not in arrays:
-                continue
+        for split, arrays in ctx.results(snaps, self.name, "gold_prob"):
             snap = snaps[split]
             ok = arrays["label"] >= 0
             rows = [
@@ -378,8 +375,8 @@ class DynamicsMeasurement(Measurement):
             for split, d in summary.get("dynamics", {}).items()
         ]
 
-    def report_sections(self, store: Any) -> list[dict]:
-        return report_sections(store, self.settings, self.config.report_text)
+    def report_sections(self, ctx: Any) -> list[dict]:
+        return report_sections(ctx.store, self.settings, self.config.report_text)
 
     @classmethod
     def add_commands(cls, subparsers: Any) -> None:

@@ -14,92 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-from dataclasses import dataclass
+import time
 from typing import Any
 
 import numpy as np
 
-from ...config import resolve_jobs, resolve_layers
+from ...config import resolve_jobs
 from ...distributed import Part
 from ...film import Film, Frame
-from ...metrics import cka_matrix, cka_norms, layer_cka, layer_metrics, model_accuracy
+from ...metrics import cka_norms, layer_cka, layer_metrics, model_accuracy
 from ...model_info import ModelInfo
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
-from ...snapshot import SnapshotKey, epoch_value
-from ..base import SENT_KINDS, Accumulator, Batch, Context, Measurement, SplitPlan
+from ...snapshot import SnapshotKey
+from ...history import LAYOUTS, METRICS, Layout
+from ..base import SENT_KINDS, Accumulator, Context, Measurement, SplitPlan
+from .frames import FrameData, panel_limits, panel_notes
+from .heatmaps import norms_of, write_cka_heatmap, write_metric_heatmaps
+from .heatmaps import row_when as _when
+from .pool import Pool
 from .sends import end_items, snapshot_items
 
 logger = logging.getLogger("layerwatch")
-
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def no_hidden_states_error(model: Any) -> ValueError:
-    return ValueError(
-        f"{type(model).__name__} returned no hidden_states with output_hidden_states=True; "
-        "layerwatch needs a model that returns them (a Hugging Face encoder such as "
-        "BertModel or AutoModelForSequenceClassification)"
-    )
-
-
-class _Pool(Accumulator):
-    def __init__(self, plan: SplitPlan, pooling: str, layers: Any, model_name: str):
-        self.n = len(plan.indices)
-        self.pooling = pooling
-        self.layers = layers
-        self.model_name = model_name
-        self.pooled: np.ndarray | None = None
-
-    def update(self, batch: Batch) -> None:
-        import torch
-
-        from ...model_utils import to_numpy
-        from ...pooling import pool
-
-        hidden = batch.output("hidden_states")
-        if not hidden:
-            raise ValueError(
-                f"{self.model_name} returned no hidden_states with output_hidden_states=True; "
-                "layerwatch needs a model that returns them (a Hugging Face encoder such as "
-                "BertModel or AutoModelForSequenceClassification)"
-            )
-        if self.pooled is None:
-            self.layers = resolve_layers(self.layers, len(hidden))
-            dim = hidden[self.layers[0]].shape[-1]
-            self.pooled = np.empty((self.n, len(self.layers), dim), dtype=np.float32)
-        # One stacked copy to the host per batch (one device sync, not one per layer);
-        # .numpy() of that copy goes into our own buffer, so nothing keeps a view of a
-        # tensor the model may reuse.
-        stacked = torch.stack([pool(hidden[layer], batch.mask, self.pooling) for layer in self.layers], dim=1)
-        self.pooled[batch.rows] = to_numpy(stacked)
-
-    def finish(self) -> Part:
-        pooled = self.pooled if self.pooled is not None else np.zeros((self.n, 0, 0), dtype=np.float32)
-        return Part(rows={"pooled": pooled}, meta={"layers": [int(l) for l in (self.layers or ())]})
-
-
-@dataclass
-class _FrameData:
-    layout: np.ndarray
-    labels: np.ndarray
-    layers: np.ndarray
-    errors: np.ndarray | None
-    notes: list[str]
-
-
-def panel_notes(knn: np.ndarray | None, n_layers: int, degenerate: set[int] = frozenset()) -> list[str]:
-    """The text under each panel's title: its kNN accuracy, or why it shows one point."""
-    notes = []
-    for j in range(n_layers):
-        if j in degenerate:
-            notes.append("all vectors identical")
-        elif knn is not None and np.isfinite(knn[j]):
-            notes.append(f"kNN acc {knn[j]:.2f}")
-        else:
-            notes.append("")
-    return notes
-
 
 class EmbeddingsMeasurement(Measurement):
     """Pooled hidden states of every monitored layer (always on)."""
@@ -119,6 +54,10 @@ class EmbeddingsMeasurement(Measurement):
 
     def prepare(self, model: Any, info: ModelInfo) -> None:
         self._rows = {name: len(indices) for name, indices in info.indices.items()}
+        from ...model_utils import model_device
+
+        # t-SNE lays out on the model's CUDA device where it can (reduce.Reducer.backend_for).
+        self.reducer.device = str(model_device(model)) if callable(getattr(model, "parameters", None)) else "cpu"
 
     def describe(self) -> dict[str, Any]:
         # Which library lays out each split's maps (chosen by its rows and what is installed).
@@ -126,7 +65,7 @@ class EmbeddingsMeasurement(Measurement):
 
     # -- front half ---------------------------------------------------------------------
     def start(self, plan: SplitPlan) -> Accumulator:
-        return _Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.model_info.model_name)
+        return Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.model_info.model_name)
 
     def assemble(self, part: Part, snap) -> None:
         snap.results[self.name] = {
@@ -178,17 +117,16 @@ class EmbeddingsMeasurement(Measurement):
 
         return ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="layerwatch-layout")
 
-    def _film(self, ctx: Context, snap) -> Film:
-        film = self.films.get(snap.split)
+    def _film(self, ctx: Context, split: str, rows: int, layers) -> Film:
+        film = self.films.get(split)
         previous = film.previous if film is not None else None
-        if previous is None or len(previous.data.labels) != snap.num_rows or not np.array_equal(previous.data.layers, snap.layers):
-            split = snap.split
+        if previous is None or len(previous.data.labels) != rows or not np.array_equal(previous.data.layers, layers):
             film = self.films[split] = Film(
                 ctx.store,
                 frame_path=lambda k, s=split: ctx.store.frame_path(s, k),
                 gif_path=ctx.store.gif_path(split),
                 draw=lambda f, scale, s=split, c=ctx: self._draw(c, s, f, scale),
-                extent=_panel_limits,
+                extent=panel_limits,
                 duration=self.config.frame_duration,
                 frames_on_disk=lambda s=split: ctx.store.keys(s, "frames"),
             )
@@ -231,6 +169,7 @@ class EmbeddingsMeasurement(Measurement):
         if self.config.metrics:
             # Written now, before anything is drawn: numbers once computed are kept.
             ctx.guard(f"writing the metrics of {split}", key, ctx.store.replace_metrics, split, key, rows, [int(l) for l in snap.layers])
+            ctx.history.put(METRICS, split, key, rows)
         return values
 
     def _finish(self, ctx: Context, key: SnapshotKey, snap, values: dict, started) -> None:
@@ -240,9 +179,17 @@ class EmbeddingsMeasurement(Measurement):
             return
         collect, degenerate = started
         ctx.working(f"{self.name}: laying out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
-        result = ctx.guard(f"laying out {split}", key, collect)
+        began = time.perf_counter()
+        tell = None
+        if ctx.progress is not None:
+            def tell(done: int, running: list[int], total: int) -> None:
+                ctx.progress.layouts(self.name, split, [int(snap.layers[j]) for j in running], done, total,
+                                     time.perf_counter() - began)
+        result = ctx.guard(f"laying out {split}", key, collect, tell)
         if result is None:
             return
+        if ctx.progress is not None:
+            ctx.progress.done(f"laid out {split} ({snap.num_layers} layers, {snap.num_rows} rows)")
         layout, problems = result
         for j, msg in problems.items():
             logger.warning("layerwatch: %s, %s, layer %d: %s", split, key.title, int(snap.layers[j]), msg)
@@ -253,8 +200,14 @@ class EmbeddingsMeasurement(Measurement):
             split, key, layout, snap.layers, self.config.method, self.config.align,
             backend=BACKEND_NAMES[self.reducer.backend_for(snap.num_rows)],
         )
-        frame = Frame(key, _FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
-        film = self._film(ctx, snap)
+        ctx.history.put(LAYOUTS, split, key, Layout(
+            layout=np.asarray(layout, dtype=np.float32), layers=np.asarray(snap.layers, dtype=np.int64),
+            indices=np.asarray(snap.indices), labels=np.asarray(snap.labels),
+            predictions=None if snap.predictions is None else np.asarray(snap.predictions),
+            epoch=float(key.epoch), step=int(key.step),
+        ))
+        frame = Frame(key, FrameData(layout, snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values.get("knn_accuracy"), snap.num_layers, degenerate)))
+        film = self._film(ctx, snap.split, snap.num_rows, snap.layers)
         if ctx.render:
             film.show(ctx, frame)
         else:
@@ -289,7 +242,7 @@ class EmbeddingsMeasurement(Measurement):
         for name, memory in (("cka_first", self._first), ("cka_prev", self._latest)):
             other = memory.get(snap.split)
             if other is not None and np.array_equal(other[0], mine[0]) and np.array_equal(other[1], mine[1]):
-                out[name] = layer_cka(snap.pooled, other[2], norms, _norms_of(other))
+                out[name] = layer_cka(snap.pooled, other[2], norms, norms_of(other))
         if "cka_first" not in out:
             self._first[snap.split] = [*mine, snap.pooled, norms]
             out["cka_first"] = np.where(np.isfinite(norms), 1.0, np.nan)  # 1 by definition: the start
@@ -298,21 +251,7 @@ class EmbeddingsMeasurement(Measurement):
 
     def write_cka_layers(self, ctx: Context) -> None:
         """``cka_layers.png``: which layers have become alike, at the latest snapshot (a panel per split)."""
-        from matplotlib.figure import Figure
-
-        from ...render import draw_heatmap, figure_png, layer_name
-
-        latest = {s: v for s, v in self._latest.items() if ctx.draw_splits is None or s in ctx.draw_splits}
-        if not latest:
-            return
-        splits = sorted(latest, key=lambda s: (s != ctx.reference_split, s))
-        layers = [int(l) for l in latest[splits[0]][1]]
-        tables = {s: cka_matrix(latest[s][2], _norms_of(latest[s])) for s in splits if [int(l) for l in latest[s][1]] == layers}
-        n = len(layers)
-        fig = Figure(figsize=(1.5 + len(tables) * (1.2 + 0.5 * n), 1.4 + 0.4 * n), dpi=self.config.dpi)
-        draw_heatmap(fig, tables, layers, [layer_name(l) for l in layers], "linear CKA between layers (latest snapshot)", xlabel="layer")
-        fig.tight_layout()
-        ctx.store.write_bytes(ctx.store.file_path("cka_layers.png"), figure_png(fig))
+        write_cka_heatmap(ctx, self._latest, self.config.dpi)
 
     def _errors(self, ctx: Context, snap) -> np.ndarray | None:
         if self.config.highlight_errors is False or snap.predictions is None or ctx.regression:
@@ -350,44 +289,11 @@ class EmbeddingsMeasurement(Measurement):
 
     def write_heatmaps(self, ctx: Context) -> None:
         """``metrics_<metric>.png``: layers x snapshots, one panel per split."""
-        from matplotlib.figure import Figure
-
-        from ...render import draw_heatmap, figure_png
-
-        rows = ctx.store.read_metrics()
-        if not rows:
-            return
-        with_step = self.config.every_n_steps is not None
-        for metric in sorted({r["metric"] for r in rows}):
-            if not _METRIC_NAME.match(str(metric)):
-                continue
-            sel = [r for r in rows if r["metric"] == metric]
-            splits = sorted({r["split"] for r in sel}, key=lambda s: (s != ctx.reference_split, s))
-            # A snapshot is known by its step in every table (names may lack it).
-            keys = sorted({_when(r): SnapshotKey(r["epoch"], r["step"], with_step) for r in sel}.values(), key=lambda k: (k.step, k.epoch))
-            col = {(k.step, k.epoch): i for i, k in enumerate(keys)}
-            layers = sorted({int(r["layer"]) for r in sel})
-            tables = {}
-            for split in splits:
-                t = np.full((len(layers), len(keys)), np.nan)
-                for r in sel:
-                    if r["split"] == split:
-                        t[layers.index(int(r["layer"])), col[_when(r)]] = r["value"]
-                tables[split] = t
-            fig = Figure(figsize=(1.5 + len(splits) * (1.2 + 0.45 * len(keys)), 1.2 + 0.35 * len(layers)), dpi=self.config.dpi)
-            draw_heatmap(fig, tables, layers, [k.column for k in keys], metric)
-            fig.tight_layout()
-            ctx.store.write_bytes(ctx.store.file_path(f"metrics_{metric}.png"), figure_png(fig))
+        write_metric_heatmaps(ctx, self.config.dpi, with_step=self.config.every_n_steps is not None)
 
     # -- a stored run ------------------------------------------------------------------------
     def restore(self, ctx: Context, snaps: list) -> None:
-        knn: dict[tuple, float] = {}
-        try:
-            for r in ctx.store.read_metrics():
-                if r["metric"] == "knn_accuracy":
-                    knn[(r["split"], *_when(r), int(r["layer"]))] = r["value"]
-        except ValueError as exc:
-            logger.warning("layerwatch: %s", exc)
+        # The stored layouts and metrics were filed in ctx.history when the run was read.
         for key, by_split in snaps:
             for split, snap in by_split.items():
                 if snap.pooled.shape[-1]:
@@ -399,18 +305,15 @@ class EmbeddingsMeasurement(Measurement):
                     # snapshot): the next drift from the previous snapshot is unknown, not
                     # a drift from an older one.
                     self._latest.pop(split, None)
-                try:
-                    stored = ctx.store.load_layout(split, key)
-                except FileNotFoundError:
+        for split in {s for _, by_split in snaps for s in by_split}:
+            knn = {(key.name, int(r["layer"])): r["value"] for key, rows in ctx.history.get(METRICS, split)
+                   for r in rows if r["metric"] == "knn_accuracy"}
+            for key, lay in ctx.history.get(LAYOUTS, split):
+                if lay.layout.shape[:2] != (len(lay.layers), len(lay.indices)):
                     continue
-                except ValueError as exc:
-                    logger.warning("layerwatch: %s", exc)
-                    continue
-                if stored["layout"].shape[:2] != (snap.num_layers, snap.num_rows):
-                    continue
-                values = np.array([knn.get((split, key.step, key.epoch, int(l)), np.nan) for l in snap.layers])
-                frame = Frame(key, _FrameData(stored["layout"], snap.labels, snap.layers, self._errors(ctx, snap), panel_notes(values, snap.num_layers)))
-                self._film(ctx, snap).add(frame)
+                values = np.array([knn.get((key.name, int(l)), np.nan) for l in lay.layers])
+                frame = Frame(key, FrameData(lay.layout, lay.labels, lay.layers, self._errors(ctx, lay), panel_notes(values, len(lay.layers))))
+                self._film(ctx, split, len(lay.indices), lay.layers).add(frame)
 
     def sends(self, run, key, snaps=None, logs=None, kinds=SENT_KINDS) -> list:
         if key is None:
@@ -468,22 +371,3 @@ class EmbeddingsMeasurement(Measurement):
 
 def _layer_text(layer: int) -> str:
     return "the embeddings" if int(layer) == 0 else f"layer {int(layer)}"
-
-
-def _when(row: dict) -> tuple:
-    """A table row's snapshot: (step, epoch); file names may lack the step."""
-    return int(row["step"]), epoch_value(row["epoch"])
-
-
-def _norms_of(entry: list) -> np.ndarray:
-    """The CKA norms of a remembered snapshot ``[indices, layers, pooled, norms]``, computed
-    on first use for one read back from disk."""
-    if entry[3] is None:
-        entry[3] = cka_norms(entry[2])
-    return entry[3]
-
-
-def _panel_limits(frame: Frame) -> list:
-    from ...render import limits_of
-
-    return [limits_of(frame.data.layout[j]) for j in range(len(frame.data.layout))]

@@ -87,8 +87,8 @@ class TokenNormsMeasurement(Measurement):
         return [f"token norms of {split!r} at the last snapshot: mean {d['mean']:.4f} over {d['tokens']} tokens of {d['rows']} rows"
                 for split, d in summary.get("token_norms", {}).items()]
 
-    def report_sections(self, store) -> list[dict]:
-        summary = self.summarize(store).get("token_norms")
+    def report_sections(self, ctx) -> list[dict]:
+        summary = self.summarize(ctx.store).get("token_norms")
         if not summary:
             return []
         text = "; ".join(f"{split}: mean {d['mean']:.4f} over {d['tokens']} tokens" for split, d in summary.items())
