@@ -506,11 +506,12 @@ def test_the_embeddings_measurement_lays_out_on_the_models_device():
 
     from layerwatch.config import LayerwatchConfig
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
+    from layerwatch.model_info import ModelInfo
 
     m = EmbeddingsMeasurement(LayerwatchConfig(output_dir="unused"))
-    m.prepare(torch.nn.Linear(2, 2), {"splits_indices": {"train": range(10)}})
+    m.prepare(torch.nn.Linear(2, 2), ModelInfo(indices={"train": range(10)}))
     assert m.reducer.device == "cpu"
-    m.prepare(torch.nn.Linear(2, 2, device="meta"), {"splits_indices": {"train": range(10)}})
+    m.prepare(torch.nn.Linear(2, 2, device="meta"), ModelInfo(indices={"train": range(10)}))
     assert m.reducer.device == "meta" and m.reducer.backend_for(10) == "sklearn"
 
 
