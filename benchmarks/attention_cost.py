@@ -46,19 +46,19 @@ def _setup(data_dir: str, rows: int):
     model = common.load_classifier(path)
     config = LayerwatchConfig(output_dir=tempfile.mkdtemp(), measures=[Attention()], progress=False)
     indices = np.arange(len(texts))
-    plan = SplitPlan("validation", indices, indices, len(indices), labels, tuple(range(7)), config, {})
+    plan = SplitPlan("validation", indices, indices, len(indices), labels, tuple(range(7)), config)
     return model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement
 
 
 def _capture(variant: str, model, tokenizer, dataset, plan, config, EmbeddingsMeasurement, AttentionMeasurement):
-    from layerwatch.capture import capture_split, eager_attention
+    from layerwatch.capturing import capture_split, eager_attention
+    from layerwatch.model_info import ModelInfo
 
     measurements = [EmbeddingsMeasurement(config)]
     if variant == "eager + statistics":
         attention = AttentionMeasurement(config)
-        context = {"tokenizer": tokenizer, "labels": {"validation": plan.labels}, "splits_indices": {"validation": plan.indices}}
-        attention.prepare(model, context)
-        plan.context.update(context)
+        plan.model_info = ModelInfo(tokenizer=tokenizer, labels={"validation": plan.labels}, indices={"validation": plan.indices})
+        attention.prepare(model, plan.model_info)
         measurements.append(attention)
     with eager_attention(model, variant == "eager"):
         with common.Timer() as t:

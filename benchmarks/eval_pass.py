@@ -46,7 +46,7 @@ class PoolingHooks:
     model during whatever forward passes run while they are installed (a prototype)."""
 
     def __init__(self, model):
-        from layerwatch.capture import unwrap
+        from layerwatch.capturing import unwrap
 
         base = unwrap(model)
         encoder = getattr(base, base.base_model_prefix)

@@ -72,7 +72,7 @@ def build_run(root: str, seed: int = 0, rows: int = ROWS, layers: int = LAYERS, 
     page reads no pooled vector, and 25 layers x 10,000 rows x 384 would be 3.8 GB).
     """
     ROWS, LAYERS, HIDDEN = rows, layers, hidden  # noqa: N806 (the shape of this run)
-    from layerwatch.capture import Snapshot
+    from layerwatch.capturing import Snapshot
     from layerwatch.measures.embeddings.files import save_layout, save_snapshot, write_metrics
     from layerwatch.store import RunStore, SnapshotKey
 

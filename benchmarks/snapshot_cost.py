@@ -223,7 +223,7 @@ def _layerwatch_snapshots(
 ) -> dict:
     """The callback's ``snapshot()`` at its defaults (or another ``method`` / ``precision``),
     timed per stage (one fresh process); ``train_steps`` training steps between snapshots."""
-    import layerwatch.capture as lw_capture
+    import layerwatch.snapshotter as lw_snapshotter
     import layerwatch.film as lw_film
     import layerwatch.measures.embeddings.measure as lw_emb
     import layerwatch.measures.embeddings.files as lw_emb_files
@@ -231,8 +231,8 @@ def _layerwatch_snapshots(
     from layerwatch.snapshot import SnapshotKey
 
     clock = _StageClock()
-    # The monitor imports capture_split from layerwatch.capture when it captures.
-    clock.wrap(lw_capture, "capture_split", "capture")
+    # The snapshotter calls capture_split through its own module's name.
+    clock.wrap(lw_snapshotter, "capture_split", "capture")
     for attr in ("save_snapshot", "save_layout", "replace_metrics"):
         clock.wrap(lw_emb_files, attr, "store")
     # The t-SNE layouts run in a thread pool while the metrics are computed: "layouts" is

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 _PUBLIC = {
     "LayerwatchCallback": "callback",
@@ -25,7 +25,7 @@ _PUBLIC = {
     "RunStore": "store",
     "Snapshot": "snapshot",
     "SnapshotKey": "snapshot",
-    "capture": "capture",
+    "capture": "capturing",
     "cls_pool": "pooling",
     "last_pool": "pooling",
     "mean_pool": "pooling",
@@ -50,7 +50,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .callback import LayerwatchCallback, watch
-    from .capture import capture
+    from .capturing import capture
     from .config import LayerwatchConfig
     from .measures import Attention, Attribution, Dynamics, Measurement
     from .measures import register as register_measurement

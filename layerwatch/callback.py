@@ -167,9 +167,6 @@ class LayerwatchCallback(TrainerCallback):
         """What a checkpoint keeps of this run (written next to the Trainer's checkpoints)."""
         return self.monitor.state_dict()
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.monitor.load_state_dict(state)
-
     # -- Trainer events ------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if model is None:

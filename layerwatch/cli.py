@@ -25,7 +25,7 @@ logger = logging.getLogger("layerwatch")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .reading import rebuild
+    from .rerender import rebuild
 
     gifs = rebuild(
         args.run_dir, method=args.method, splits=args.splits, layers=args.layers,
@@ -147,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="layerwatch", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"layerwatch {__version__}")

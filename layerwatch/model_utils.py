@@ -1,7 +1,7 @@
 """Model helpers shared by every measurement pass (capture, attention, attribution).
 
 A leaf module: it imports torch and :mod:`layerwatch.precision` only, so that
-:mod:`layerwatch.capture` and every measurement can use it without an import circle.
+:mod:`layerwatch.capturing` and every measurement can use it without an import circle.
 
 Whatever accelerate, PEFT, ``torch.compile`` or the user put around the model, a pass
 decides for itself (see docs/guarantees.md):

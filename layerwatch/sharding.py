@@ -3,7 +3,7 @@ module's forward gathers them, and reading one weight whole.
 
 Under sharding each rank holds a slice of every weight; a module's weights are gathered
 by collectives inside its forward pass, which every rank must run, in the same order. So
-the capture runs in lockstep on every rank (see :func:`layerwatch.capture.capture_split`),
+the capture runs in lockstep on every rank (see :func:`layerwatch.capturing.capture_split`),
 and a weight a measurement reads is read through :func:`full_weight`, which gathers it
 (a collective as well, reached by every rank because it runs in the same lockstep forward)
 and lets the gathered copy go after the read.

@@ -45,14 +45,14 @@ def main(out: str, mode: str) -> None:
 
         watch.monitor._open_main = broken
     if mode == "fail-capture" and rank == 1:
-        real = watch.monitor._capture
+        real = watch.monitor.snapshotter.capture
 
         def capture(model, *args, **kwargs):
             if watch.monitor.last_step >= 0:
                 raise RuntimeError("CUDA out of memory (injected on rank 1)")
             return real(model, *args, **kwargs)
 
-        watch.monitor._capture = capture
+        watch.monitor.snapshotter.capture = capture
     trainer = make_trainer(model, train.remove_columns("label_text"), [watch], os.path.join(out, "t"), epochs=1, ddp_backend="gloo")
     trainer.train()
     if trainer.is_world_process_zero():

@@ -79,9 +79,9 @@ def normal(out: str, rank: int) -> None:
     # The attention norms' hooks read the output projection whole in the lockstep pass.
     monitor = refused.monitor
     for m in monitor.measurements:
-        m.prepare(model, monitor.context)
+        m.prepare(model, monitor.model_info)
     monitor.engine, monitor.runner, monitor._checked = "fsdp2", model, True
-    gathered = dist.gather_splits(monitor._capture(model), {n: len(s.indices) for n, s in monitor.splits.items()})
+    gathered = dist.gather_splits(monitor.snapshotter.capture(model), {n: len(s.indices) for n, s in monitor.splits.items()})
     if rank == 0:
         shares = {split: parts["attribution"].sums["shares_sum"] / int(parts["attribution"].sums["rows"])
                   for split, parts in gathered.items() if parts is not None}
@@ -122,7 +122,7 @@ def fail(out: str, rank: int) -> None:
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
     from layerwatch.snapshot import SnapshotKey
 
-    capture_module = importlib.import_module("layerwatch.capture")
+    capture_module = importlib.import_module("layerwatch.capturing")
     model = shard(tiny_bert(seed=0))
     watch = LayerwatchCallback(splits(), os.path.join(out, "lw"), **SETTINGS)
     watch.setup(model)

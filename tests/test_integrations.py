@@ -77,13 +77,13 @@ def live(tmp_path_factory):
         trainer = make_trainer(tiny_bert(), train, [watch], out / "trainer", epochs=2, report_to=targets)
         watch.attach(trainer)  # the numbers go through Trainer.log, so the Trainer's callbacks send them
         state = {"run": None, "failures": [], "keys": [], "event_files": None}
-        send = watch.monitor._send
+        send = watch.monitor.back_half.send
 
         def spy(key, snaps, logs):  # the callback calls the integrations; the test only notes when
             state["keys"].append(key)
             send(key, snaps, logs)
 
-        watch.monitor._send = spy
+        watch.monitor.back_half.send = spy
         trainer.train()
         integrations = [i for i in watch.monitor.integrations]
         own = next(i for i in integrations if i.name == "tensorboard" and i.log_dir == str(out / "tb_own"))

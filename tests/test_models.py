@@ -176,7 +176,7 @@ def _merged(peft_model):
 
 
 def test_sentence_pairs_reach_bert_through_real_peft():
-    from layerwatch.capture import accepted_inputs  # the old name, kept
+    from layerwatch.capturing import accepted_inputs  # the old name, kept
 
     model = _lora(tiny_bert())
     bare = _merged(model)
@@ -240,7 +240,7 @@ class NamedThenKwargs(torch.nn.Module):
 
 @pytest.mark.parametrize("wrap", ["user-wrapper", "torch-compile"])
 def test_sentence_pairs_reach_bert_through_other_kwargs_wrappers(wrap):
-    from layerwatch.capture import accepted_inputs
+    from layerwatch.capturing import accepted_inputs
 
     model = tiny_bert().eval()
     wrapped = NamedThenKwargs(model) if wrap == "user-wrapper" else torch.compile(model, backend="eager")

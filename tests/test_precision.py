@@ -175,7 +175,7 @@ def test_autocast_factory_gives_a_fresh_context_per_call():
 
 # -- fp32 is exact ---------------------------------------------------------------------
 def test_fp32_capture_is_the_default_capture_bit_for_bit(bert, train_ds):
-    from layerwatch.capture import COMMON, capture_split
+    from layerwatch.capturing import COMMON, capture_split
     from layerwatch.measures.base import SplitPlan
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
 

@@ -365,7 +365,7 @@ def test_pipeline_lays_out_and_measures_under_its_thread_limit(tmp_path, monkeyp
     # t-SNE, PCA and the metrics run with `threads` BLAS/OpenMP threads (0: untouched).
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from layerwatch.capture import Snapshot
+    from layerwatch.capturing import Snapshot
     from layerwatch.config import LayerwatchConfig
     from layerwatch.pipeline import Pipeline
     from layerwatch.store import RunStore, SnapshotKey
@@ -413,7 +413,7 @@ def test_layouts_in_a_thread_pool_equal_layouts_in_order():
 
 
 def _two_split_snapshots():
-    from layerwatch.capture import Snapshot
+    from layerwatch.capturing import Snapshot
 
     snaps = {}
     for i, split in enumerate(("train", "validation")):

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from layerwatch.capture import Snapshot
+from layerwatch.capturing import Snapshot
 from layerwatch.store import RunStore, SnapshotKey
 from layerwatch.measures.embeddings.files import layout_path, load_layout, save_layout, save_snapshot, write_metrics
 

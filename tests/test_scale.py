@@ -206,10 +206,11 @@ def test_run_json_and_info_name_the_backend_of_each_split(runs, capsys):
 def test_the_embeddings_measurement_names_opentsne_for_large_splits(monkeypatch):
     from layerwatch.config import LayerwatchConfig
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
+    from layerwatch.model_info import ModelInfo
 
     monkeypatch.setattr(reduce_mod, "has_opentsne", lambda: True)
     m = EmbeddingsMeasurement(LayerwatchConfig(output_dir="unused"))
-    m.prepare(None, {"splits_indices": {"train": range(OPENTSNE_MIN_ROWS), "validation": range(300)}})
+    m.prepare(None, ModelInfo(indices={"train": range(OPENTSNE_MIN_ROWS), "validation": range(300)}))
     assert m.describe()["layout"]["backend"] == {"train": "openTSNE (FFT)", "validation": "scikit-learn"}
 
 
@@ -506,11 +507,12 @@ def test_the_embeddings_measurement_lays_out_on_the_models_device():
 
     from layerwatch.config import LayerwatchConfig
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
+    from layerwatch.model_info import ModelInfo
 
     m = EmbeddingsMeasurement(LayerwatchConfig(output_dir="unused"))
-    m.prepare(torch.nn.Linear(2, 2), {"splits_indices": {"train": range(10)}})
+    m.prepare(torch.nn.Linear(2, 2), ModelInfo(indices={"train": range(10)}))
     assert m.reducer.device == "cpu"
-    m.prepare(torch.nn.Linear(2, 2, device="meta"), {"splits_indices": {"train": range(10)}})
+    m.prepare(torch.nn.Linear(2, 2, device="meta"), ModelInfo(indices={"train": range(10)}))
     assert m.reducer.device == "meta" and m.reducer.backend_for(10) == "sklearn"
 
 

@@ -166,7 +166,7 @@ def _plan(indices, batch_size=4):
     indices = np.asarray(indices, dtype=np.int64)
     config = LayerwatchConfig(output_dir=".", batch_size=batch_size)
     return SplitPlan(split="train", indices=indices, positions=np.arange(len(indices)), n_rows=len(indices),
-                     labels=np.zeros(len(indices), dtype=np.int64), layers="all", config=config, context={})
+                     labels=np.zeros(len(indices), dtype=np.int64), layers="all", config=config)
 
 
 class _Counting(torch.nn.Module):
@@ -186,7 +186,7 @@ class _Counting(torch.nn.Module):
 def test_a_rank_with_fewer_batches_runs_padding_calls_whose_outputs_are_dropped(rows, steps):
     from conftest import toy_dataset
 
-    from layerwatch.capture import COMMON, Lockstep, capture_split
+    from layerwatch.capturing import COMMON, Lockstep, capture_split
     from layerwatch.config import LayerwatchConfig
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
 
@@ -208,7 +208,7 @@ def test_a_rank_with_fewer_batches_runs_padding_calls_whose_outputs_are_dropped(
 
 
 def test_lockstep_counts_the_batches_of_the_rank_with_the_most_rows():
-    from layerwatch.capture import Lockstep
+    from layerwatch.capturing import Lockstep
 
     assert Lockstep.steps_for(21, 2, 5) == 3  # 11 and 10 rows: 3 and 2 batches
     assert Lockstep.steps_for(1, 2, 5) == 1  # the rank without rows still makes one call
@@ -218,7 +218,7 @@ def test_lockstep_counts_the_batches_of_the_rank_with_the_most_rows():
 def test_a_failure_under_lockstep_is_raised_after_the_agreement_and_leaves_no_hook():
     from conftest import toy_dataset
 
-    from layerwatch.capture import Lockstep, capture_split
+    from layerwatch.capturing import Lockstep, capture_split
     from layerwatch.config import LayerwatchConfig
     from layerwatch.measures.embeddings.measure import EmbeddingsMeasurement
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from ..distributed import Part, is_ragged
+from ..errors import ErrorPolicy
+from ..model_info import ModelInfo
 from ..history import History
 from ..settings import Settings
 
@@ -48,8 +50,8 @@ class SplitPlan:
         labels: This rank's rows' label ids.
         layers: Hidden-state indices to keep (0 = embedding output).
         config: The run's settings.
-        context: What the monitor knows of the model (special and punctuation token
-            ids, the tokenizer, ...); measurements read what they need.
+        model_info: What the monitor knows of the model (its name, the tokenizer, the
+            labels and rows of every split, ...; :class:`~layerwatch.model_info.ModelInfo`).
     """
 
     split: str
@@ -59,7 +61,7 @@ class SplitPlan:
     labels: np.ndarray
     layers: tuple[int, ...]
     config: "LayerwatchConfig"
-    context: dict[str, Any] = field(default_factory=dict)
+    model_info: ModelInfo = field(default_factory=ModelInfo)
 
 
 @dataclass
@@ -212,13 +214,12 @@ class Context:
         self.label_names = list(label_names) if label_names is not None else None
         self.regression = regression
         self.reference_split = reference_split
-        self.failures: list[str] = []
+        # The run's rule for a failed step (layerwatch.errors): recorded, or raised.
+        self.errors = ErrorPolicy(getattr(config, "on_error", "warn"), scope="step")
         self.render = True
         # Splits to measure and draw in the current snapshot (None: all of them); the
         # others are read only as references (``layerwatch render --splits``).
         self.draw_splits: set[str] | None = None
-        # A background worker leaves it to the training process to report failed steps.
-        self.log_failures = True
         # The snapshot's progress (layerwatch.progress.Progress), to say what is being worked on.
         self.progress = None
         # What the pages are drawn from: every measurement files here, per split and snapshot,
@@ -236,6 +237,24 @@ class Context:
         order = sorted(splits, key=lambda s: s != self.reference_split)
         return [s for s in order if self.draw_splits is None or s in self.draw_splits]
 
+    @property
+    def failures(self) -> list[str]:
+        """Messages of the steps that failed in the current snapshot."""
+        return self.errors.failures
+
+    @failures.setter
+    def failures(self, value: list[str]) -> None:
+        self.errors.failures = value
+
+    @property
+    def log_failures(self) -> bool:
+        """Say each failed step as it happens (a background worker leaves that to the training process)."""
+        return self.errors.announce
+
+    @log_failures.setter
+    def log_failures(self, value: bool) -> None:
+        self.errors.announce = bool(value)
+
     def results(self, snaps: dict, name: str, needed: str) -> Iterator[tuple[str, dict]]:
         """``(split, results)`` of each split to draw now (:meth:`drawn`) whose snapshot holds
         measurement ``name``'s results with the array ``needed``."""
@@ -245,19 +264,10 @@ class Context:
                 yield split, res
 
     def guard(self, stage: str, key: "SnapshotKey | None", fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one step; a failure is recorded (or raised, with ``on_error="raise"``) and
-        the snapshot's other steps go on. Returns the step's result, or None if it failed."""
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if self.config.on_error == "raise":
-                raise
-            when = f" of snapshot {key.title}" if key is not None else ""
-            msg = f"layerwatch: {stage}{when} failed ({type(exc).__name__}: {exc})"
-            if self.log_failures:
-                logger.warning("%s; the other steps go on", msg)
-            self.failures.append(msg)
-            return None
+        """Run one step under the run's :class:`~layerwatch.errors.ErrorPolicy`: a failure is
+        recorded (or raised, with ``on_error="raise"``) and the snapshot's other steps go on.
+        Returns the step's result, or None if it failed."""
+        return self.errors.run(stage, key, fn, *args, **kwargs)
 
 
 def pack_ragged(name: str, rows: Any) -> dict[str, np.ndarray]:
@@ -364,9 +374,10 @@ class Measurement:
         """Check the settings against the monitored splits when the callback is built
         (``splits``: name -> :class:`~layerwatch.splits.MonitoredSplit`)."""
 
-    def prepare(self, model: Any, context: dict[str, Any]) -> None:
+    def prepare(self, model: Any, info: ModelInfo) -> None:
         """Check the model before training (raise a ValueError that says what to do) and
-        note in ``context`` what the capture needs (token ids, ...)."""
+        keep on this instance what its capture needs (token ids, examples, ...), from
+        ``info`` (what the monitor knows of the model)."""
 
     def describe(self) -> dict[str, Any]:
         """What ``run.json`` records of this measurement's method (beyond the settings)."""
@@ -389,7 +400,7 @@ class Measurement:
             rows.update(pack_ragged(name, value) if is_ragged(value) else {name: value})
         snap.results[self.name] = {**rows, **part.sums, **{f"meta_{k}": np.asarray(v) for k, v in part.meta.items()}}
 
-    def after_capture(self, model: Any, snaps: dict[str, "Snapshot"], key: "SnapshotKey", context: dict[str, Any]) -> None:
+    def after_capture(self, model: Any, snaps: dict[str, "Snapshot"], key: "SnapshotKey", info: ModelInfo) -> None:
         """Work of its own on the main process after the capture pass (attributions of a
         few examples, say), adding to ``snaps``; other ranks wait."""
 

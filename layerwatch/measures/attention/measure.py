@@ -25,6 +25,7 @@ import numpy as np
 
 from ...distributed import Part
 from ...film import Film, Frame
+from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
 from ...text import position_names, text_allowed
 from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
@@ -71,32 +72,34 @@ class AttentionMeasurement(Measurement):
         self._latest_stats: dict[str, np.ndarray] = {}
         self._latest_drift: dict[str, np.ndarray] = {}
         self.examples: dict[str, np.ndarray] = {}
-        self.context: dict[str, Any] = {}
+        # Its own, from prepare(): the tokenizer, and the ids counted as 'sep' and 'punct'.
+        self._tokenizer: Any = None
+        self._sep_ids: set[int] = set()
+        self._punct_ids: set[int] = set()
 
     # -- front half -----------------------------------------------------------------------
     def check_splits(self, splits) -> None:
         check_example_split("attention_split", self.settings.split, splits)
 
-    def prepare(self, model, context) -> None:
-        tokenizer = context.get("tokenizer")
-        self.context = context
-        context["attention_sep_ids"] = special_token_ids(getattr(model, "config", None), tokenizer)
-        context["attention_punct_ids"] = punctuation_ids(tokenizer) if tokenizer is not None else set()
+    def prepare(self, model, info: ModelInfo) -> None:
+        tokenizer = self._tokenizer = info.tokenizer
+        self._sep_ids = special_token_ids(getattr(model, "config", None), tokenizer)
+        self._punct_ids = punctuation_ids(tokenizer) if tokenizer is not None else set()
         if tokenizer is None:
             logger.warning(
                 "layerwatch: attention statistics without the tokenizer: 'punct' is 0 and 'sep' comes from the model "
                 "config only; the Trainer hands its processing_class over, or pass tokenizer= to check_model"
             )
-        labels = context.get("labels", {})
+        labels = info.labels
         split = example_split(self.settings.split, labels)
-        splits = context.get("splits_indices", {})
+        splits = info.indices
         if split in labels and split in splits:
             self.examples[split] = pick_examples(
                 self.settings.examples, "attention_examples", split, splits[split], labels[split], self.config.seed,
             )
 
     def start(self, plan: SplitPlan) -> Accumulator:
-        tokenizer = self.context.get("tokenizer")
+        tokenizer = self._tokenizer
 
         def to_tokens(ids):
             if not text_allowed(self.config):  # report_text=False: positions, never the tokens
@@ -107,7 +110,7 @@ class AttentionMeasurement(Measurement):
 
         examples = [int(p) for p in self.examples.get(plan.split, ())]
         return HeadStats(
-            plan, set(examples), self.context.get("attention_sep_ids", set()), self.context.get("attention_punct_ids", set()),
+            plan, set(examples), self._sep_ids, self._punct_ids,
             to_tokens, neuron=set(examples[:MAX_NEURON_EXAMPLES]),
         )
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ...distributed import Part
 from ...film import Film, Frame
+from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
 from ...text import shown_tokens, text_allowed
 from ..attention.stats import punctuation_ids
@@ -66,8 +67,14 @@ class AttributionMeasurement(Measurement):
         self.films: dict[tuple[str, int], Film] = {}
         self._figures: dict[tuple, Any] = {}
         self.examples: dict[str, np.ndarray] = {}
-        self.context: dict[str, Any] = {}
         self._heads = 0
+        # Its own, from prepare(): the split of its examples, the precision of its passes, the
+        # token classes (cls, sep, punct ids), the baseline's special tokens and padding id.
+        self._split: str | None = None
+        self._precision = "fp32"
+        self._classes: tuple = ((), (), ())
+        self._special: tuple[int, ...] = ()
+        self._pad: int | None = None
 
     # -- front half ---------------------------------------------------------------------------
     def check_splits(self, splits) -> None:
@@ -75,15 +82,14 @@ class AttributionMeasurement(Measurement):
         if self.settings.target not in TARGETS:
             raise ValueError(f"attribution_target={self.settings.target!r} is not one of 'label', 'prediction'")
 
-    def prepare(self, model, context) -> None:
+    def prepare(self, model, info: ModelInfo) -> None:
         from ...model_utils import computed_precision, unwrap
         from .layers import find_layers
 
-        self.context = context
         inner = unwrap(model)
         handles = find_layers(inner)  # a clear ValueError for models it does not support
         # Integrated gradients and norm maps run in fp32 (the weights' precision where those are half).
-        context["attribution_precision"] = computed_precision("fp32", inner)
+        self._precision = computed_precision("fp32", inner)
         missing = [i for i, (v, o) in enumerate(zip(handles.values, handles.outputs)) if v is None or o is None]
         if missing:
             raise ValueError(
@@ -91,7 +97,7 @@ class AttributionMeasurement(Measurement):
                 "projections to take attention norms from; pass attribution=False for this model"
             )
         self._heads = handles.num_heads
-        tokenizer = context.get("tokenizer")
+        tokenizer = info.tokenizer
         config = getattr(inner, "config", None)
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         pad = pad if pad is not None else getattr(config, "pad_token_id", None)
@@ -115,19 +121,19 @@ class AttributionMeasurement(Measurement):
                 if getattr(config, name, None) is not None:
                     sep_ids.append(getattr(config, name))
             special = cls_ids + sep_ids
-        context["attribution_classes"] = (tuple(cls_ids), tuple(sep_ids), tuple(sorted(punctuation_ids(tokenizer))) if tokenizer is not None else ())
-        context["attribution_special"] = tuple(sorted(set(int(i) for i in special if i is not None)))
-        context["attribution_pad"] = int(pad)
-        labels = context.get("labels", {})
-        splits = context.get("splits_indices", {})
+        self._classes = (tuple(cls_ids), tuple(sep_ids), tuple(sorted(punctuation_ids(tokenizer))) if tokenizer is not None else ())
+        self._special = tuple(sorted(set(int(i) for i in special if i is not None)))
+        self._pad = int(pad)
+        labels = info.labels
+        splits = info.indices
         split = example_split(self.settings.split, labels)
         if split in labels:
             self.examples[split] = pick_examples(
                 self.settings.examples, "attribution_examples", split, splits[split], labels[split], self.config.seed,
             )
-        self.context["attribution_split"] = split
-        if self.settings.target == "label" and getattr(context.get("head_match"), "to_label", None) is None:
-            reason = getattr(context.get("head_match"), "reason", "")
+        self._split = split
+        if self.settings.target == "label" and info.head_to_label is None:
+            reason = info.head_reason
             raise ValueError(
                 f"attribution_target='label' explains the logit of each row's label, but the head's outputs cannot be "
                 f"matched to the labels ({reason}); pass attribution_target='prediction'"
@@ -141,13 +147,13 @@ class AttributionMeasurement(Measurement):
         return value_norm_hooks(find_layers(unwrap(model)), record)
 
     def start(self, plan: SplitPlan) -> Accumulator:
-        return ShareSums(plan, self._heads, self.context.get("attribution_classes", ((), (), ())))
+        return ShareSums(plan, self._heads, self._classes)
 
     def assemble(self, part: Part, snap) -> None:
         rows = int(part.sums["rows"])
         snap.results[self.name] = {"shares": part.sums["shares_sum"] / max(rows, 1), "rows": np.array(rows)}
 
-    def after_capture(self, model, snaps, key, context) -> None:
+    def after_capture(self, model, snaps, key, info: ModelInfo) -> None:
         import torch
 
         from ...data import read_inputs
@@ -155,17 +161,17 @@ class AttributionMeasurement(Measurement):
         from .ig import attribute, baseline_ids, head_output
         from .norms import norm_maps
 
-        split = context.get("attribution_split")
+        split = self._split
         positions = self.examples.get(split)
         if positions is None or split not in snaps:
             return
         snap = snaps[split]
-        dataset = context["datasets"][split]
+        dataset = info.datasets[split]
         inner = unwrap(model)
         rows = snap.indices[positions]
-        inputs = read_inputs(dataset, rows, context.get("attribution_pad"))
-        tokenizer = context.get("tokenizer")
-        head = context.get("head_match")
+        inputs = read_inputs(dataset, rows, self._pad)
+        tokenizer = info.tokenizer
+        head = info.head
         results = []
         for r, position in enumerate(positions):
             ids = torch.as_tensor(inputs["input_ids"][r])[None]
@@ -175,7 +181,7 @@ class AttributionMeasurement(Measurement):
                 target = head_output(head, int(snap.labels[position]))
             else:
                 target = None
-            base = baseline_ids(ids, context.get("attribution_special", ()), context["attribution_pad"])
+            base = baseline_ids(ids, self._special, self._pad)
             result = attribute(inner, ids, mask, types, target=target, steps=self.settings.steps,
                                batch_size=self.settings.batch_size, baseline=base)
             maps = norm_maps(inner, ids, mask, types)
@@ -220,8 +226,8 @@ class AttributionMeasurement(Measurement):
             "steps": self.settings.steps, "target": self.settings.target,
             "baseline": "the same positions, token types and mask; every real token but the special ones made the pad token",
             "rule": METHOD, "captum_ig_method": CAPTUM_IG_METHOD, "captum_conductance_method": CAPTUM_CONDUCTANCE_METHOD,
-            "split": self.context.get("attribution_split"),
-            "precision": self.context.get("attribution_precision", "fp32"),
+            "split": self._split,
+            "precision": self._precision,
         }
 
     # -- back half ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...distributed import Part, is_main
 from ...film import Film, Frame
+from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
 from ..base import SENT_KINDS, Accumulator, Batch, Context, Measurement, SplitPlan, TrainingRun
 from . import compute
@@ -92,12 +93,11 @@ class DynamicsMeasurement(Measurement):
         return {"settings": self.settings.to_dict(), "formulas": "Swayamdipta et al. 2020 (data maps), Pleiss et al. 2020 (AUM)"}
 
     # -- front half: checks -------------------------------------------------------------
-    def prepare(self, model: Any, context: dict) -> None:
-        head = context.get("head_match")
-        to_label = getattr(head, "to_label", None)
+    def prepare(self, model: Any, info: ModelInfo) -> None:
+        to_label = info.head_to_label
         self._output_of_label = None
         if to_label is not None:
-            labels = context.get("labels") or {}
+            labels = info.labels
             n_labels = 1 + max((int(v.max()) for v in labels.values() if len(v)), default=-1)
             out = np.full(max(n_labels, max(to_label) + 1, 1), -1, dtype=np.int64)
             for j, lab in enumerate(to_label):

@@ -23,6 +23,7 @@ from ...config import resolve_jobs
 from ...distributed import Part
 from ...film import Film, Frame
 from ...metrics import cka_norms, layer_cka, layer_metrics, model_accuracy
+from ...model_info import ModelInfo
 from ...reduce import BACKEND_NAMES, Reducer, is_degenerate, start_layouts, thread_limit
 from ...snapshot import SnapshotKey
 from ...history import LAYOUTS, METRICS, Layout
@@ -52,8 +53,8 @@ class EmbeddingsMeasurement(Measurement):
         self._latest: dict[str, Any] = {}
         self._rows: dict[str, int] = {}
 
-    def prepare(self, model: Any, context: dict[str, Any]) -> None:
-        self._rows = {name: len(indices) for name, indices in (context.get("splits_indices") or {}).items()}
+    def prepare(self, model: Any, info: ModelInfo) -> None:
+        self._rows = {name: len(indices) for name, indices in info.indices.items()}
         from ...model_utils import model_device
 
         # t-SNE lays out on the model's CUDA device where it can (reduce.Reducer.backend_for).
@@ -65,7 +66,7 @@ class EmbeddingsMeasurement(Measurement):
 
     # -- front half ---------------------------------------------------------------------
     def start(self, plan: SplitPlan) -> Accumulator:
-        return Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.context.get("model_name", "the model"))
+        return Pool(plan, self.config.pooling, plan.layers or self.config.layers, plan.model_info.model_name)
 
     def assemble(self, part: Part, snap) -> None:
         snap.results[self.name] = {

@@ -9,6 +9,8 @@ pass raises; the pass runs in its own precision whatever wraps ``forward``;
 ``torch.inference_mode`` leaves ``requires_grad`` flags and ``.grad`` untouched.
 A sharded model (FSDP, ZeRO-3) is captured in lockstep on every rank, under
 ``torch.no_grad`` (see :class:`Lockstep` and :mod:`layerwatch.sharding`).
+
+:func:`capture` (the same pass without a Trainer) is public as ``layerwatch.capture``.
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .config import POOLINGS, check_choice, check_positive_int
+from .config import POOLINGS, LayerwatchConfig, check_choice, check_positive_int, parse_layers
 from .data import empty_rows, get_column, num_rows, read_inputs, resolve_label_column, stratified_subset
 from .distributed import Part, RankFailed, agree
 from .labels import canonical, classify, match_head, resolve
 from .measures import Measurement
 from .measures.base import Batch, SplitPlan
 from .measures.embeddings.measure import EmbeddingsMeasurement
+from .model_info import ModelInfo
 from .model_utils import (  # noqa: F401  (accepted_inputs, eager_attention, unwrap: importable from here)
     accepted_inputs, checked_precision, eager_attention, forward_hooks, kept_modes, model_device, model_inputs, own_forward,
     to_numpy, unwrap,
 )
-from .sharding import released
+from .precision import autocast_factory, resolve_precision
 from .progress import Progress
+from .sharding import released
 from .snapshot import Snapshot
 from .splits import empty_row_error
 
@@ -210,8 +214,6 @@ def capture_split(
     bar = Progress(f"capture {plan.split}".rstrip(), len(indices), enabled=bool(progress) and has_rows) if own else progress
     bar.working(f"capture {plan.split}".rstrip())
     if autocast is None:
-        from .precision import autocast_factory
-
         autocast = autocast_factory("fp32", device)
     grad_off = torch.no_grad() if lockstep is not None else torch.inference_mode()
     try:
@@ -324,9 +326,6 @@ def capture(
         ``id2label`` names them); ``predictions`` are in the same ids, or None when the
         head's outputs cannot be matched to the labels.
     """
-    from .config import LayerwatchConfig, parse_layers
-    from .precision import autocast_factory, resolve_precision
-
     check_positive_int("batch_size", batch_size)
     check_pooling(model, pooling)
     device = model_device(model)
@@ -348,7 +347,7 @@ def capture(
     config = LayerwatchConfig(output_dir=".", layers=parse_layers(layers), pooling=pooling, batch_size=batch_size)
     plan = SplitPlan(
         split=split, indices=indices, positions=np.arange(len(indices)), n_rows=len(indices),
-        labels=all_labels[indices], layers=layers, config=config, context={"model_name": type(model).__name__},
+        labels=all_labels[indices], layers=layers, config=config, model_info=ModelInfo(model_name=type(model).__name__),
     )
     emb = EmbeddingsMeasurement(config)
     parts = capture_split(model, dataset, plan, [emb], batch_size=batch_size, progress=progress, autocast=autocast)
@@ -360,15 +359,3 @@ def capture(
         snap.predictions = match_head(vocab, getattr(cfg, "id2label", None), common.meta.get("outputs")).map(head)
     return snap
 
-
-class _CallableModule(type(__import__("sys"))):
-    """``layerwatch.capture`` names both this module and its main function: once the module
-    is imported, the package attribute is the module, so calling it calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Snapshot:
-        return capture(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
-# ``inspect.signature(layerwatch.capture)`` and ``help`` show the function's parameters.
-__signature__ = __import__("inspect").signature(capture)
