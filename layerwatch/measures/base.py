@@ -29,6 +29,8 @@ from ..errors import ErrorPolicy
 from ..model_info import ModelInfo
 from ..history import History
 from ..settings import Settings
+from .rows import check_example_split, example_split, pack_ragged, pick_examples, unpack_ragged
+from .sent import SENT_KINDS, File, Film, Image, Scalar, Table, Vectors
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import LayerwatchConfig
@@ -36,6 +38,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..store import RunStore
 
 logger = logging.getLogger("layerwatch")
+
+# The seam's names, for measurements written in other packages (the sent items and the row
+# helpers live in their own modules and are part of the seam).
+__all__ = [
+    "SENT_KINDS", "Accumulator", "Batch", "Context", "File", "Film", "Image", "Measurement", "Scalar", "Settings",
+    "SplitPlan", "Table", "TrainingRun", "Vectors", "check_example_split", "example_split", "pack_ragged",
+    "pick_examples", "unpack_ragged",
+]
 
 
 @dataclass
@@ -113,68 +123,6 @@ class TrainingRun:
     head_names: list | None = None
     splits: Any = None
     checkpoint: str | None = None
-
-
-# -- what a measurement sends to TensorBoard, W&B and MLflow (see Measurement.sends) ----------
-@dataclass
-class Scalar:
-    """A number of one snapshot, at its step; ``tag`` as the Trainer's log names it
-    (``layerwatch/<split>/<metric>/...``). TensorBoard scalar, W&B and MLflow metric."""
-
-    tag: str
-    value: float
-
-
-@dataclass
-class Image:
-    """A picture of one snapshot, a PNG file of the run: TensorBoard image
-    ``layerwatch/<name>``, W&B image ``layerwatch/frames/<name>``."""
-
-    name: str
-    path: str
-    caption: str = ""
-
-
-@dataclass
-class Vectors:
-    """Per-row vectors of one snapshot for TensorBoard's Embedding Projector, one matrix per
-    layer (``vectors``: layers x rows x dim), tagged ``layerwatch/<name>/layer_<layer>``,
-    with a metadata row of texts per row under ``header``."""
-
-    name: str
-    layers: list[int]
-    vectors: np.ndarray
-    header: list[str]
-    metadata: list[list[str]]
-
-
-@dataclass
-class Film:
-    """A GIF of the whole run, sent at the end: W&B video ``layerwatch/films/<name>``,
-    MLflow artifact."""
-
-    name: str
-    path: str
-    caption: str = ""
-
-
-@dataclass
-class Table:
-    """A table sent at the end: W&B table ``layerwatch/<name>``."""
-
-    name: str
-    columns: list[str]
-    rows: list[list]
-
-
-@dataclass
-class File:
-    """A file of the run sent at the end (a CSV table): MLflow artifact."""
-
-    path: str
-
-
-SENT_KINDS = (Scalar, Image, Vectors, Film, Table, File)
 
 
 class Accumulator:
@@ -268,73 +216,6 @@ class Context:
         recorded (or raised, with ``on_error="raise"``) and the snapshot's other steps go on.
         Returns the step's result, or None if it failed."""
         return self.errors.run(stage, key, fn, *args, **kwargs)
-
-
-def pack_ragged(name: str, rows: Any) -> dict[str, np.ndarray]:
-    """Ragged rows (one array per row, shapes differing on axis 0) as two arrays that a
-    ``.npz`` file holds: ``name`` (the rows joined on axis 0) and ``name + "_offsets"``
-    (``n_rows + 1`` integers: row ``i`` is ``joined[offsets[i]:offsets[i + 1]]``)."""
-    arrays = [np.asarray(r) for r in rows]
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(a) for a in arrays]) if arrays else []
-    joined = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.float32)
-    return {name: joined, f"{name}_offsets": offsets}
-
-
-def unpack_ragged(arrays: dict[str, np.ndarray], name: str) -> list[np.ndarray]:
-    """The rows that :func:`pack_ragged` packed under ``name``, one array per row."""
-    joined, offsets = arrays[name], np.asarray(arrays[f"{name}_offsets"])
-    return [joined[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
-
-
-def example_split(chosen: str | None, splits) -> str:
-    """The split whose examples a measurement keeps: ``chosen``, else validation, train or the first."""
-    if chosen is not None:
-        return chosen
-    names = list(splits)
-    return "validation" if "validation" in names else ("train" if "train" in names else names[0])
-
-
-def check_example_split(setting: str, chosen: str | None, splits) -> str:
-    """:func:`example_split`, refusing a split that is not monitored (naming ``setting``)."""
-    split = example_split(chosen, splits)
-    if split not in splits:
-        raise ValueError(f"{setting}={split!r} is not a monitored split; pass one of {sorted(splits)}")
-    return split
-
-
-def pick_examples(setting: Any, name: str, split: str, indices: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """Positions (in the subset) of the examples a measurement keeps whole.
-
-    Args:
-        setting: A count (stratified by label, drawn with ``seed``) or dataset row indices.
-        name: The setting's name, for messages.
-        split, indices, labels: The split and its monitored rows and label ids.
-
-    Raises:
-        ValueError: a bad count, or a row that is not among the monitored rows.
-    """
-    from ..data import stratified_subset
-
-    if isinstance(setting, (int, np.integer)) and not isinstance(setting, bool):
-        if setting < 1:
-            raise ValueError(f"{name}={setting!r} must be a positive count or a list of dataset rows")
-        kind = "class" if labels.dtype.kind in "iu" else "regression"
-        return stratified_subset(labels, int(setting), seed, kind)
-    try:
-        rows = [int(r) for r in setting]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={setting!r} must be a positive count or a list of dataset rows") from None
-    if not rows:
-        raise ValueError(f"{name}=[] names no row; pass a count or at least one dataset row")
-    where = {int(r): i for i, r in enumerate(indices)}
-    missing = [r for r in rows if r not in where]
-    if missing:
-        raise ValueError(
-            f"{name}={rows}: row {missing[0]} is not among the {len(indices)} monitored rows of split {split!r} "
-            f"(see watch.splits[{split!r}].indices); pass monitored rows, or a count"
-        )
-    return np.array(sorted({where[r] for r in rows}), dtype=np.int64)
 
 
 class Measurement:
