@@ -220,7 +220,15 @@ class Context:
 
 class Measurement:
     """One kind of measurement of a snapshot. Subclass it and register it in
-    :mod:`layerwatch.measures`.
+    :mod:`layerwatch.measures` (or through the ``layerwatch.measurements`` entry-point group).
+
+    A run builds each measurement more than once, and the instances share nothing but the
+    snapshot's results and the run directory: the front half (the capture pass, training
+    events) runs on an instance in the training process on every rank; the back half
+    (:meth:`process`, :meth:`report_sections`, :meth:`sends`) on another, in the training
+    process, in the background worker or in ``layerwatch render``/``report``, filled at
+    :meth:`restore` from what the run stored. What the back half needs from the front half
+    goes through :meth:`assemble` into ``Snapshot.results`` (and so into the run's files).
 
     Class attributes:
         name: Its name: the key of ``Snapshot.results`` and its folder in the run directory.
