@@ -257,3 +257,22 @@ def test_attention_statistics_of_models_without_a_bert_attention_module(tmp_path
     assert np.allclose(arrays["stats"][:, :, STATS.index("next")], 0.0)
     assert "neuron_q" not in arrays
     assert (tmp_path / "lw" / "attention_head_view.html").exists()
+
+
+def test_the_tools_are_sent_every_attention_film_and_the_table(attention_run):
+    # What TensorBoard, W&B and MLflow get of the measurement once the run is over: a film
+    # per statistic (the GIFs on disk) and attention.csv.
+    import os
+
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.integrations.base import RunInfo
+    from layerwatch.measures import AttentionMeasurement
+    from layerwatch.measures.sent import File, Film, Scalar
+
+    run = RunInfo.from_store(attention_run["dir"])
+    items = AttentionMeasurement(LayerwatchConfig(output_dir=str(attention_run["dir"]))).sends(run, None)
+    gifs = sorted(n for n in os.listdir(attention_run["dir"]) if n.startswith("attention_") and n.endswith(".gif"))
+    assert len(gifs) == len(STATS) + 2  # every statistic, and the two drifts
+    assert sorted(os.path.basename(i.path) for i in items if isinstance(i, Film)) == gifs
+    assert [os.path.basename(i.path) for i in items if isinstance(i, File)] == ["attention.csv"]
+    assert AttentionMeasurement(LayerwatchConfig()).sends(run, None, kinds=(Scalar,)) == []

@@ -171,3 +171,19 @@ def test_attribution_of_labels_needs_a_head_that_matches_them(tmp_path):
         watch.check_model(tiny_bert(num_labels=6))
     with pytest.raises(ValueError, match=r"attribution_target='logit' is not one of 'label', 'prediction'"):
         LayerwatchCallback({"train": toy_dataset(16)}, tmp_path / "x", attribution=True, attribution_target="logit")
+
+
+def test_the_tools_are_sent_every_examples_film_and_the_norms_table(attribution_run):
+    import os
+
+    from layerwatch.config import LayerwatchConfig
+    from layerwatch.integrations.base import RunInfo
+    from layerwatch.measures import AttributionMeasurement
+    from layerwatch.measures.sent import File, Film
+
+    run = RunInfo.from_store(attribution_run["dir"])
+    items = AttributionMeasurement(LayerwatchConfig(output_dir=str(attribution_run["dir"]))).sends(run, None)
+    gifs = sorted(n for n in os.listdir(attribution_run["dir"]) if n.startswith("attribution_") and n.endswith(".gif"))
+    assert len(gifs) == 3  # one per example
+    assert sorted(os.path.basename(i.path) for i in items if isinstance(i, Film)) == gifs
+    assert [os.path.basename(i.path) for i in items if isinstance(i, File)] == ["norms.csv"]

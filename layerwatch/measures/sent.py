@@ -5,7 +5,9 @@ integration shows in its own way. Numpy only.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +73,17 @@ class File:
 SENT_KINDS = (Scalar, Image, Vectors, Film, Table, File)
 
 
+
+
+def films_and_tables(run: Any, kinds: tuple, gif_prefix: str, tables: tuple[str, ...]) -> list:
+    """A measurement's end-of-run items: a :class:`Film` of every ``<gif_prefix>*.gif`` in
+    the run directory, and a :class:`File` of each of its ``tables`` that exists."""
+    items: list = []
+    root = run.store.root
+    if Film in kinds and os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            if name.startswith(gif_prefix) and name.endswith(".gif"):
+                items.append(Film(name[:-4], os.path.join(root, name), name[:-4].replace("_", " ")))
+    if File in kinds:
+        items.extend(File(run.store.table_path(t)) for t in tables if os.path.exists(run.store.table_path(t)))
+    return items

@@ -28,6 +28,7 @@ from ...film import Film, Frame
 from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
 from ...text import position_names, text_allowed
+from ..sent import SENT_KINDS, films_and_tables
 from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 from .accumulate import HeadStats
 from .cli import add_attention_command
@@ -304,6 +305,10 @@ class AttentionMeasurement(Measurement):
             snap.results[self.name] = store.load_arrays(self.name, snap.split, key)
         except FileNotFoundError:
             pass
+
+    def sends(self, run: Any, key: Any, snaps: Any = None, logs: Any = None, kinds: tuple = SENT_KINDS) -> list:
+        """Once the run is over, its films (a GIF per statistic) and its table."""
+        return films_and_tables(run, kinds, "attention_", (TABLE,)) if key is None else []
 
     def summarize(self, store) -> dict[str, Any]:
         return {"attention": heads_that_moved(store)} if store.read_table(TABLE) else {}

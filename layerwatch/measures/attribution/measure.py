@@ -32,6 +32,7 @@ from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
 from ...text import shown_tokens, text_allowed
 from ..attention.stats import punctuation_ids
+from ..sent import SENT_KINDS, films_and_tables
 from ..base import Accumulator, Context, Measurement, SplitPlan, check_example_split, example_split, pick_examples
 from .accumulate import TOKEN_CLASSES, ShareSums
 from .settings import Attribution
@@ -337,6 +338,10 @@ class AttributionMeasurement(Measurement):
                     self._film(ctx, split, row).add(Frame(key, _Cond(
                         res["conductance"][r][:, :n], shown_tokens(res["tokens"][r][:n], text_allowed(self.config)), res["token_attributions"][r][:n], label,
                     )))
+
+    def sends(self, run: Any, key: Any, snaps: Any = None, logs: Any = None, kinds: tuple = SENT_KINDS) -> list:
+        """Once the run is over, its films (a GIF per example) and its table."""
+        return films_and_tables(run, kinds, "attribution_", (TABLE,)) if key is None else []
 
     def summarize(self, store) -> dict[str, Any]:
         rows = store.read_table(TABLE)
