@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...distributed import Part, is_main
+from ...errors import ErrorPolicy
 from ...film import Film, Frame
 from ...model_info import ModelInfo
 from ...snapshot import SnapshotKey
@@ -87,7 +88,7 @@ class DynamicsMeasurement(Measurement):
         self._output_of_label: np.ndarray | None = None
         self._films: dict[str, Film] = {}
         self._history: list[dict] = []  # the training split's lines, held (restored once at a resume)
-        self._warned: set[str] = set()
+        self._errors = ErrorPolicy(config.on_error)  # its warnings, each said once a run
 
     def describe(self) -> dict:
         return {"settings": self.settings.to_dict(), "formulas": "Swayamdipta et al. 2020 (data maps), Pleiss et al. 2020 (AUM)"}
@@ -116,9 +117,7 @@ class DynamicsMeasurement(Measurement):
         return None
 
     def _warn_once(self, what: str, msg: str) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            logger.warning("layerwatch: dynamics: %s", msg)
+        self._errors.warn_once(what, f"dynamics: {msg}")
 
     # -- front half: the other splits, from the capture pass -----------------------------
     def start(self, plan: SplitPlan) -> Accumulator | None:
