@@ -64,15 +64,12 @@ def _serve(conn_in: Connection, conn_out: Connection) -> None:
     kind, spec = conn_in.recv()
     if kind != "init":
         raise RuntimeError(f"the worker expected its settings first, got {kind!r}")
-    from .measures import register
     from .pipeline import Pipeline
     from .store import RunStore
 
-    classes = []
-    for path in spec["measurements"]:
-        cls = _load_class(path)
-        register(cls)
-        classes.append(cls)
+    # The run's measurements, by the classes the training process used (a measurement of the
+    # user's own need not be registered here: the pipeline is handed its instances).
+    classes = [_load_class(path) for path in spec["measurements"]]
     config = spec["config"]
     pipe = Pipeline(
         RunStore(spec["root"]), config, spec["label_names"], regression=spec["regression"],
@@ -152,7 +149,7 @@ class BackgroundWorker:
         parent_in, child_out = os.pipe()
         env = dict(os.environ)
         # The worker must import what this process imports (layerwatch, and the modules
-        # of measurements registered here) but never run the user's script.
+        # of the run's measurements) but never run the user's script.
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env.setdefault("MPLBACKEND", "Agg")
