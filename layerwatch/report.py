@@ -37,7 +37,8 @@ run directory always gives the same bytes)::
       "metrics": [{"split": str, "metric": str, "layers": [int, ...],
                    "values": [[number | null, ...], ...]}, ...],   # [layer][snapshot]
       "sections": [{"title": str, "text": str,  # text: `code spans` are shown as code
-                    "images": [{"caption": str, "src": str}],
+                    "images": [{"caption": str, "src": str,   # with "snapshot" and "group": one frame
+                                "snapshot": {...}, "group": str}],  # of a picture that follows the slider
                     "links": [{"text": str, "href": str}],
                     "films": [{                # heatmaps that follow the slider (pages/sections.py)
                       "title": str, "group": str, "split": str | null, "row": int | null,
@@ -345,7 +346,17 @@ def _check_sections(sections: Sequence[dict] | None) -> list[dict]:
                     f"{where}['images'][{m}]['src'] must be a base64 data URL "
                     "('data:image/png;base64,...'); the page loads nothing from files or the network"
                 )
-            images.append({"caption": str(im.get("caption", "")), "src": src})
+            image = {"caption": str(im.get("caption", "")), "src": src}
+            if im.get("snapshot") is not None:
+                # One frame of a picture film (images sharing "group"): shown when the slider
+                # selects its snapshot, or the latest before it.
+                snap = im["snapshot"]
+                if not (isinstance(snap, dict) and {"epoch", "step", "title"} <= set(snap)):
+                    raise ValueError(f"{where}['images'][{m}]['snapshot'] must be {{'epoch', 'step', 'title'}} "
+                                     "(layerwatch.pages.sections.snapshot_entry)")
+                image["snapshot"] = {"epoch": snap["epoch"], "step": int(snap["step"]), "title": str(snap["title"])}
+                image["group"] = str(im.get("group", ""))
+            images.append(image)
         links = []
         for m, ln in enumerate(s.get("links", [])):
             href = ln.get("href") if isinstance(ln, dict) else None

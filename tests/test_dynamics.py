@@ -600,3 +600,40 @@ def test_what_the_dynamics_send_to_the_tools_comes_from_its_files(trained, tmp_p
     assert [int(r[suspects.columns.index("row")]) for r in suspects.rows] == [int(r["row"]) for r in stored]
     files = [os.path.basename(i.path) for i in items if isinstance(i, File)]
     assert "dynamics.csv" in files and "dynamics_suspects.csv" in files
+
+
+def test_the_data_map_picture_follows_the_pages_slider(trained, open_page, tmp_path):
+    # The section's picture is the data map of the snapshot the slider selects (or the
+    # latest before it), from the stored frames of every snapshot.
+    import base64
+    import json
+
+    from layerwatch.report import write_report
+    from layerwatch.snapshot import epoch_value
+
+    run, *_ = trained
+    store = RunStore(run)
+    keys = [store.snapshot_key("validation", k) for k in store.keys("validation", "datamaps")]  # with their steps
+    assert len(keys) >= 2
+    path = write_report(str(run), out=str(tmp_path / "report.html"))
+    text = open(path, encoding="utf-8").read()
+    start = text.index('id="layerwatch-data">') + len('id="layerwatch-data">')
+    data = json.loads(text[start : text.index("</script>", start)])
+    page, log = open_page(path)
+    split = page.evaluate("window.layerwatchReport.state().split")
+    snapshots = next(s for s in data["splits"] if s["name"] == split)["snapshots"]
+    seen = set()
+    for k, snap in enumerate(snapshots):
+        page.evaluate(f"document.getElementById('slider').value = '{k}'")
+        page.dispatch_event("#slider", "input")
+        fig = page.locator("figure.picture[data-group='datamap/validation']")
+        now = (int(snap["step"]), epoch_value(snap["epoch"]))
+        before = [key for key in keys if (key.step, key.epoch) <= now]
+        assert fig.get_attribute("data-snapshot") == (before[-1].title if before else ""), snap
+        if before:
+            src = fig.locator("img").get_attribute("src")
+            frame = store.array_path("datamap_frames", "validation", before[-1], ".png")
+            assert base64.b64decode(src.split(",", 1)[1]) == open(frame, "rb").read()
+            seen.add(before[-1].title)
+    assert len(seen) >= 2, (keys, snapshots)  # it moved with the slider
+    assert log.page_errors == [] and log.console_errors == []

@@ -621,12 +621,25 @@
       box.append(el('h2', sec.title));
       if (sec.text) box.append(rich('p', sec.text));
       if (sec.films && sec.films.length) box.append(filmsBox(sec.films));
+      const frames = new Map();  // group -> the frames of a picture that follows the slider
       for (const im of sec.images) {
+        if (im.snapshot) {
+          if (!frames.has(im.group)) frames.set(im.group, []);
+          frames.get(im.group).push(im);
+          continue;
+        }
         const fig = el('figure'), img = el('img');
         img.src = im.src; img.alt = im.caption;
         fig.append(img);
         if (im.caption) fig.append(el('figcaption', im.caption));
         box.append(fig);
+      }
+      for (const [group, list] of frames) {
+        const fig = el('figure', null, 'picture'), img = el('img'), cap = el('figcaption'), note = el('p', null, 'film-note');
+        fig.dataset.group = group;
+        fig.append(img, cap, note);
+        box.append(fig);
+        pictures.push({ fig, img, cap, note, list, film: { snapshots: list.map((im) => im.snapshot) }, shown: -1 });
       }
       if (sec.datamap) box.append(dataMap(sec.datamap));
       if (sec.links.length) {
@@ -705,7 +718,18 @@
     }
     return [best, false];
   }
-  function drawFilms() { for (const F of films) drawFilm(F); }
+  const pictures = [];         // {fig, img, cap, note, list, film, shown}: pictures that follow the slider
+  function drawFilms() { for (const F of films) drawFilm(F); for (const P of pictures) drawPicture(P); }
+  function drawPicture(P) {
+    const [k, exact] = frameAt(P.film);
+    P.shown = k;
+    P.fig.dataset.snapshot = k < 0 ? '' : P.film.snapshots[k].title;
+    P.img.hidden = k < 0;
+    if (k >= 0 && P.img.getAttribute('src') !== P.list[k].src) { P.img.src = P.list[k].src; P.img.alt = P.list[k].caption; }
+    P.cap.textContent = k < 0 ? '' : P.list[k].caption;
+    P.note.textContent = k < 0 ? 'not measured at or before this snapshot'
+      : (exact ? '' : 'latest before this snapshot: ' + P.film.snapshots[k].title);
+  }
   function drawFilm(F) {
     const film = F.film, rows = film.ylabels.length, cols = film.xlabels.length;
     [F.shown, F.exact] = frameAt(film);

@@ -7,6 +7,7 @@ import base64
 import os
 from typing import Any
 
+from ...pages.sections import snapshot_entry
 from .compute import RowMeasures
 from .files import MAPS, read_meta, read_texts
 
@@ -36,12 +37,15 @@ def report_sections(store: Any, settings: Any, report_text: bool) -> list[dict]:
             "predicted": m.predicted.tolist(),
             "texts": [texts.get(int(r)) if int(r) in keep else None for r in m.rows] if texts else None,
         }
+        # The data map of every snapshot, as a picture that follows the page's slider.
         images = []
-        path = store.array_path("datamap_frames", split, keys[-1], ".png")
-        if os.path.exists(path):
-            with open(path, "rb") as fh:
-                src = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
-            images.append({"caption": f"data map of {split}, {keys[-1].title} (the film: datamap_{split}.gif)", "src": src})
+        for key in keys:
+            path = store.array_path("datamap_frames", split, key, ".png")
+            if os.path.exists(path):
+                with open(path, "rb") as fh:
+                    src = "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
+                images.append({"caption": f"data map of {split}, {key.title} (the film: datamap_{split}.gif)", "src": src,
+                               "snapshot": snapshot_entry(_true_key(store, split, key)), "group": f"datamap/{split}"})
         out.append({
             "title": f"Training dynamics: {split}",
             "text": "Confidence (mean probability of the gold label over epochs) against variability (its "
@@ -53,3 +57,11 @@ def report_sections(store: Any, settings: Any, report_text: bool) -> list[dict]:
         })
     return out
 
+
+def _true_key(store: Any, split: str, key: Any) -> Any:
+    """``key`` with the step of its snapshot (file names may lack it), read from the split's
+    embeddings file of that snapshot; ``key`` itself where there is none."""
+    try:
+        return store.snapshot_key(split, key)
+    except (OSError, ValueError, KeyError):
+        return key
