@@ -97,3 +97,11 @@ def test_keywords_with_a_config_replace_only_the_measurements_they_name(tmp_path
 def test_bad_measurement_settings_are_refused_when_the_callback_is_built(tmp_path, kwargs, error, message):
     with pytest.raises(error, match=message):
         LayerwatchCallback({"train": toy_dataset(12)}, tmp_path / "lw", progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(_with_settings()))
+def test_a_measurement_built_with_its_own_settings_holds_them(name):
+    cls = registered()[name]
+    settings = cls.Settings(**_non_default(cls.Settings))
+    assert cls(LayerwatchConfig(), settings).settings == settings
+    assert cls(LayerwatchConfig()).settings == cls.Settings()  # off in the config: the defaults

@@ -63,8 +63,8 @@ class AttentionMeasurement(Measurement):
 
     Settings = Attention
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, settings=None):
+        super().__init__(config, settings)
         self.films: dict[str, Film] = {}
         self._figures: dict[tuple, Any] = {}
         self._first: dict[str, dict] = {}

@@ -63,8 +63,8 @@ class AttributionMeasurement(Measurement):
 
     Settings = Attribution
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, settings=None):
+        super().__init__(config, settings)
         self.films: dict[tuple[str, int], Film] = {}
         self._figures: dict[tuple, Any] = {}
         self.examples: dict[str, np.ndarray] = {}
